@@ -1,0 +1,37 @@
+"""What a check is: a rule with a stable code, prerequisites, a fix ability, and its documentation.
+
+The docstring of a check class is its user documentation (`onboard explain CODE`), under the headings
+What it does / Why it matters / Failure modes / Fix / Fix safety.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+from typing import ClassVar
+
+from onboard.harness.result import CheckResult, Status
+
+
+class FixAvailability(str, enum.Enum):
+    ALWAYS = "always"
+    SOMETIMES = "sometimes"
+    NONE = "none"
+
+
+class Check:
+    code: ClassVar[str]
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    requires: ClassVar[tuple[str, ...]] = ()  # codes of checks that must not have failed
+    fix_availability: ClassVar[FixAvailability] = FixAvailability.NONE
+
+    def run(self, session) -> CheckResult:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def result(self, status: Status, message: str, **fields) -> CheckResult:
+        return CheckResult(code=self.code, name=self.name, status=status, message=message, **fields)
+
+    @classmethod
+    def documentation(cls) -> str:
+        return inspect.cleandoc(cls.__doc__ or "")

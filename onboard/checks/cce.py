@@ -1,0 +1,156 @@
+"""CCE001: Cut Cross Entropy is live on the loaded class, gives the reference loss, and saves memory."""
+
+from __future__ import annotations
+
+import torch
+
+from onboard.checks.base import Check
+from onboard.harness.forward import batch_tensors
+from onboard.harness.memory import cuda_peak_bytes
+from onboard.harness.result import Status
+from onboard.patches import get_patch, unwrap
+
+LOSS_RTOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2, torch.float16: 5e-3}
+MEMORY_SHAPE = (4, 2048)  # batch x sequence of the memory probe on GPU
+MIN_SAVING_RATIO = 0.5  # measured saving / predicted saving
+
+
+def predicted_saving(batch: int, seq: int, vocab: int, dtype: torch.dtype) -> int:
+    """Bytes the plain loss holds at its peak and the fused loss does not.
+
+    The logits in the model dtype, their fp32 log-softmax kept for backward, and the fp32 gradient of the
+    logits: (dtype bytes + 8) per element of batch x sequence x vocab; for bf16 that is 5x the logits.
+    """
+    return batch * seq * vocab * (torch.finfo(dtype).bits // 8 + 8)
+
+
+class CceCheck(Check):
+    """What it does:
+    Applies the cce.fused_loss patch to the model as loaded (LoRA-wrapped), runs one forward and
+    backward with labels, and checks three things. Live: cut_cross_entropy.linear_cross_entropy computed
+    the loss and the output layer produced no logits. Same loss: the fused loss equals the model's own
+    loss on the same batch (relative 1e-4 in fp32, 1e-2 in bf16), and so do the adapter gradients.
+    Memory (CUDA only): peak memory of a forward and backward at batch 4 x 2048 with and without the
+    patch, against the predicted saving of (dtype bytes + 8) x batch x sequence x vocab.
+    On CPU the torch_compile implementation runs; it materialises logits inside, so memory is not measured.
+
+    Why it matters:
+    The logits of a large vocabulary dominate SFT memory. A fused loss patched onto the wrong class
+    (XForCausalLM while XForConditionalGeneration was loaded) saves nothing, and one that skips a logit
+    transform (softcapping, logit scale) trains on a wrong loss.
+
+    Failure modes:
+    FM-CCE-INACTIVE: the fused loss never ran, or the full logits were still produced.
+    FM-CCE-MATH: the fused loss differs from the reference.
+    WARN when the patch cannot apply to this model (training then uses the plain loss) or the memory
+    saving is under half the prediction.
+
+    Fix:
+    None: when this check passes, `onboard train` uses cce.fused_loss on CUDA.
+    """
+
+    code = "CCE001"
+    name = "cce"
+    summary = "Cut Cross Entropy is live on the loaded class, matches the loss, saves memory"
+    requires = ("LORA001",)
+
+    def run(self, session):
+        patch = get_patch("cce.fused_loss")
+        model = session.train_model
+        reason = patch.applies_to(model)
+        if reason:
+            return self.result(Status.WARN, f"fused loss not available: {reason}; training uses the plain loss",
+                               diagnosis="FM-CCE-INACTIVE")
+        ex = max(session.examples, key=len)
+        batch = batch_tensors([ex], session.device, session.pad_id)
+        ref_loss, ref_grads = _loss_and_grads(model, batch)
+        head = unwrap(model).get_output_embeddings()
+        produced = []
+        hook = head.register_forward_hook(lambda _m, _a, out: produced.append(out.numel()))
+        try:
+            with patch.apply(model) as handle:
+                fused_loss, fused_grads = _loss_and_grads(model, batch)
+                calls = handle.stats.calls
+        finally:
+            hook.remove()
+
+        rtol = LOSS_RTOL.get(session.dtype, 1e-2)
+        rel = abs(fused_loss - ref_loss) / max(abs(ref_loss), 1e-12)
+        grad_rel = _grad_rel_diff(ref_grads, fused_grads)
+        logits_elems = sum(produced)
+        res = self.result(Status.PASS, "", enables=patch.id)
+        res.measure("impl", handle.stats.impl)
+        res.measure("fused_loss_calls", calls, "calls", ">= 1")
+        res.measure("logits_produced", logits_elems, "elements", f"0 (plain loss: {len(ex) * head.weight.shape[0]})")
+        res.measure("loss_reference", round(ref_loss, 6), "nats")
+        res.measure("loss_fused", round(fused_loss, 6), "nats")
+        res.measure("loss_rel_diff", float(f"{rel:.3g}"), "", f"<= {rtol:g}")
+        res.measure("grad_rel_diff", float(f"{grad_rel:.3g}"), "", f"<= {rtol * 10:g}")
+        if calls == 0 or logits_elems > 0:
+            res.status, res.diagnosis, res.enables = Status.FAIL, "FM-CCE-INACTIVE", None
+            res.message = (f"the fused loss is not live on {type(unwrap(model)).__name__}: "
+                           f"{calls} fused calls, {logits_elems} logits produced")
+            return res
+        if rel > rtol or grad_rel > rtol * 10:
+            res.status, res.diagnosis, res.enables = Status.FAIL, "FM-CCE-MATH", None
+            res.message = f"fused loss {fused_loss:.5f} vs reference {ref_loss:.5f} (rel {rel:.2g}), gradients rel {grad_rel:.2g}"
+            return res
+        res.message = f"live on {type(unwrap(model)).__name__} ({handle.stats.impl}), loss matches to {rel:.1g}"
+        if session.device.type != "cuda":
+            res.measure("memory", "skipped", "", "CUDA only")
+            res.message += "; memory not measured on CPU (torch_compile materialises logits)"
+            return res
+        _measure_memory(res, session, patch, model)
+        return res
+
+
+def _loss_and_grads(model, batch) -> tuple[float, dict[str, torch.Tensor]]:
+    model.zero_grad(set_to_none=True)
+    loss = model(**batch, use_cache=False).loss
+    loss.backward()
+    grads = {n: p.grad.detach().float().clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return loss.item(), grads
+
+
+def _grad_rel_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    if set(a) != set(b) or not a:
+        return float("inf")
+    num = sum(((a[n] - b[n]) ** 2).sum() for n in a) ** 0.5
+    den = sum((a[n] ** 2).sum() for n in a) ** 0.5
+    return float(num / den.clamp(min=1e-30))
+
+
+def _measure_memory(res, session, patch, model) -> None:
+    bsz, seq = MEMORY_SHAPE
+    vocab = unwrap(model).get_output_embeddings().weight.shape[0]
+    gen = torch.Generator().manual_seed(session.seed)
+    ids = torch.randint(0, vocab, (bsz, seq), generator=gen).to(session.device)
+    batch = {"input_ids": ids, "labels": ids}
+
+    def step():
+        model(**batch, use_cache=False).loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    try:
+        plain = cuda_peak_bytes(step, session.device)
+        with patch.apply(model):
+            fused = cuda_peak_bytes(step, session.device)
+    except torch.OutOfMemoryError:
+        model.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        res.measure("memory", "out of memory", "", f"batch {bsz}x{seq}")
+        res.status = Status.WARN
+        res.message += f"; memory probe at {bsz}x{seq} ran out of GPU memory"
+        return
+    predicted = predicted_saving(bsz, seq, vocab, session.dtype)
+    ratio = (plain - fused) / predicted
+    gib = 2**30
+    res.measure("memory_batch", f"{bsz}x{seq}")
+    res.measure("peak_plain", round(plain / gib, 3), "GiB")
+    res.measure("peak_fused", round(fused / gib, 3), "GiB")
+    res.measure("saving_predicted", round(predicted / gib, 3), "GiB")
+    res.measure("saving_ratio", round(ratio, 3), "measured/predicted", f">= {MIN_SAVING_RATIO}")
+    res.message += f"; peak {plain / gib:.2f} -> {fused / gib:.2f} GiB ({ratio:.2f} of predicted saving)"
+    if ratio < MIN_SAVING_RATIO:
+        res.status = Status.WARN

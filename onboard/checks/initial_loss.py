@@ -1,0 +1,103 @@
+"""LOSS001: the pretrained model's SFT loss on chat data is far from random, attributed by token kind."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from onboard.checks.base import Check
+from onboard.harness.data import CONTENT, IGNORE, KIND_NAMES, TEMPLATE
+from onboard.harness.result import Status
+
+RANDOM_FRACTION = 0.8  # a loss at or above 0.8 x ln(V) is a model predicting at random
+SUSPECT_LOSS = 3.0  # pretrained SFT starts around 0.5-2.0 nats; above 3 something is partly broken
+
+
+class InitialLossCheck(Check):
+    """What it does:
+    Measures the masked SFT loss (assistant tokens only) of the model as loaded, on the built-in chats or
+    --data, and judges it against ln(vocab_size), the loss of a uniform guess. The loss is also split by
+    token kind: content (the assistant's words) and template (chat markers such as <|im_end|> or
+    <end_of_turn>, and the EOS).
+
+    Why it matters:
+    A pretrained model starts SFT around 0.5-2.0 nats. A loss near ln(V) means the model predicts at
+    random: broken weights (a bad conversion, shuffled or mis-mapped tensors), a broken mask, or a template
+    that scrambles the input. Training from there is training from scratch.
+
+    Failure modes:
+    FM-LOSS-RANDOM: loss >= 0.8 x ln(V) is FAIL; above 3.0 nats is WARN (a partial fault, e.g. a RoPE bug).
+    FM-LOSS-TEMPLATE: a high loss carried by template tokens while content is fine: a base model whose
+    chat tokens were never trained. WARN, not a broken model: those tokens are learnt in fine-tuning.
+    With random weights (tiny:ARCH, --random-weights) the loss says nothing and the check is SKIP.
+
+    Fix:
+    None: a random-level loss needs the weights or the loader fixed, not a patch.
+    """
+
+    code = "LOSS001"
+    name = "initial_loss"
+    summary = "pretrained SFT loss is far from ln(vocab_size); loss by token kind"
+    requires = ("LOAD001",)
+
+    def run(self, session):
+        losses = session.reference_losses()
+        kinds = [torch.tensor([k for k, lab in zip(ex.kinds, ex.labels) if lab != IGNORE]) for ex in session.examples]
+        ids = [torch.tensor([lab for lab in ex.labels if lab != IGNORE]) for ex in session.examples]
+        loss_all, kind_all, id_all = torch.cat(losses), torch.cat(kinds), torch.cat(ids)
+        if loss_all.numel() == 0:
+            return self.result(Status.FAIL, "no assistant token was labelled: the template hides the answers",
+                               diagnosis="FM-LOSS-MASK")
+        vocab = session.model.get_output_embeddings().weight.shape[0]
+        ln_v = math.log(vocab)
+        mean = loss_all.mean().item()
+        res = self.result(Status.PASS, "")
+        res.measure("loss", round(mean, 4), "nats", f"< {SUSPECT_LOSS} pass, >= {RANDOM_FRACTION} x ln V fail")
+        res.measure("ln_vocab", round(ln_v, 4), "nats")
+        res.measure("loss_over_ln_vocab", round(mean / ln_v, 4), "", f"< {RANDOM_FRACTION}")
+        res.measure("trained_tokens", int(loss_all.numel()), "tokens")
+        by_kind = {}
+        for kind in (CONTENT, TEMPLATE):
+            sel = kind_all == kind
+            if sel.any():
+                by_kind[kind] = loss_all[sel].mean().item()
+                res.measure(f"loss_{KIND_NAMES[kind]}", round(by_kind[kind], 4), "nats")
+                res.measure(f"tokens_{KIND_NAMES[kind]}", int(sel.sum()), "tokens")
+        res.evidence["per_sample_loss"] = [round(x.mean().item(), 4) if x.numel() else None for x in losses]
+        res.evidence["costliest_template_tokens"] = _costliest(session.tokenizer, loss_all, kind_all, id_all)
+
+        content = by_kind.get(CONTENT, mean)
+        template = by_kind.get(TEMPLATE)
+        if session.spec.random_weights:
+            res.status = Status.SKIP
+            res.message = f"random weights: a loss of {mean:.2f} (ln V {ln_v:.2f}) says nothing about the model"
+        elif mean >= RANDOM_FRACTION * ln_v:
+            res.status, res.diagnosis = Status.FAIL, "FM-LOSS-RANDOM"
+            res.message = (f"loss {mean:.2f} nats is {mean / ln_v:.0%} of ln V = {ln_v:.2f}: the model predicts "
+                           "at random (broken weights, mask or template)")
+        elif mean > SUSPECT_LOSS and template is not None and content <= SUSPECT_LOSS and template > content:
+            res.status, res.diagnosis = Status.WARN, "FM-LOSS-TEMPLATE"
+            res.message = (f"loss {mean:.2f} nats, carried by template tokens ({template:.2f} nats each vs "
+                           f"{content:.2f} for content): untrained chat tokens, typical of a base model")
+        elif mean > SUSPECT_LOSS:
+            res.status = Status.WARN
+            res.message = (f"loss {mean:.2f} nats is high for a pretrained model (expected 0.5-2.0; ln V "
+                           f"{ln_v:.2f}): suspect a partial fault such as a RoPE or attention bug")
+        else:
+            res.message = f"loss {mean:.2f} nats (content {content:.2f}), ln V {ln_v:.2f}"
+        if session.template_is_fallback and res.status in (Status.PASS, Status.WARN):
+            res.message += "; rendered with the plain fallback template"
+        return res
+
+
+def _costliest(tokenizer, losses, kinds, ids, top: int = 3) -> list[dict]:
+    sel = kinds == TEMPLATE
+    if not sel.any():
+        return []
+    rows = []
+    for tid in ids[sel].unique():
+        mask = sel & (ids == tid)
+        rows.append({"token": tokenizer.decode([int(tid)], clean_up_tokenization_spaces=False), "mean_loss": round(losses[mask].mean().item(), 3),
+                     "count": int(mask.sum())})
+    return sorted(rows, key=lambda r: -r["mean_loss"])[:top]

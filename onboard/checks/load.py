@@ -1,0 +1,70 @@
+"""LOAD001: the model loads as a trainable causal LM whose tokenizer fits its embeddings."""
+
+from __future__ import annotations
+
+from onboard.checks.base import Check
+from onboard.harness.result import Status
+
+
+class LoadCheck(Check):
+    """What it does:
+    Reports what was loaded: the class (ForCausalLM or ForConditionalGeneration), model_type, parameter
+    count, dtype, the attention implementation in use, vocabulary size against embedding rows, and whether
+    the tokenizer has a chat template.
+
+    Why it matters:
+    A token id at or past the embedding rows crashes on GPU or reads garbage; a quantizer left attached
+    by a GGUF load makes the Trainer refuse to train and save_pretrained fail; a missing chat template
+    means the data is rendered with onboard's plain fallback template, not the model's own.
+
+    Failure modes:
+    FM-LOAD-VOCAB (tokenizer ids beyond the embedding), FM-LOAD-GGUF (quantizer still attached).
+    WARN when there is no chat template or when a sample was truncated to --max-length.
+
+    Fix:
+    None here: GGUF files are dequantized and cached without their quantizer at load time.
+    """
+
+    code = "LOAD001"
+    name = "load"
+    summary = "model, tokenizer and attention backend load as a trainable causal LM"
+
+    def run(self, session):
+        model, tok = session.model, session.tokenizer
+        config = model.config
+        text = config.get_text_config()
+        rows = model.get_input_embeddings().weight.shape[0]
+        max_id = max(max(ex.input_ids) for ex in session.examples)
+        res = self.result(Status.PASS, "")
+        res.measure("class", type(model).__name__)
+        res.measure("model_type", config.model_type)
+        res.measure("parameters", sum(p.numel() for p in model.parameters()), "params")
+        res.measure("dtype", str(session.dtype).removeprefix("torch."))
+        res.measure("attention", config._attn_implementation)
+        res.measure("vocab_size", getattr(text, "vocab_size", None), "tokens")
+        res.measure("embedding_rows", rows, "rows")
+        res.measure("tokenizer_size", len(tok), "tokens", f"<= {rows} embedding rows")
+        res.measure("max_token_id_in_data", max_id, "", f"< {rows}")
+        res.measure("chat_template", "model" if not session.template_is_fallback else "fallback (none in tokenizer)")
+        truncated = sum(ex.truncated for ex in session.examples)
+        res.measure("truncated_samples", truncated, "samples", f"0 at --max-length {session.max_length}")
+
+        quantizer = getattr(model, "hf_quantizer", None)
+        if quantizer is not None and not getattr(quantizer, "is_trainable", True):
+            res.status, res.diagnosis = Status.FAIL, "FM-LOAD-GGUF"
+            res.message = f"a {type(quantizer).__name__} is still attached: Trainer will refuse to train"
+        elif max_id >= rows or len(tok) > rows:
+            res.status, res.diagnosis = Status.FAIL, "FM-LOAD-VOCAB"
+            res.message = f"tokenizer has {len(tok)} tokens (data uses id {max_id}) but the embedding has {rows} rows"
+        else:
+            res.message = (f"{type(model).__name__} ({config.model_type}), "
+                           f"{res.measurements['parameters'].value / 1e6:.1f}M params, {config._attn_implementation}")
+            notes = []
+            if session.template_is_fallback:
+                notes.append("no chat template: samples use onboard's plain fallback template")
+            if truncated:
+                notes.append(f"{truncated} samples truncated to {session.max_length} tokens")
+            if notes:
+                res.status = Status.WARN
+                res.message += "; " + "; ".join(notes)
+        return res

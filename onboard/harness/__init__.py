@@ -1,0 +1,1 @@
+"""The engine: specs, sessions, data, runner, results. Nothing model-specific lives here."""

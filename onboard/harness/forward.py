@@ -1,0 +1,79 @@
+"""Forward passes the checks share: per-token SFT losses of one example or one packed row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from onboard.harness.data import IGNORE, Example, PackedRow
+
+
+def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-position loss of the shifted next-token objective, in fp32; 0 where the label is ignored.
+
+    logits [B, T, V], labels [B, T] -> [B, T]; position t holds the loss of predicting labels[t].
+    """
+    shifted = labels[:, 1:]
+    loss = F.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), shifted.clamp(min=0), reduction="none"
+    ) * (shifted != IGNORE)
+    return F.pad(loss, (1, 0))
+
+
+@torch.no_grad()
+def example_losses(model, ex: Example, device: torch.device, **forward_kwargs) -> torch.Tensor:
+    """Loss of each trained token of one example, run alone (the unpacked reference)."""
+    ids = torch.tensor([ex.input_ids], device=device)
+    labels = torch.tensor([ex.labels], device=device)
+    out = model(input_ids=ids, use_cache=False, **forward_kwargs)
+    losses = token_losses(out.logits, labels)[0]
+    return losses[labels[0] != IGNORE].cpu()
+
+
+@dataclass
+class PackedBatch:
+    """Packed rows stacked into one batch. Shorter rows are right-padded with a dummy sample (sample -1,
+    positions restarting at 0): under a causal mask no real token attends to it, so no mask is needed."""
+
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+    position_ids: torch.Tensor
+    sample: torch.Tensor
+
+    @classmethod
+    def from_rows(cls, rows: list[PackedRow], device: torch.device, pad_id: int) -> PackedBatch:
+        width = max(len(r.input_ids) for r in rows)
+        out = {k: torch.full((len(rows), width), fill, dtype=torch.long)
+               for k, fill in (("input_ids", pad_id), ("labels", IGNORE), ("position_ids", 0), ("sample", -1))}
+        for i, row in enumerate(rows):
+            n = len(row.input_ids)
+            out["input_ids"][i, :n] = torch.tensor(row.input_ids)
+            out["labels"][i, :n] = torch.tensor(row.labels)
+            out["position_ids"][i, :n] = torch.tensor(row.position_ids)
+            out["position_ids"][i, n:] = torch.arange(width - n)
+            out["sample"][i, :n] = torch.tensor(row.sample)
+        return cls(**{k: v.to(device) if k != "sample" else v for k, v in out.items()})
+
+
+@torch.no_grad()
+def packed_losses(model, batch: PackedBatch, device: torch.device, **forward_kwargs) -> dict[int, torch.Tensor]:
+    """Loss of each trained token in packed rows, split back into the examples they hold."""
+    out = model(input_ids=batch.input_ids, position_ids=batch.position_ids, **forward_kwargs)
+    losses = token_losses(out.logits, batch.labels).cpu()
+    trained = batch.labels.cpu() != IGNORE
+    return {int(s): losses[trained & (batch.sample == s)] for s in batch.sample.unique() if s >= 0}
+
+
+def batch_tensors(examples: list[Example], device: torch.device, pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch with an attention mask; labels IGNORE on padding."""
+    width = max(len(ex) for ex in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, ex in enumerate(examples):
+        ids[i, : len(ex)] = torch.tensor(ex.input_ids)
+        labels[i, : len(ex)] = torch.tensor(ex.labels)
+        mask[i, : len(ex)] = 1
+    return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}

@@ -1,0 +1,194 @@
+"""The records a run produces: one CheckResult per check, gathered into a RunReport.
+
+Everything a renderer shows comes from these records; renderers never recompute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+class Status(str, enum.Enum):
+    PASS = "PASS"
+    WARN = "WARN"  # a finding worth reading that does not stop training
+    FAIL = "FAIL"  # a finding: the model would train wrongly as it is
+    ERROR = "ERROR"  # the check itself crashed; says nothing about the model
+    SKIP = "SKIP"  # prerequisite missing or not applicable, with the reason
+
+
+class Verdict(str, enum.Enum):
+    READY = "READY"
+    READY_WITH_FIXES = "READY_WITH_FIXES"
+    NOT_READY = "NOT_READY"
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0  # READY, or READY_WITH_FIXES without --strict
+    NOT_READY = 1
+    USAGE_ERROR = 2  # bad arguments or bad input: unknown model, not a causal LM, malformed data
+    ENVIRONMENT_ERROR = 3  # the machine or onboard itself: no network for the embedded model, OOM, a bug
+
+
+@dataclass
+class Measurement:
+    value: float | int | str | bool | None
+    unit: str = ""
+    threshold: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "unit": self.unit, "threshold": self.threshold}
+
+
+@dataclass
+class FixRecord:
+    patch_id: str
+    applied: bool
+    verified: bool
+    status_after: Status | None = None
+    message_after: str = ""
+    measurements_after: dict[str, Measurement] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class CheckResult:
+    code: str
+    name: str
+    status: Status
+    message: str
+    diagnosis: str | None = None  # a failure-mode id from FAILURE_MODES.md, e.g. FM-PACK-CACHE
+    measurements: dict[str, Measurement] = field(default_factory=dict)
+    evidence: dict[str, Any] = field(default_factory=dict)  # heading -> text or plain data
+    proposed_patch: str | None = None  # a patch id that fixes the finding
+    enables: str | None = None  # a patch id the check verified as safe to train with (no finding)
+    fix: FixRecord | None = None
+    duration_s: float = 0.0
+
+    @property
+    def fixed(self) -> bool:
+        return self.fix is not None and self.fix.verified
+
+    @property
+    def blocking(self) -> bool:
+        """True when this result keeps the model from being ready."""
+        return self.status in (Status.FAIL, Status.ERROR) and not self.fixed
+
+    def measure(self, name: str, value: Any, unit: str = "", threshold: str | None = None) -> None:
+        self.measurements[name] = Measurement(value, unit, threshold)
+
+
+@dataclass
+class RunReport:
+    model: dict[str, Any]
+    environment: dict[str, Any]
+    checks: list[CheckResult]
+    seed: int
+    options: dict[str, Any] = field(default_factory=dict)
+    duration_s: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def verdict(self) -> Verdict:
+        if any(c.blocking for c in self.checks):
+            return Verdict.NOT_READY
+        if any(c.fixed for c in self.checks):
+            return Verdict.READY_WITH_FIXES
+        return Verdict.READY
+
+    @property
+    def verified_patches(self) -> list[str]:
+        """Patches a training run should apply: verified fixes, then verified optimisations."""
+        fixes = [c.fix.patch_id for c in self.checks if c.fixed]
+        enabled = [c.enables for c in self.checks if c.enables and c.status in (Status.PASS, Status.WARN)]
+        return list(dict.fromkeys(fixes + enabled))
+
+    def exit_code(self, strict: bool = False) -> ExitCode:
+        verdict = self.verdict
+        if verdict is Verdict.NOT_READY or (strict and verdict is Verdict.READY_WITH_FIXES):
+            return ExitCode.NOT_READY
+        return ExitCode.OK
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "verdict": self.verdict.value,
+            "model": self.model,
+            "environment": self.environment,
+            "seed": self.seed,
+            "options": self.options,
+            "duration_s": round(self.duration_s, 3),
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "patches": self.verified_patches,
+            "checks": [_check_to_dict(c) for c in self.checks],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunReport:
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"unsupported report schema_version {data.get('schema_version')!r}")
+        return cls(
+            model=data["model"],
+            environment=data["environment"],
+            checks=[_check_from_dict(c) for c in data["checks"]],
+            seed=data["seed"],
+            options=data.get("options", {}),
+            duration_s=data.get("duration_s", 0.0),
+            timings=data.get("timings", {}),
+        )
+
+
+def _measurements_to_dict(ms: dict[str, Measurement]) -> dict[str, Any]:
+    return {k: m.to_dict() for k, m in ms.items()}
+
+
+def _measurements_from_dict(data: dict[str, Any]) -> dict[str, Measurement]:
+    return {k: Measurement(**v) for k, v in data.items()}
+
+
+def _check_to_dict(c: CheckResult) -> dict[str, Any]:
+    fix = None
+    if c.fix is not None:
+        fix = dataclasses.asdict(c.fix)
+        fix["status_after"] = c.fix.status_after.value if c.fix.status_after else None
+        fix["measurements_after"] = _measurements_to_dict(c.fix.measurements_after)
+    return {
+        "code": c.code,
+        "name": c.name,
+        "status": c.status.value,
+        "message": c.message,
+        "diagnosis": c.diagnosis,
+        "measurements": _measurements_to_dict(c.measurements),
+        "evidence": c.evidence,
+        "proposed_patch": c.proposed_patch,
+        "enables": c.enables,
+        "fix": fix,
+        "duration_s": round(c.duration_s, 3),
+    }
+
+
+def _check_from_dict(d: dict[str, Any]) -> CheckResult:
+    fix = None
+    if d.get("fix"):
+        f = dict(d["fix"])
+        f["status_after"] = Status(f["status_after"]) if f.get("status_after") else None
+        f["measurements_after"] = _measurements_from_dict(f.get("measurements_after", {}))
+        fix = FixRecord(**f)
+    return CheckResult(
+        code=d["code"],
+        name=d["name"],
+        status=Status(d["status"]),
+        message=d["message"],
+        diagnosis=d.get("diagnosis"),
+        measurements=_measurements_from_dict(d.get("measurements", {})),
+        evidence=d.get("evidence", {}),
+        proposed_patch=d.get("proposed_patch"),
+        enables=d.get("enables"),
+        fix=fix,
+        duration_s=d.get("duration_s", 0.0),
+    )

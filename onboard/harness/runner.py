@@ -1,0 +1,115 @@
+"""Runs the checks in order: prerequisites, crash isolation, then fix -> re-check for each finding."""
+
+from __future__ import annotations
+
+import platform
+import time
+import traceback
+from typing import Callable, Iterable
+
+import torch
+
+import onboard
+from onboard.harness.errors import OnboardError
+from onboard.harness.memory import gpu_name
+from onboard.harness.result import CheckResult, FixRecord, RunReport, Status
+
+
+def run_check(check, session) -> CheckResult:
+    """Call one check; a crash becomes an ERROR result with the traceback as evidence."""
+    start = time.perf_counter()
+    try:
+        result = check.run(session)
+    except OnboardError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a crashing check must not lose the others' results
+        if isinstance(exc, torch.OutOfMemoryError):
+            torch.cuda.empty_cache()
+        result = check.result(Status.ERROR, f"the check crashed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        result.evidence["traceback"] = traceback.format_exc(limit=8)
+    result.duration_s = time.perf_counter() - start
+    return result
+
+
+def try_fix(check, session, result: CheckResult) -> FixRecord:
+    """Apply the proposed patch for the rest of the run, re-run the check, record whether it now passes."""
+    from onboard.patches import get_patch
+
+    patch = get_patch(result.proposed_patch)
+    try:
+        session.apply_patch(patch)
+    except Exception as exc:  # noqa: BLE001
+        return FixRecord(patch.id, applied=False, verified=False, error=f"{type(exc).__name__}: {exc}")
+    after = run_check(check, session)
+    return FixRecord(
+        patch_id=patch.id,
+        applied=True,
+        verified=after.status in (Status.PASS, Status.WARN),
+        status_after=after.status,
+        message_after=after.message,
+        measurements_after=after.measurements,
+    )
+
+
+def run_checks(
+    session,
+    checks: Iterable[type],
+    *,
+    fix: bool = True,
+    unsafe_fixes: bool = False,
+    on_result: Callable[[CheckResult], None] = lambda _: None,
+    on_start: Callable[[object], None] = lambda _: None,
+) -> RunReport:
+    from onboard.patches import Applicability, get_patch
+
+    start = time.perf_counter()
+    results: dict[str, CheckResult] = {}
+    for check_cls in checks:
+        check = check_cls()
+        missing = [code for code in check.requires if code in results and results[code].blocking]
+        if missing:
+            result = check.result(Status.SKIP, f"skipped: prerequisite {', '.join(missing)} failed")
+        else:
+            on_start(check)
+            result = run_check(check, session)
+            if fix and result.status is Status.FAIL and result.proposed_patch:
+                patch = get_patch(result.proposed_patch)
+                if patch.applicability is Applicability.SAFE or unsafe_fixes:
+                    result.fix = try_fix(check, session, result)
+        results[check.code] = result
+        on_result(result)
+    session.timings["checks"] = time.perf_counter() - start
+    return RunReport(
+        model=session.describe(),
+        environment=environment(session.device),
+        checks=list(results.values()),
+        seed=session.seed,
+        options={"fix": fix, "unsafe_fixes": unsafe_fixes, "max_length": session.max_length,
+                 "pack_length": session.pack_length, "lora_targets": session.lora_targets or "all-linear"},
+        duration_s=sum(session.timings.values()),
+        timings={**session.timings, **{r.name: r.duration_s for r in results.values()}},
+    )
+
+
+def environment(device) -> dict:
+    import peft
+    import transformers
+
+    try:
+        import cut_cross_entropy  # noqa: F401
+        from importlib.metadata import version
+
+        cce = version("cut-cross-entropy")
+    except Exception:  # noqa: BLE001
+        cce = None
+    return {
+        "onboard": onboard.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "cut_cross_entropy": cce,
+        "device": str(device),
+        "gpu": gpu_name(device),
+        "platform": platform.platform(),
+    }

@@ -1,0 +1,262 @@
+"""ModelSession: loads model and tokenizer once, owns the data sample, applies and reverts patches."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from onboard.harness.data import BUILTIN_CHATS, FALLBACK_TEMPLATE, Example, read_chats, tokenize_chat
+from onboard.harness.errors import BadInput, EnvironmentProblem
+from onboard.harness.spec import ModelSpec, SourceKind
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_device(name: str | None) -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EnvironmentProblem("--device cuda was asked for, but no CUDA GPU is available")
+    return device
+
+
+def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
+    if name in (None, "auto"):
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name not in _DTYPES:
+        raise BadInput(f"unknown dtype {name!r}: use one of {', '.join(_DTYPES)}")
+    return _DTYPES[name]
+
+
+class ModelSession:
+    """One loaded model and its tokenized data, shared by every check of a run."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        attn: str | None = None,
+        data: Path | None = None,
+        max_length: int = 1024,
+        pack_length: int = 512,
+        lora_targets: list[str] | None = None,
+        seed: int = 0,
+        progress: Callable[[str], None] = lambda _: None,
+    ):
+        self.spec = spec
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.attn = attn
+        self.data_path = Path(data) if data else BUILTIN_CHATS
+        self.max_length = max_length
+        self.pack_length = pack_length
+        self.lora_targets = lora_targets
+        self.seed = seed
+        self.progress = progress
+        self.timings: dict[str, float] = {}
+        self.peft_model = None  # set by the lora check; later checks train through it
+        self.applied: dict[str, object] = {}  # patch id -> handle, in the order applied
+        self._reference: list[torch.Tensor] | None = None
+
+        chats = read_chats(self.data_path)  # bad data fails before a slow load
+        start = time.perf_counter()
+        self.tokenizer, self.model = self._load()
+        self.timings["model_load"] = time.perf_counter() - start
+        start = time.perf_counter()
+        self.chat_template = getattr(self.tokenizer, "chat_template", None)
+        self.template_is_fallback = not self.chat_template
+        template = self.chat_template or FALLBACK_TEMPLATE
+        self.examples: list[Example] = [
+            tokenize_chat(self.tokenizer, chat, template, max_length) for chat in chats
+        ]
+        self.timings["tokenize"] = time.perf_counter() - start
+
+    # ---- loading ----------------------------------------------------------------------------------
+
+    def _load(self):
+        spec = self.spec
+        torch.manual_seed(self.seed)
+        try:
+            if spec.kind is SourceKind.TINY:
+                return self._load_tiny()
+            if spec.kind in (SourceKind.EMBEDDED, SourceKind.GGUF):
+                folder = self._converted_gguf()
+                return self._load_pretrained(str(folder), local=True)
+            return self._load_pretrained(spec.target, local=spec.kind is SourceKind.LOCAL)
+        except torch.OutOfMemoryError as exc:
+            raise EnvironmentProblem(f"out of GPU memory while loading {spec.display}") from exc
+        except MemoryError as exc:
+            raise EnvironmentProblem(f"out of memory while loading {spec.display}") from exc
+
+    def _load_tiny(self):
+        from transformers import AutoModelForCausalLM
+
+        from onboard.fixtures.models import tiny_config, tiny_tokenizer
+
+        tokenizer = tiny_tokenizer()
+        config = tiny_config(self.spec.target, vocab_size=len(tokenizer))
+        self.progress(f"Building tiny {self.spec.target} with random weights")
+        model = _as_causal_lm(lambda: AutoModelForCausalLM.from_config(
+            config, dtype=self.dtype, attn_implementation=self.attn), self.spec.display, config)
+        return tokenizer, self._place(model)
+
+    def _load_pretrained(self, target: str, local: bool):
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        hub = dict(revision=self.spec.revision, trust_remote_code=self.spec.trust_remote_code)
+        self.progress(f"Loading config and tokenizer of {self.spec.display}")
+        config = _hub_call(lambda: AutoConfig.from_pretrained(target, **hub), self.spec.display)
+        tokenizer = _hub_call(lambda: AutoTokenizer.from_pretrained(target, **hub), self.spec.display)
+        self.progress(f"Loading weights of {self.spec.display}")
+        if self.spec.random_weights:
+            make = lambda: AutoModelForCausalLM.from_config(  # noqa: E731
+                config, dtype=self.dtype, attn_implementation=self.attn, trust_remote_code=self.spec.trust_remote_code)
+        else:
+            make = lambda: _hub_call(lambda: AutoModelForCausalLM.from_pretrained(  # noqa: E731
+                target, config=config, dtype=self.dtype, attn_implementation=self.attn, **hub), self.spec.display)
+        model = _as_causal_lm(make, self.spec.display, config)
+        return tokenizer, self._place(model)
+
+    def _place(self, model):
+        model.to(self.device)
+        model.eval()  # measurements run without dropout; gradients still flow
+        return model
+
+    def _converted_gguf(self) -> Path:
+        """A GGUF dequantized once into a plain HF folder in onboard's cache (FM-LOAD-GGUF)."""
+        from onboard.fixtures.models import EMBEDDED, cache_dir
+
+        if self.spec.kind is SourceKind.EMBEDDED:
+            embedded = EMBEDDED[self.spec.target]
+            key = embedded.sha256[:16]
+            folder = cache_dir() / "converted" / key
+            if (folder / "onboard-source.json").exists():
+                return folder
+            gguf = embedded.path(self.progress)
+        else:
+            gguf = Path(self.spec.target)
+            st = gguf.stat()
+            key = f"{gguf.stem}-{st.st_size}-{st.st_mtime_ns}"
+            folder = cache_dir() / "converted" / key
+            if (folder / "onboard-source.json").exists():
+                return folder
+        self.progress(f"Converting {gguf.name} to a plain checkpoint (once; later runs load the cached copy)")
+        convert_gguf(gguf, folder)
+        return folder
+
+    # ---- state the checks share -----------------------------------------------------------------
+
+    @property
+    def train_model(self):
+        """The model as training sees it: LoRA-wrapped once the lora check has run."""
+        return self.peft_model if self.peft_model is not None else self.model
+
+    @property
+    def pad_id(self) -> int:
+        tok = self.tokenizer
+        return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+
+    def reference_losses(self) -> list[torch.Tensor]:
+        """Per-token losses of every example run alone: computed once, shared by the checks."""
+        if self._reference is None:
+            from onboard.harness.forward import example_losses
+
+            model = self.train_model
+            self._reference = [example_losses(model, ex, self.device) for ex in self.examples]
+        return self._reference
+
+    def apply_patch(self, patch) -> None:
+        """Apply a patch to the training model and keep it applied for the checks that follow."""
+        if patch.id in self.applied:
+            return
+        self.applied[patch.id] = patch.apply(self.train_model, self)
+
+    def revert_patches(self) -> None:
+        for handle in reversed(list(self.applied.values())):
+            handle.revert()
+        self.applied.clear()
+
+    def describe(self) -> dict:
+        model = self.model
+        return {
+            "id": self.spec.display,
+            "source": self.spec.kind.value,
+            "revision": self.spec.revision,
+            "random_weights": self.spec.random_weights,
+            "class": type(model).__name__,
+            "model_type": model.config.model_type,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device": str(self.device),
+            "data": str(self.data_path),
+            "examples": len(self.examples),
+        }
+
+
+def convert_gguf(gguf: Path, folder: Path) -> None:
+    """Dequantize a GGUF fully and save it without the quantizer, so it is trainable and saveable."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = folder.with_name(folder.name + ".partial")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except (ValueError, KeyError, OSError) as exc:
+        raise BadInput(f"cannot load GGUF {gguf.name}: {exc}") from exc
+    model.hf_quantizer = None  # a GGUF load keeps its quantizer, which blocks Trainer and save_pretrained
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "onboard-source.json").write_text(json.dumps({"gguf": str(gguf)}))
+    if folder.exists():
+        import shutil
+
+        shutil.rmtree(folder)
+    tmp.replace(folder)
+
+
+def _hub_call(fn, name: str):
+    """Run a from_pretrained call; turn the hub's errors into one-line messages with exit codes."""
+    from huggingface_hub import errors as hf
+
+    try:
+        return fn()
+    except OSError as exc:
+        chain = _causes(exc)
+        if any(isinstance(e, hf.GatedRepoError) for e in chain):
+            raise BadInput(f"{name} is a gated repository: accept its terms on the hub and log in") from exc
+        if any(isinstance(e, hf.RevisionNotFoundError) for e in chain):
+            raise BadInput(f"{name}: revision not found") from exc
+        if any(isinstance(e, hf.RepositoryNotFoundError) for e in chain):
+            raise BadInput(f"{name}: no such model repository (or it is private)") from exc
+        if any(isinstance(e, (hf.LocalEntryNotFoundError, hf.OfflineModeIsEnabled)) for e in chain):
+            raise EnvironmentProblem(f"{name} is not in the local Hugging Face cache and the hub cannot be reached") from exc
+        raise BadInput(f"cannot load {name}: {str(exc).splitlines()[0]}") from exc
+
+
+def _as_causal_lm(make, name: str, config):
+    try:
+        return make()
+    except ValueError as exc:
+        if "Unrecognized configuration class" in str(exc):
+            raise BadInput(
+                f"{name} (model_type {config.model_type}) is not a causal LM: "
+                "transformers has no ForCausalLM or ForConditionalGeneration class for it"
+            ) from exc
+        raise
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    seen = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen

@@ -1,0 +1,17 @@
+"""The patch layer: one registry of revertible fixes, shared by `onboard check` and `onboard train`."""
+
+from onboard.patches.base import Applicability, Patch, PatchHandle, unwrap
+from onboard.patches.cce import CcePatch
+from onboard.patches.packing import PackingPatch
+
+PATCHES: dict[str, Patch] = {p.id: p for p in (PackingPatch(), CcePatch())}
+
+
+def get_patch(patch_id: str) -> Patch:
+    try:
+        return PATCHES[patch_id]
+    except KeyError:
+        raise KeyError(f"unknown patch {patch_id!r}; known: {', '.join(PATCHES)}") from None
+
+
+__all__ = ["PATCHES", "Applicability", "Patch", "PatchHandle", "get_patch", "unwrap"]

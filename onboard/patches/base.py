@@ -1,0 +1,71 @@
+"""What a patch is: a revertible change to a loaded model, with an id, an applicability and a predicate.
+
+The patch layer imports nothing from checks or harness: `onboard check` (to fix and verify) and
+`onboard train` (to train) apply the same objects.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+
+class Applicability(str, enum.Enum):
+    SAFE = "safe"  # cannot change the math of a correct model
+    UNSAFE = "unsafe"  # changes what is trained; applied only when asked
+
+
+@dataclass
+class PatchHandle:
+    """Undo for one application; `revert` is idempotent."""
+
+    patch_id: str
+    _undo: list[Callable[[], None]] = field(default_factory=list)
+
+    def on_revert(self, fn: Callable[[], None]) -> None:
+        self._undo.append(fn)
+
+    def revert(self) -> None:
+        while self._undo:
+            self._undo.pop()()
+
+    def __enter__(self) -> PatchHandle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.revert()
+
+
+class Patch(Protocol):
+    id: str
+    applicability: Applicability
+    summary: str
+
+    def applies_to(self, model) -> str | None:
+        """None when the patch can be applied to this model, else the reason it cannot."""
+
+    def apply(self, model, context=None) -> PatchHandle:
+        """Apply to `model` (a PEFT-wrapped model or a bare one); `context` may carry device options."""
+
+
+def unwrap(model):
+    """The transformers model under any PEFT wrapping."""
+    get = getattr(model, "get_base_model", None)
+    return get() if callable(get) else model
+
+
+def set_attr(handle: PatchHandle, obj, name: str, value) -> None:
+    """Set obj.name, restoring the old value (or absence) on revert."""
+    missing = object()
+    old = obj.__dict__.get(name, missing) if hasattr(obj, "__dict__") else getattr(obj, name, missing)
+
+    def undo():
+        if old is missing:
+            if name in getattr(obj, "__dict__", {}):
+                delattr(obj, name)
+        else:
+            setattr(obj, name, old)
+
+    setattr(obj, name, value)
+    handle.on_revert(undo)

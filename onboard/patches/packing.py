@@ -1,0 +1,56 @@
+"""packing.no_cache_no_mask: packed rows run with use_cache=False and no attention mask.
+
+transformers finds packed samples from position_ids only when no attention mask and no cache are given
+(FM-PACK-MASK, FM-PACK-CACHE). This patch turns the cache off in the config and, on rows whose
+position_ids restart, drops a mask that only marks right padding (it carries no information then).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from onboard.patches.base import Applicability, PatchHandle, set_attr, unwrap
+
+
+def is_packed(position_ids: torch.Tensor | None) -> bool:
+    """True when some row's positions restart, i.e. the row holds several samples."""
+    if position_ids is None or position_ids.dim() != 2 or position_ids.shape[1] < 2:
+        return False
+    return bool((position_ids[:, 1:] != position_ids[:, :-1] + 1).any())
+
+
+def _mask_is_right_padding(mask: torch.Tensor) -> bool:
+    """A 2D 0/1 mask whose ones form a prefix of every row: dropping it changes no real token."""
+    if mask.dim() != 2:
+        return False
+    m = mask.to(torch.int8)
+    return bool((m[:, 1:] <= m[:, :-1]).all())
+
+
+class PackingPatch:
+    id = "packing.no_cache_no_mask"
+    applicability = Applicability.SAFE
+    summary = "run packed rows with use_cache=False and no attention mask, so samples stay isolated"
+
+    def applies_to(self, model) -> str | None:
+        return None
+
+    def apply(self, model, context=None) -> PatchHandle:
+        base = unwrap(model)
+        handle = PatchHandle(self.id)
+        configs = {id(c): c for c in (base.config, base.config.get_text_config())}.values()
+        for config in configs:
+            set_attr(handle, config, "use_cache", False)
+
+        def pre_hook(module, args, kwargs):
+            if not is_packed(kwargs.get("position_ids")):
+                return None
+            mask = kwargs.get("attention_mask")
+            if mask is not None and _mask_is_right_padding(mask):
+                kwargs["attention_mask"] = None
+            kwargs["use_cache"] = False
+            return args, kwargs
+
+        hook = base.register_forward_pre_hook(pre_hook, with_kwargs=True)
+        handle.on_revert(hook.remove)
+        return handle

@@ -1,0 +1,1 @@
+"""Renderers of one RunReport. They read only onboard.harness.result."""

@@ -1,0 +1,36 @@
+"""Markdown: the check table and each check's measurements, for PR comments and step summaries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from onboard.harness.result import RunReport
+
+
+def render(report: RunReport) -> str:
+    m = report.model
+    lines = [f"## onboard check `{m['id']}`: **{report.verdict.value}**", "",
+             f"{m['class']} ({m['model_type']}), {m['dtype']} on {m['device']}; "
+             f"torch {report.environment['torch']}, transformers {report.environment['transformers']}, "
+             f"peft {report.environment['peft']}", "",
+             "| code | check | status | message |", "|---|---|---|---|"]
+    for r in report.checks:
+        status = r.status.value + (" → fixed" if r.fixed else "")
+        lines.append(f"| {r.code} | {r.name} | {status} | {r.message.replace('|', '/')} |")
+    for r in report.checks:
+        if not r.measurements:
+            continue
+        lines += ["", f"### {r.code} {r.name}", ""]
+        if r.diagnosis:
+            lines.append(f"Diagnosis: `{r.diagnosis}`" + (f"; fix `{r.fix.patch_id}` verified: {r.fix.verified}" if r.fix else ""))
+            lines.append("")
+        lines += ["| measurement | value | threshold |", "|---|---|---|"]
+        for name, meas in r.measurements.items():
+            lines.append(f"| {name} | {meas.value} {meas.unit} | {meas.threshold or ''} |")
+    if report.verified_patches:
+        lines += ["", "Patches for training: " + ", ".join(f"`{p}`" for p in report.verified_patches)]
+    return "\n".join(lines) + "\n"
+
+
+def write(report: RunReport, path: str | Path) -> None:
+    Path(path).write_text(render(report))
