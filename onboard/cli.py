@@ -34,6 +34,7 @@ AttnOpt = Annotated[Optional[str], typer.Option("--attn", help="attention implem
 RevisionOpt = Annotated[Optional[str], typer.Option(help="hub revision (branch, tag or commit)")]
 RemoteOpt = Annotated[bool, typer.Option("--trust-remote-code", help="allow the model's own code from the hub")]
 RandomOpt = Annotated[bool, typer.Option("--random-weights", help="build from the config with random weights")]
+TemplateOpt = Annotated[Optional[Path], typer.Option("--chat-template", help="a Jinja chat template file to use instead of the tokenizer's")]
 TargetsOpt = Annotated[Optional[str], typer.Option("--lora-targets", help="comma-separated module names (default all-linear)")]
 MaxLenOpt = Annotated[int, typer.Option("--max-length", help="truncate samples to this many tokens")]
 PackLenOpt = Annotated[int, typer.Option("--pack-length", help="tokens per packed row in the packing check")]
@@ -58,6 +59,7 @@ def check(
     trust_remote_code: RemoteOpt = False,
     random_weights: RandomOpt = False,
     lora_targets: TargetsOpt = None,
+    chat_template: TemplateOpt = None,
     max_length: MaxLenOpt = 1024,
     pack_length: PackLenOpt = 512,
     seed: SeedOpt = 0,
@@ -82,11 +84,12 @@ def check(
 
         spec = ModelSpec.parse(model, revision=revision, trust_remote_code=trust_remote_code,
                                random_weights=random_weights)
+        template = _read_template(chat_template) if chat_template else None
         targets = [t.strip() for t in lora_targets.split(",") if t.strip()] if lora_targets else None
         with err.status(f"Loading {spec.display}") as status:
             session = ModelSession(
                 spec, device=device, dtype=dtype, attn=attn, data=data, max_length=max_length,
-                pack_length=pack_length, lora_targets=targets, seed=seed,
+                pack_length=pack_length, lora_targets=targets, chat_template=template, seed=seed,
                 progress=lambda msg: status.update(msg),
             )
         err.print(f"Loaded {spec.display} in {session.timings['model_load']:.1f} s; "
@@ -136,6 +139,15 @@ def explain(code: Annotated[str, typer.Argument(help="a check code (PACK001) or 
         err.print(f"error: {exc.args[0]}")
         raise typer.Exit(ExitCode.USAGE_ERROR) from None
     print(f"{check.code} {check.name}: {check.summary}\n\n{check.documentation()}")
+
+
+def _read_template(path: Path) -> str:
+    from onboard.harness.errors import BadInput
+
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BadInput(f"cannot read chat template {path}: {exc.strerror}") from exc
 
 
 def _guarded(body, debug: bool) -> int:

@@ -28,7 +28,7 @@ class InitialLossCheck(Check):
 
     Failure modes:
     FM-LOSS-RANDOM: loss >= 0.8 x ln(V) is FAIL; above 3.0 nats is WARN (a partial fault, e.g. a RoPE bug).
-    FM-LOSS-TEMPLATE: a high loss carried by template tokens while content is fine: a base model whose
+    FM-LOSS-TEMPLATE: template tokens cost more than 3 nats each while content is fine: a base model whose
     chat tokens were never trained. WARN, not a broken model: those tokens are learnt in fine-tuning.
     With random weights (tiny:ARCH, --random-weights) the loss says nothing and the check is SKIP.
 
@@ -76,9 +76,9 @@ class InitialLossCheck(Check):
             res.status, res.diagnosis = Status.FAIL, "FM-LOSS-RANDOM"
             res.message = (f"loss {mean:.2f} nats is {mean / ln_v:.0%} of ln V = {ln_v:.2f}: the model predicts "
                            "at random (broken weights, mask or template)")
-        elif mean > SUSPECT_LOSS and template is not None and content <= SUSPECT_LOSS and template > content:
+        elif template is not None and template > SUSPECT_LOSS and content <= SUSPECT_LOSS:
             res.status, res.diagnosis = Status.WARN, "FM-LOSS-TEMPLATE"
-            res.message = (f"loss {mean:.2f} nats, carried by template tokens ({template:.2f} nats each vs "
+            res.message = (f"loss {mean:.2f} nats; template tokens ({template:.2f} nats each vs "
                            f"{content:.2f} for content): untrained chat tokens, typical of a base model")
         elif mean > SUSPECT_LOSS:
             res.status = Status.WARN

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from onboard.checks.base import Check
+from onboard.harness.data import CONTENT
 from onboard.harness.result import Status
+from onboard.harness.session import CHAR_LEVEL
 
 
 class LoadCheck(Check):
@@ -18,11 +20,13 @@ class LoadCheck(Check):
     means the data is rendered with onboard's plain fallback template, not the model's own.
 
     Failure modes:
-    FM-LOAD-VOCAB (tokenizer ids beyond the embedding), FM-LOAD-GGUF (quantizer still attached).
+    FM-LOAD-TOKENIZER (the tokenizer splits words into single characters: under 1.5 chars per token on
+    the assistant text; seen with Gemma 3 GGUF tokenizers loaded by transformers 5.17), FM-LOAD-VOCAB (tokenizer ids beyond the embedding), FM-LOAD-GGUF (quantizer still attached).
     WARN when there is no chat template or when a sample was truncated to --max-length.
 
     Fix:
-    None here: GGUF files are dequantized and cached without their quantizer at load time.
+    None here: GGUF files are dequantized and cached without their quantizer at load time, and a GGUF
+    tokenizer that loads character-level is rebuilt from the file's vocabulary and scores.
     """
 
     code = "LOAD001"
@@ -46,6 +50,8 @@ class LoadCheck(Check):
         res.measure("tokenizer_size", len(tok), "tokens", f"<= {rows} embedding rows")
         res.measure("max_token_id_in_data", max_id, "", f"< {rows}")
         res.measure("chat_template", "model" if not session.template_is_fallback else "fallback (none in tokenizer)")
+        cpt = _chars_per_token(session)
+        res.measure("chars_per_token", round(cpt, 2), "chars", f">= {CHAR_LEVEL}")
         truncated = sum(ex.truncated for ex in session.examples)
         res.measure("truncated_samples", truncated, "samples", f"0 at --max-length {session.max_length}")
 
@@ -53,6 +59,10 @@ class LoadCheck(Check):
         if quantizer is not None and not getattr(quantizer, "is_trainable", True):
             res.status, res.diagnosis = Status.FAIL, "FM-LOAD-GGUF"
             res.message = f"a {type(quantizer).__name__} is still attached: Trainer will refuse to train"
+        elif cpt < CHAR_LEVEL:
+            res.status, res.diagnosis = Status.FAIL, "FM-LOAD-TOKENIZER"
+            res.message = (f"the tokenizer splits text into single characters ({cpt:.2f} chars per token): "
+                           "its merges were lost, typically in a GGUF conversion")
         elif max_id >= rows or len(tok) > rows:
             res.status, res.diagnosis = Status.FAIL, "FM-LOAD-VOCAB"
             res.message = f"tokenizer has {len(tok)} tokens (data uses id {max_id}) but the embedding has {rows} rows"
@@ -68,3 +78,13 @@ class LoadCheck(Check):
                 res.status = Status.WARN
                 res.message += "; " + "; ".join(notes)
         return res
+
+
+def _chars_per_token(session) -> float:
+    """Characters per token over the assistant content: about 4 for English with a healthy tokenizer."""
+    chars = tokens = 0
+    for ex in session.examples:
+        ids = [t for t, k in zip(ex.input_ids, ex.kinds) if k == CONTENT]
+        chars += len(session.tokenizer.decode(ids))
+        tokens += len(ids)
+    return chars / max(tokens, 1)

@@ -16,9 +16,9 @@ def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     logits [B, T, V], labels [B, T] -> [B, T]; position t holds the loss of predicting labels[t].
     """
     shifted = labels[:, 1:]
-    loss = F.cross_entropy(
-        logits[:, :-1].float().transpose(1, 2), shifted.clamp(min=0), reduction="none"
-    ) * (shifted != IGNORE)
+    flat = logits[:, :-1].reshape(-1, logits.shape[-1]).float()  # (N, V) rows: far faster than (B, V, T)
+    loss = F.cross_entropy(flat, shifted.reshape(-1).clamp(min=0), reduction="none").view_as(shifted)
+    loss = loss * (shifted != IGNORE)
     return F.pad(loss, (1, 0))
 
 

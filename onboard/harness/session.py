@@ -48,6 +48,7 @@ class ModelSession:
         max_length: int = 1024,
         pack_length: int = 512,
         lora_targets: list[str] | None = None,
+        chat_template: str | None = None,
         seed: int = 0,
         progress: Callable[[str], None] = lambda _: None,
     ):
@@ -71,6 +72,8 @@ class ModelSession:
         self.tokenizer, self.model = self._load()
         self.timings["model_load"] = time.perf_counter() - start
         start = time.perf_counter()
+        if chat_template:
+            self.tokenizer.chat_template = chat_template
         self.chat_template = getattr(self.tokenizer, "chat_template", None)
         self.template_is_fallback = not self.chat_template
         template = self.chat_template or FALLBACK_TEMPLATE
@@ -215,12 +218,53 @@ def convert_gguf(gguf: Path, folder: Path) -> None:
         del model.config.quantization_config
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    (tmp / "onboard-source.json").write_text(json.dumps({"gguf": str(gguf)}))
+    # the tokenizer must survive the round trip through its saved class, which is what later runs load
+    repaired = chars_per_token(AutoTokenizer.from_pretrained(tmp), _PROBE) < CHAR_LEVEL
+    if repaired:
+        _rebuild_gguf_tokenizer(gguf, tokenizer).save_pretrained(tmp)
+    (tmp / "onboard-source.json").write_text(json.dumps({"gguf": str(gguf), "tokenizer_rebuilt": repaired}))
     if folder.exists():
         import shutil
 
         shutil.rmtree(folder)
     tmp.replace(folder)
+
+
+_PROBE = "The quick brown fox jumps over the lazy dog, and then it runs back home again."
+CHAR_LEVEL = 1.5  # chars per token below this: the tokenizer splits words into single characters
+
+
+def chars_per_token(tokenizer, text: str) -> float:
+    return len(text) / max(1, len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+
+
+def _rebuild_gguf_tokenizer(gguf: Path, broken):
+    """Some GGUF tokenizers (SentencePiece BPE, e.g. Gemma 3) load into a BPE class without merges and
+    tokenize character by character. Rebuild BPE merges from the GGUF vocabulary's scores (a piece merges
+    from two pieces of the vocabulary, higher score first), and keep control tokens whole."""
+    from tokenizers import AddedToken, models
+    from transformers import PreTrainedTokenizerFast
+    from transformers.integrations.ggml import convert_gguf_tokenizer
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    info = load_gguf_checkpoint(str(gguf), return_tensors=False)
+    backend, _ = convert_gguf_tokenizer(info["config"]["model_type"], info["tokenizer"])
+    pieces = json.loads(backend.to_str())["model"]["vocab"]  # [[piece, score], ...] in id order
+    vocab = {piece: i for i, (piece, _) in enumerate(pieces)}
+    merges = sorted(
+        (-score, vocab[piece[:i]], vocab[piece[i:]], piece[:i], piece[i:])
+        for piece, score in pieces for i in range(1, len(piece))
+        if piece[:i] in vocab and piece[i:] in vocab
+    )
+    backend.model = models.BPE(vocab=vocab, merges=[(a, b) for *_, a, b in merges], byte_fallback=True, fuse_unk=True)
+    kinds = info["tokenizer"].get("token_type", [])
+    control = [AddedToken(pieces[i][0], special=True, normalized=False) for i, k in enumerate(kinds) if k in (3, 4)]
+    backend.add_special_tokens(control)
+    specials = {k: getattr(broken, k) for k in ("bos_token", "eos_token", "unk_token", "pad_token")
+                if getattr(broken, k, None)}
+    rebuilt = PreTrainedTokenizerFast(tokenizer_object=backend, **specials)
+    rebuilt.chat_template = broken.chat_template
+    return rebuilt
 
 
 def _hub_call(fn, name: str):

@@ -36,8 +36,11 @@ def logit_transform(config) -> tuple[float | None, float]:
     return softcap, scale
 
 
-def default_impl(device: torch.device) -> str:
-    return "cce" if device.type == "cuda" else "torch_compile"
+def default_impl(weight: torch.Tensor) -> str:
+    """The Triton kernel on CUDA; its backward takes only bf16/fp16, so fp32 models use torch_compile."""
+    if weight.device.type == "cuda" and weight.dtype in (torch.bfloat16, torch.float16):
+        return "cce"
+    return "torch_compile"
 
 
 class CcePatch:
@@ -69,7 +72,7 @@ class CcePatch:
         base = unwrap(model)
         decoder, head = base.get_decoder(), base.get_output_embeddings()
         softcap, scale = logit_transform(base.config)
-        stats = CceStats(impl=default_impl(head.weight.device))
+        stats = CceStats(impl=default_impl(head.weight))
         original = base.forward
         handle = PatchHandle(self.id)
         handle.stats = stats

@@ -1,0 +1,64 @@
+"""Time split of one `onboard check` run, and its overhead over the bare passes it needs.
+
+The ratio compares the run (load + checks) with load + the same forward/backward passes done bare, on
+the same model and batches: what the checklist costs beyond the arithmetic it cannot avoid.
+Target: <= 1.5. Run: python bench/check_cpu.py [MODEL]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import torch
+
+from onboard.checks import CHECKS
+from onboard.checks.packing import CONVENTIONS
+from onboard.harness.data import pack
+from onboard.harness.forward import PackedBatch, batch_tensors
+from onboard.harness.runner import run_checks
+from onboard.harness.session import ModelSession
+from onboard.harness.spec import ModelSpec
+
+
+def bare_passes(session, rerun_packing: bool) -> float:
+    """The passes the checklist runs, without the checks around them."""
+    model, dev = session.train_model, session.device
+    start = time.perf_counter()
+    ex = min(session.examples, key=len)  # lora: one forward and backward
+    model(**batch_tensors([ex], dev, session.pad_id), use_cache=False).loss.backward()
+    with torch.no_grad():  # initial_loss: every example alone
+        for ex in session.examples:
+            model(input_ids=torch.tensor([ex.input_ids], device=dev), use_cache=False)
+        rows = [r for r in pack(session.examples, session.pack_length) if len(set(r.sample)) > 1]
+        batch = PackedBatch.from_rows(rows, dev, session.pad_id)
+        for _ in range(len(CONVENTIONS) * (2 if rerun_packing else 1)):  # packing, and its re-check
+            model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False)
+    longest = batch_tensors([max(session.examples, key=len)], dev, session.pad_id)
+    for _ in range(2):  # cce: reference and fused loss, forward and backward
+        model(**longest, use_cache=False).loss.backward()
+    model.zero_grad(set_to_none=True)
+    return time.perf_counter() - start
+
+
+def main(model: str | None = None) -> None:
+    t0 = time.perf_counter()
+    session = ModelSession(ModelSpec.parse(model))
+    load = time.perf_counter() - t0
+    report = run_checks(session, CHECKS)
+    checks = sum(c.duration_s for c in report.checks)
+    session.revert_patches()
+    rerun = any(c.fix is not None for c in report.checks if c.code == "PACK001")
+    bare = bare_passes(session, rerun)
+    print(f"model {session.spec.display} on {session.device} ({torch.get_num_threads()} threads), "
+          f"torch {torch.__version__}")
+    print(f"load (incl. tokenizing)  {load:7.2f} s")
+    for c in report.checks:
+        print(f"  {c.code} {c.name:<13} {c.duration_s:7.2f} s  {c.status.value}")
+    print(f"checks total             {checks:7.2f} s")
+    print(f"bare passes              {bare:7.2f} s")
+    print(f"ratio (load + checks) / (load + bare passes) = {(load + checks) / (load + bare):.2f}  (target <= 1.5)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else None)

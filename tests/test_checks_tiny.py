@@ -1,0 +1,119 @@
+"""The checklist on tiny random models of real architectures: structure, not numbers."""
+
+import pytest
+import torch
+
+from conftest import by_code, make_session, run_all
+from onboard.checks import LoadCheck, LoraCheck
+from onboard.checks.base import Check
+from onboard.harness.runner import run_checks
+from onboard.harness.result import Status, Verdict
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral", "gemma3_text"])
+def test_checklist_on_tiny_architectures(arch):
+    report = run_all(make_session(f"tiny:{arch}"))
+    checks = by_code(report)
+    assert checks["LOAD001"].status is Status.PASS
+    assert checks["LORA001"].status is Status.PASS
+    assert checks["LORA001"].measurements["adapters_without_gradient"].value == 0
+    assert checks["LOSS001"].status is Status.SKIP  # random weights: the loss means nothing
+    pack = checks["PACK001"]
+    assert pack.status is Status.FAIL and pack.diagnosis == "FM-PACK-CACHE"
+    assert pack.measurements["max_abs_diff_no_mask_default_cache"].value > 1e-3
+    assert pack.measurements["max_abs_diff_no_mask_no_cache"].value <= 1e-3
+    assert pack.fix.verified and pack.fix.measurements_after["max_abs_diff_ones_mask_no_cache"].value <= 1e-3
+    assert checks["CCE001"].status is Status.PASS
+    assert checks["CCE001"].measurements["logits_produced"].value == 0
+    assert report.verdict is Verdict.READY_WITH_FIXES
+    assert report.verified_patches == ["packing.no_cache_no_mask", "cce.fused_loss"]
+
+
+def test_no_fix_leaves_packing_failing():
+    report = run_all(make_session("tiny:llama"), fix=False)
+    assert by_code(report)["PACK001"].fix is None
+    assert report.verdict is Verdict.NOT_READY
+
+
+def test_cache_off_in_config_leaves_only_the_mask_leak():
+    session = make_session("tiny:qwen2")
+    session.model.config.use_cache = False
+    report = run_all(session, fix=False)
+    pack = by_code(report)["PACK001"]
+    assert pack.diagnosis == "FM-PACK-MASK"
+    assert pack.measurements["max_abs_diff_no_mask_default_cache"].value <= 1e-3
+
+
+def test_lora_targets_and_coverage():
+    session = make_session("tiny:llama", lora_targets=["q_proj", "v_proj"])
+    result = run_checks(session, [LoadCheck, LoraCheck]).checks[1]
+    assert result.status is Status.PASS
+    assert result.measurements["wrapped_attention"].value == 4  # 2 layers x (q, v)
+    assert result.measurements["wrapped_mlp"].value == 0
+    assert any("not matched by target_modules" in line for line in result.evidence["skipped"])
+
+
+def test_lora_fails_when_targets_match_nothing():
+    session = make_session("tiny:llama", lora_targets=["no_such_proj"])
+    report = run_all(session)
+    checks = by_code(report)
+    assert checks["LORA001"].status is Status.FAIL
+    assert checks["PACK001"].status is Status.SKIP and "LORA001" in checks["PACK001"].message
+    assert report.verdict is Verdict.NOT_READY
+
+
+def test_cce_honours_softcapping():
+    session = make_session("tiny:gemma2")
+    assert session.model.config.final_logit_softcapping
+    cce = by_code(run_all(session))["CCE001"]
+    assert cce.status is Status.PASS, cce.message
+
+
+class CrashingCheck(Check):
+    code, name, summary = "BOOM001", "boom", "always crashes"
+
+    def run(self, session):
+        raise RuntimeError("kaboom")
+
+
+def test_a_crashing_check_is_an_error_and_the_others_still_run():
+    report = run_checks(make_session("tiny:llama"), [LoadCheck, CrashingCheck, LoraCheck])
+    load, boom, lora = report.checks
+    assert boom.status is Status.ERROR and "kaboom" in boom.message and "traceback" in boom.evidence
+    assert load.status is Status.PASS and lora.status is Status.PASS
+    assert report.verdict is Verdict.NOT_READY
+
+
+def test_packing_patch_reverts_cleanly():
+    from onboard.patches import get_patch
+
+    session = make_session("tiny:llama")
+    model = session.model
+    ids = torch.tensor([session.examples[0].input_ids + session.examples[1].input_ids])
+    pos = torch.tensor([list(range(len(session.examples[0]))) + list(range(len(session.examples[1])))])
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    before = model(input_ids=ids, position_ids=pos).logits
+    with get_patch("packing.no_cache_no_mask").apply(model):
+        patched = model(input_ids=ids, position_ids=pos, attention_mask=torch.ones_like(ids)).logits
+        assert model.config.use_cache is False
+    after = model(input_ids=ids, position_ids=pos).logits
+    assert not torch.allclose(before, patched, atol=1e-4)  # the patch isolates the samples
+    torch.testing.assert_close(before, after)
+    assert model.config.use_cache is True
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_cce_patch_reverts_cleanly():
+    from onboard.patches import get_patch
+
+    session = make_session("tiny:llama")
+    model = session.model
+    ids = torch.tensor([session.examples[0].input_ids])
+    before = model(input_ids=ids, labels=ids)
+    with get_patch("cce.fused_loss").apply(model) as handle:
+        fused = model(input_ids=ids, labels=ids)
+        assert handle.stats.calls == 1 and fused.logits.shape[1] == 0
+    after = model(input_ids=ids, labels=ids)
+    assert "forward" not in model.__dict__
+    torch.testing.assert_close(before.logits, after.logits)
+    torch.testing.assert_close(fused.loss, before.loss, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,80 @@
+"""The checklist on the real embedded GGUF models, and the faults planted in them."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import by_code, make_session
+from onboard.checks import InitialLossCheck, LoadCheck
+from onboard.harness.runner import run_checks
+from onboard.harness.result import Status, Verdict
+
+pytestmark = pytest.mark.slow
+
+
+def test_default_model_is_ready_with_the_packing_fix(smollm2_report):
+    checks = by_code(smollm2_report)
+    assert smollm2_report.verdict is Verdict.READY_WITH_FIXES
+    assert checks["LOAD001"].status is Status.PASS
+    assert checks["LOAD001"].measurements["class"].value == "LlamaForCausalLM"
+    loss = checks["LOSS001"]
+    assert loss.status is Status.PASS and 0.5 < loss.measurements["loss"].value < 3.0
+    pack = checks["PACK001"]
+    assert pack.diagnosis == "FM-PACK-CACHE" and pack.fix.verified
+    assert pack.measurements["max_abs_diff_no_mask_default_cache"].value > 0.1  # a real leak, in nats
+    assert checks["CCE001"].status is Status.PASS
+
+
+def test_gguf_conversion_drops_the_quantizer(smollm2_report):
+    from onboard.fixtures.models import EMBEDDED, cache_dir
+
+    folder = cache_dir() / "converted" / EMBEDDED["smollm2"].sha256[:16]
+    config = json.loads((folder / "config.json").read_text())
+    assert "quantization_config" not in config
+    session = make_session("smollm2")  # loads the cached folder
+    assert getattr(session.model, "hf_quantizer", None) is None
+    assert session.timings["model_load"] < 20
+
+
+def test_shuffled_weights_read_as_random():
+    """FM-LOSS-RANDOM: every o_proj shuffled (measured 11.8 nats on SmolLM2 in FAILURE_MODES)."""
+    session = make_session("smollm2")
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for layer in session.model.model.layers:
+            w = layer.self_attn.o_proj.weight
+            w.copy_(w.flatten()[torch.randperm(w.numel(), generator=gen)].view_as(w))
+    loss = run_checks(session, [LoadCheck, InitialLossCheck]).checks[1]
+    assert loss.status is Status.FAIL and loss.diagnosis == "FM-LOSS-RANDOM"
+    assert loss.measurements["loss_over_ln_vocab"].value >= 0.8
+
+
+def test_gemma_tokenizer_is_rebuilt_and_loss_is_pretrained(gemma_session):
+    """transformers 5.17 loads the Gemma 3 GGUF tokenizer character by character; onboard rebuilds it."""
+    load, loss = run_checks(gemma_session, [LoadCheck, InitialLossCheck]).checks
+    assert load.measurements["chars_per_token"].value > 2.5
+    assert load.measurements["chat_template"].value.startswith("fallback")
+    assert load.status is Status.WARN  # no chat template: a base model
+    assert loss.status in (Status.PASS, Status.WARN)
+    assert loss.measurements["loss"].value < 3.0 and loss.measurements["loss_content"].value < 3.0
+
+
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{{ '<start_of_turn>' + ('model' if m['role'] == 'assistant' else 'user')"
+    " + '\n' + m['content'] + '<end_of_turn>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+
+
+def test_base_model_with_chat_template_reads_as_untrained_template_tokens(gemma_session):
+    """FM-LOSS-TEMPLATE: the base model never trained <end_of_turn>; that is not a broken model."""
+    from onboard.harness.data import read_chats, tokenize_chat
+
+    chats = read_chats(gemma_session.data_path)
+    gemma_session.examples = [tokenize_chat(gemma_session.tokenizer, c, GEMMA_TEMPLATE, 1024) for c in chats]
+    gemma_session._reference = None
+    loss = run_checks(gemma_session, [InitialLossCheck]).checks[0]
+    assert loss.measurements["loss_template"].value > 3 * loss.measurements["loss_content"].value
+    assert loss.status is Status.WARN and loss.diagnosis == "FM-LOSS-TEMPLATE", loss.message
+    assert loss.evidence["costliest_template_tokens"][0]["token"] == "<end_of_turn>"

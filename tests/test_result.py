@@ -1,0 +1,31 @@
+from onboard.harness.result import CheckResult, ExitCode, FixRecord, RunReport, Status, Verdict
+
+
+def report(*checks):
+    return RunReport(model={"id": "m"}, environment={}, checks=list(checks), seed=0)
+
+
+def check(status, fix=None):
+    return CheckResult(code="X001", name="x", status=status, message="m", fix=fix)
+
+
+def test_verdicts_and_exit_codes():
+    fixed = check(Status.FAIL, FixRecord("p", applied=True, verified=True, status_after=Status.PASS))
+    unfixed = check(Status.FAIL, FixRecord("p", applied=True, verified=False, status_after=Status.FAIL))
+    assert report(check(Status.PASS), check(Status.WARN), check(Status.SKIP)).verdict is Verdict.READY
+    assert report(check(Status.PASS), fixed).verdict is Verdict.READY_WITH_FIXES
+    assert report(fixed, unfixed).verdict is Verdict.NOT_READY
+    assert report(check(Status.ERROR)).verdict is Verdict.NOT_READY
+    assert report(fixed).exit_code() is ExitCode.OK
+    assert report(fixed).exit_code(strict=True) is ExitCode.NOT_READY
+    assert report(unfixed).exit_code() is ExitCode.NOT_READY
+
+
+def test_json_round_trip_keeps_everything():
+    c = check(Status.FAIL, FixRecord("packing.no_cache_no_mask", True, True, Status.PASS, "ok"))
+    c.measure("diff", 1.5, "nats", "<= 0.001")
+    c.diagnosis, c.proposed_patch, c.evidence = "FM-PACK-CACHE", "packing.no_cache_no_mask", {"a": [1]}
+    r = report(c, CheckResult(code="C", name="c", status=Status.PASS, message="", enables="cce.fused_loss"))
+    data = r.to_dict()
+    assert data["patches"] == ["packing.no_cache_no_mask", "cce.fused_loss"]
+    assert RunReport.from_dict(data).to_dict() == data
