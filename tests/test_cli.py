@@ -44,7 +44,7 @@ def test_strict_and_no_fix_gate():
     (["check", "no-such-model"], ExitCode.USAGE_ERROR, "unknown model"),
     (["check", "missing.gguf"], ExitCode.USAGE_ERROR, "GGUF file not found"),
     (["check", "tiny:not_an_arch"], ExitCode.USAGE_ERROR, "unknown architecture"),
-    (["check", "tiny:bert"], ExitCode.USAGE_ERROR, "not a causal LM"),
+    (["check", "tiny:vit"], ExitCode.USAGE_ERROR, "not a causal LM"),
     (["check", "tiny:llama", "--dtype", "int3"], ExitCode.USAGE_ERROR, "unknown dtype"),
     (["explain", "PAKC001"], ExitCode.USAGE_ERROR, "did you mean PACK001"),
 ])
@@ -89,9 +89,12 @@ def test_hub_id_loads_from_the_local_cache_offline(tmp_path):
     env = {**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-m", "onboard.cli", "check", "acme/tiny-llama", "--json", "-"],
                           capture_output=True, text=True, env=env)
-    assert done.returncode == ExitCode.OK, done.stderr[-2000:]
     report = json.loads(done.stdout)
     assert report["model"]["source"] == "hub" and report["model"]["class"] == "LlamaForCausalLM"
+    # the cached "pretrained" model holds random weights, and the checklist says so
+    loss = next(c for c in report["checks"] if c["code"] == "LOSS001")
+    assert loss["diagnosis"] == "FM-LOSS-RANDOM"
+    assert done.returncode == ExitCode.NOT_READY, done.stderr[-2000:]
 
     done = subprocess.run([sys.executable, "-m", "onboard.cli", "check", "acme/not-cached"],
                           capture_output=True, text=True, env=env)
