@@ -117,3 +117,20 @@ def test_cce_patch_reverts_cleanly():
     assert "forward" not in model.__dict__
     torch.testing.assert_close(before.logits, after.logits)
     torch.testing.assert_close(fused.loss, before.loss, rtol=1e-4, atol=1e-5)
+
+
+def test_load_fails_on_a_tokenizer_without_merges():
+    """FM-LOAD-TOKENIZER: the fault transformers 5.17 gave the Gemma 3 GGUF tokenizer (BPE, no merges)."""
+    import json
+
+    from tokenizers import Tokenizer
+    from onboard.harness.data import read_chats, tokenize_chat
+
+    session = make_session("tiny:llama")
+    state = json.loads(session.tokenizer.backend_tokenizer.to_str())
+    state["model"]["merges"] = []
+    session.tokenizer._tokenizer = Tokenizer.from_str(json.dumps(state))
+    chats = read_chats(session.data_path)
+    session.examples = [tokenize_chat(session.tokenizer, c, session.chat_template, 1024) for c in chats]
+    load = run_checks(session, [LoadCheck]).checks[0]
+    assert load.status is Status.FAIL and load.diagnosis == "FM-LOAD-TOKENIZER", load.message
