@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from onboard.checks.attention import AttentionCheck
 from onboard.checks.base import Check, FixAvailability
 from onboard.checks.cce import CceCheck
+from onboard.checks.grad_accum import GradAccumCheck
 from onboard.checks.initial_loss import InitialLossCheck
 from onboard.checks.load import LoadCheck
 from onboard.checks.lora import LoraCheck
 from onboard.checks.packing import PackingCheck
+from onboard.checks.train_step import TrainStepCheck
 
-CHECKS: tuple[type[Check], ...] = (LoadCheck, LoraCheck, InitialLossCheck, PackingCheck, CceCheck)
+CHECKS: tuple[type[Check], ...] = (
+    LoadCheck, AttentionCheck, LoraCheck, InitialLossCheck, PackingCheck, CceCheck, GradAccumCheck, TrainStepCheck,
+)
 
 
 def find_check(key: str) -> type[Check]:

@@ -7,7 +7,7 @@ from collections import Counter
 
 import torch
 
-from onboard.checks.base import Check
+from onboard.checks.base import Check, FixAvailability
 from onboard.harness.forward import batch_tensors
 from onboard.harness.result import Status
 
@@ -17,7 +17,6 @@ _GROUPS = (
     ("attention", ("attn", "attention", "q_proj", "k_proj", "v_proj", "o_proj", "qkv", "query", "key", "value")),
     ("mlp", ("mlp", "ffn", "feed_forward", "gate_proj", "up_proj", "down_proj", "fc1", "fc2", "dense_h")),
 )
-_OFF_TEXT_PATH = {"vision"}  # adapters there get no gradient from text-only data, and that is expected
 
 
 def module_group(name: str) -> str:
@@ -45,52 +44,71 @@ class LoraCheck(Check):
     parameters not targeted), FM-LORA-NOGRAD (adapters on the text path get no gradient).
 
     Fix:
-    Issue "patch layer": redirect targets to the wrapped nn.Linear, and target expert parameters with
-    PEFT's target_parameters. Until then the findings are reported as WARN.
+    lora.wrapped_linear_targets (safe): target names that hit a custom Linear wrapper are pointed at the
+    wrapped nn.Linear; verified by applying LoRA again. lora.expert_parameters (unsafe, --unsafe-fixes):
+    fused expert weights are added through PEFT's target_parameters; it changes what is trained (a much
+    larger adapter), so without the flag the finding stays a WARN.
+
+    Fix safety:
+    The wrapper redirect trains exactly the layers the target names meant. The expert patch adds
+    parameters to the adapter.
     """
 
     code = "LORA001"
     name = "lora"
     summary = "PEFT LoRA applies; coverage by group; adapters get gradients"
     requires = ("LOAD001",)
+    fix_availability = FixAvailability.SOMETIMES
 
     def run(self, session):
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
         from peft.tuners.lora import LoraLayer
 
+        from onboard.patches import get_patch
+        from onboard.patches.peft_targets import expert_parameters, lora_config, strip_lora, wrapper_redirects
+
+        if session.peft_model is not None:  # a re-check after a LoRA patch: start from the bare model
+            session.peft_model.unload()
+            session.peft_model = None
         model = session.model
         head = model.get_output_embeddings()
-        targets = session.lora_targets or "all-linear"
-        config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=targets, bias="none")
+        config = lora_config(model, session.lora_targets, [get_patch(p) for p in session.applied])
+        res = self.result(Status.PASS, "")
+        res.measure("target_modules", _describe_targets(config.target_modules))
+        if config.target_parameters:
+            res.measure("target_parameters", ", ".join(config.target_parameters))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 peft_model = get_peft_model(model, config)
             except (ValueError, TypeError) as exc:
+                strip_lora(model)
                 text = str(exc).splitlines()[0]
-                wrapped = "not supported" in text or "Unsupported" in text
-                return self.result(Status.FAIL, f"PEFT refused the model: {text}",
-                                   diagnosis="FM-LORA-WRAPPED" if wrapped else None)
+                redirects = wrapper_redirects(model, config)
+                res.status, res.message = Status.FAIL, f"PEFT refused the model: {text}"
+                if redirects:
+                    res.diagnosis, res.proposed_patch = "FM-LORA-WRAPPED", "lora.wrapped_linear_targets"
+                    res.evidence["custom_linear_wrappers"] = [f"{k} -> {v}" for k, v in list(redirects.items())[:20]]
+                return res
         peft_warnings = sorted({str(w.message).splitlines()[0] for w in caught if "peft" in (w.filename or "")})
 
         base = peft_model.get_base_model()
-        wrapped, skipped = {}, {}
-        inside_lora = set()
+        wrapped = {name: m for name, m in base.named_modules() if isinstance(m, LoraLayer)}
+        wrapped = {n: m for n, m in wrapped.items() if not _under(n, wrapped)}  # ParamWrappers nest
+        covered = set()
+        for name, module in wrapped.items():
+            covered.update(f"{name}.{child}" if child else name for child, _ in module.named_modules())
+            covered.add(name.rpartition(".")[0])  # a wrapper whose inner Linear is wrapped is covered
+        skipped = {}
         for name, module in base.named_modules():
-            if isinstance(module, LoraLayer):
-                wrapped[name] = module
-                inside_lora.update(f"{name}.{child}" for child, _ in module.named_modules() if child)
-        for name, module in base.named_modules():
-            if name in wrapped or name in inside_lora or not name:
-                continue
-            reason = _skip_reason(module, head)
-            if reason:
-                skipped[name] = reason
+            if name and name not in covered:
+                reason = _skip_reason(module, head)
+                if reason:
+                    skipped[name] = reason
         for name, param in base.named_parameters():
-            if param.dim() == 3 and "expert" in name.lower():
+            if param.dim() == 3 and "expert" in name.lower() and not _under(name, wrapped):
                 skipped[name] = "fused expert parameters: target_modules cannot reach them (FM-LORA-EXPERTS)"
 
-        res = self.result(Status.PASS, "")
         groups = Counter(module_group(n) for n in wrapped)
         for group in ("attention", "mlp", "experts", "vision", "other"):
             res.measure(f"wrapped_{group}", groups.get(group, 0), "modules")
@@ -104,16 +122,16 @@ class LoraCheck(Check):
             res.evidence["peft_warnings"] = peft_warnings
 
         if not wrapped:
-            res.status, res.message = Status.FAIL, f"LoRA wrapped no module with targets {targets!r}"
+            res.status, res.message = Status.FAIL, f"LoRA wrapped no module with targets {config.target_modules!r}"
+            strip_lora(model)
             return res
         session.peft_model = peft_model
 
-        no_grad = _adapters_without_gradient(peft_model, wrapped, session)
-        expected_missing = [n for n in no_grad if module_group(n) in _OFF_TEXT_PATH]
-        missing = [n for n in no_grad if module_group(n) not in _OFF_TEXT_PATH]
-        res.measure("adapters_without_gradient", len(missing), "adapters", "0 on the text path")
-        if expected_missing:
-            res.evidence["no_gradient_off_text_path"] = expected_missing[:20]
+        missing, idle = _adapters_without_gradient(peft_model, wrapped, session)
+        res.measure("adapters_without_gradient", len(missing), "adapters", "0 among modules that ran")
+        res.measure("adapters_not_run", len(idle), "adapters", "modules text-only training never calls")
+        if idle:
+            res.evidence["not_run_on_text"] = _summarise({n: f"{module_group(n)} module not called" for n in idle})
         summary = (f"{len(wrapped)} modules wrapped ({', '.join(f'{g} {c}' for g, c in sorted(groups.items()))}), "
                    f"{trainable / 1e6:.2f}M trainable params")
         if missing:
@@ -121,15 +139,26 @@ class LoraCheck(Check):
             res.message = f"{len(missing)} adapters got no gradient, e.g. {missing[0]}"
             res.evidence["no_gradient"] = missing[:20]
             return res
-        wrappers = [n for n, r in skipped.items() if "wrapper" in r]
         experts = [n for n, r in skipped.items() if "FM-LORA-EXPERTS" in r]
-        if wrappers or experts:
-            res.status = Status.WARN
-            res.diagnosis = "FM-LORA-EXPERTS" if experts else "FM-LORA-WRAPPED"
-            res.message = summary + f"; not covered: {len(wrappers)} custom Linear wrappers, {len(experts)} expert tensors"
-        else:
-            res.message = summary
+        res.message = summary
+        if experts:
+            res.status, res.diagnosis = Status.WARN, "FM-LORA-EXPERTS"
+            res.proposed_patch = "lora.expert_parameters"
+            res.message += (f"; {len(experts)} fused expert tensors not covered "
+                            f"({', '.join(expert_parameters(base))}; --unsafe-fixes adds them)")
         return res
+
+
+def _describe_targets(targets) -> str:
+    if isinstance(targets, str):
+        return targets
+    names = sorted(targets)
+    return ", ".join(names) if len(names) <= 8 else f"{len(names)} names, e.g. {', '.join(names[:4])}"
+
+
+def _under(name: str, modules: dict) -> bool:
+    parts = name.split(".")
+    return any(".".join(parts[:i]) in modules for i in range(1, len(parts)))
 
 
 def _skip_reason(module, head) -> str | None:
@@ -137,9 +166,10 @@ def _skip_reason(module, head) -> str | None:
         return "output layer: all-linear leaves it out (it is tied to or as large as the embedding)"
     if isinstance(module, torch.nn.Linear):
         return "not matched by target_modules"
-    child = getattr(module, "linear", None)
-    if isinstance(child, torch.nn.Linear) and "Linear" in type(module).__name__:
-        return f"custom Linear wrapper {type(module).__name__}: PEFT cannot wrap it (FM-LORA-WRAPPED)"
+    from onboard.patches.peft_targets import inner_linear
+
+    if inner_linear(module):
+        return f"custom Linear wrapper {type(module).__name__}: not matched by target_modules"
     return None
 
 
@@ -151,16 +181,28 @@ def _summarise(skipped: dict[str, str]) -> list[str]:
     return [f"{len(names)} x {reason} (e.g. {names[0]})" for reason, names in by_reason.items()]
 
 
-def _adapters_without_gradient(peft_model, wrapped, session) -> list[str]:
+def _adapters_without_gradient(peft_model, wrapped, session) -> tuple[list[str], list[str]]:
+    """(adapters whose module ran but got no gradient, adapters whose module never ran): a vision tower
+    or Bart's cross-attention does not run on text, and that is no fault; a module that runs and
+    passes no gradient to its adapter is."""
     ex = min(session.examples, key=len)
     batch = batch_tensors([ex], session.device, session.pad_id)
     peft_model.zero_grad(set_to_none=True)
-    out = peft_model(**batch, use_cache=False)
+    ran = set()
+    hooks = [m.register_forward_hook(lambda _m, _a, _o, n=n: ran.add(n)) for n, m in wrapped.items()]
+    try:
+        out = peft_model(**batch, use_cache=False)
+    finally:
+        for hook in hooks:
+            hook.remove()
     out.loss.backward()
-    missing = []
+    missing, idle = [], []
     for name, module in wrapped.items():
+        if name not in ran:
+            idle.append(name)
+            continue
         grads = [p.grad for n, p in module.named_parameters() if "lora_B" in n and p.requires_grad]
         if not grads or all(g is None or not torch.any(g != 0) for g in grads):
             missing.append(name)
     peft_model.zero_grad(set_to_none=True)
-    return missing
+    return missing, idle

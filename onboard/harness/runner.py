@@ -44,7 +44,8 @@ def try_fix(check, session, result: CheckResult) -> FixRecord:
     return FixRecord(
         patch_id=patch.id,
         applied=True,
-        verified=after.status in (Status.PASS, Status.WARN),
+        # a fix is verified when the finding is gone: PASS, or a WARN about something else
+        verified=after.status is Status.PASS or (after.status is Status.WARN and after.diagnosis != result.diagnosis),
         status_after=after.status,
         message_after=after.message,
         measurements_after=after.measurements,
@@ -72,10 +73,12 @@ def run_checks(
         else:
             on_start(check)
             result = run_check(check, session)
-            if fix and result.status is Status.FAIL and result.proposed_patch:
+            if fix and result.status in (Status.FAIL, Status.WARN) and result.proposed_patch:
                 patch = get_patch(result.proposed_patch)
                 if patch.applicability is Applicability.SAFE or unsafe_fixes:
                     result.fix = try_fix(check, session, result)
+                else:
+                    result.evidence["unapplied_fix"] = f"{patch.id} changes what is trained: rerun with --unsafe-fixes"
         results[check.code] = result
         on_result(result)
     session.timings["checks"] = time.perf_counter() - start

@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 
 from onboard.harness.data import BUILTIN_CHATS, FALLBACK_TEMPLATE, Example, read_chats, tokenize_chat
+from onboard.fixtures.models import cache_dir
 from onboard.harness.errors import BadInput, EnvironmentProblem
 from onboard.harness.spec import ModelSpec, SourceKind
 
@@ -55,7 +56,8 @@ class ModelSession:
         self.spec = spec
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        self.attn = attn
+        self.attn = attn  # the attention backend training asks for; ATTN001 checks it can run
+        self.attn_load_error: str | None = None
         self.data_path = Path(data) if data else BUILTIN_CHATS
         self.max_length = max_length
         self.pack_length = pack_length
@@ -67,6 +69,12 @@ class ModelSession:
         self.applied: dict[str, object] = {}  # patch id -> handle, in the order applied
         self._reference: list[torch.Tensor] | None = None
 
+        if spec.kind is SourceKind.FAULT:  # a fault may need its trigger: LoRA targets or a backend
+            from onboard.fixtures.faults import get_fault
+
+            fault = get_fault(spec.target)
+            self.lora_targets = self.lora_targets or fault.lora_targets
+            self.attn = self.attn or fault.attn
         chats = read_chats(self.data_path)  # bad data fails before a slow load
         start = time.perf_counter()
         self.tokenizer, self.model = self._load()
@@ -90,6 +98,8 @@ class ModelSession:
         try:
             if spec.kind is SourceKind.TINY:
                 return self._load_tiny()
+            if spec.kind is SourceKind.FAULT:
+                return self._load_fault()
             if spec.kind in (SourceKind.EMBEDDED, SourceKind.GGUF):
                 folder = self._converted_gguf()
                 return self._load_pretrained(str(folder), local=True)
@@ -107,9 +117,29 @@ class ModelSession:
         tokenizer = tiny_tokenizer()
         config = tiny_config(self.spec.target, vocab_size=len(tokenizer))
         self.progress(f"Building tiny {self.spec.target} with random weights")
-        model = _as_causal_lm(lambda: AutoModelForCausalLM.from_config(
-            config, dtype=self.dtype, attn_implementation=self.attn), self.spec.display, config)
+        model = _as_causal_lm(lambda: self._with_attn(lambda attn: AutoModelForCausalLM.from_config(
+            config, dtype=self.dtype, attn_implementation=attn)), self.spec.display, config)
         return tokenizer, self._place(model)
+
+    def _load_fault(self):
+        from onboard.fixtures.faults import get_fault
+
+        fault = get_fault(self.spec.target)
+        self.progress(f"Building fault model {fault.name}: {fault.description}")
+        tokenizer, model = fault.build(self.dtype, lambda make: self._with_attn(make), self.progress)
+        return tokenizer, self._place(model)
+
+    def _with_attn(self, make):
+        """make(attn) with the requested backend; if its kernel cannot load here, with sdpa instead,
+        remembering why, so ATTN001 reports it and proposes the fallback rather than the run dying."""
+        try:
+            return make(self.attn)
+        except ImportError as exc:
+            if self.attn in (None, "eager", "sdpa"):
+                raise
+            self.attn_load_error = str(exc).splitlines()[0]
+            self.progress(f"{self.attn} cannot load here; loading with sdpa (ATTN001 reports it)")
+            return make("sdpa")
 
     def _load_pretrained(self, target: str, local: bool):
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -120,12 +150,12 @@ class ModelSession:
         tokenizer = _hub_call(lambda: AutoTokenizer.from_pretrained(target, **hub), self.spec.display)
         self.progress(f"Loading weights of {self.spec.display}")
         if self.spec.random_weights:
-            make = lambda: AutoModelForCausalLM.from_config(  # noqa: E731
-                config, dtype=self.dtype, attn_implementation=self.attn, trust_remote_code=self.spec.trust_remote_code)
+            make = lambda attn: AutoModelForCausalLM.from_config(  # noqa: E731
+                config, dtype=self.dtype, attn_implementation=attn, trust_remote_code=self.spec.trust_remote_code)
         else:
-            make = lambda: _hub_call(lambda: AutoModelForCausalLM.from_pretrained(  # noqa: E731
-                target, config=config, dtype=self.dtype, attn_implementation=self.attn, **hub), self.spec.display)
-        model = _as_causal_lm(make, self.spec.display, config)
+            make = lambda attn: _hub_call(lambda: AutoModelForCausalLM.from_pretrained(  # noqa: E731
+                target, config=config, dtype=self.dtype, attn_implementation=attn, **hub), self.spec.display)
+        model = _as_causal_lm(lambda: self._with_attn(make), self.spec.display, config)
         return tokenizer, self._place(model)
 
     def _place(self, model):
@@ -134,25 +164,14 @@ class ModelSession:
         return model
 
     def _converted_gguf(self) -> Path:
-        """A GGUF dequantized once into a plain HF folder in onboard's cache (FM-LOAD-GGUF)."""
-        from onboard.fixtures.models import EMBEDDED, cache_dir
-
         if self.spec.kind is SourceKind.EMBEDDED:
-            embedded = EMBEDDED[self.spec.target]
-            key = embedded.sha256[:16]
-            folder = cache_dir() / "converted" / key
-            if (folder / "onboard-source.json").exists():
-                return folder
-            gguf = embedded.path(self.progress)
-        else:
-            gguf = Path(self.spec.target)
-            st = gguf.stat()
-            key = f"{gguf.stem}-{st.st_size}-{st.st_mtime_ns}"
-            folder = cache_dir() / "converted" / key
-            if (folder / "onboard-source.json").exists():
-                return folder
-        self.progress(f"Converting {gguf.name} to a plain checkpoint (once; later runs load the cached copy)")
-        convert_gguf(gguf, folder)
+            return embedded_folder(self.spec.target, self.progress)
+        gguf = Path(self.spec.target)
+        st = gguf.stat()
+        folder = cache_dir() / "converted" / f"{gguf.stem}-{st.st_size}-{st.st_mtime_ns}"
+        if not (folder / "onboard-source.json").exists():
+            self.progress(f"Converting {gguf.name} to a plain checkpoint (once; later runs load the cached copy)")
+            convert_gguf(gguf, folder)
         return folder
 
     # ---- state the checks share -----------------------------------------------------------------
@@ -176,6 +195,12 @@ class ModelSession:
             self._reference = [example_losses(model, ex, self.device) for ex in self.examples]
         return self._reference
 
+    def probe_batch(self, n: int = 1) -> dict[str, torch.Tensor]:
+        """The n shortest examples as a padded, labelled batch: what patches probe a forward with."""
+        from onboard.harness.forward import batch_tensors
+
+        return batch_tensors(sorted(self.examples, key=len)[:n], self.device, self.pad_id)
+
     def apply_patch(self, patch) -> None:
         """Apply a patch to the training model and keep it applied for the checks that follow."""
         if patch.id in self.applied:
@@ -194,6 +219,7 @@ class ModelSession:
             "source": self.spec.kind.value,
             "revision": self.spec.revision,
             "random_weights": self.spec.random_weights,
+            "attention": self.attn or self.model.config._attn_implementation,
             "class": type(model).__name__,
             "model_type": model.config.model_type,
             "dtype": str(self.dtype).removeprefix("torch."),
@@ -201,6 +227,19 @@ class ModelSession:
             "data": str(self.data_path),
             "examples": len(self.examples),
         }
+
+
+def embedded_folder(name: str, progress: Callable[[str], None] = lambda _: None) -> Path:
+    """The embedded model `name` dequantized once into a plain HF folder in onboard's cache (FM-LOAD-GGUF)."""
+    from onboard.fixtures.models import EMBEDDED
+
+    embedded = EMBEDDED[name]
+    folder = cache_dir() / "converted" / embedded.sha256[:16]
+    if not (folder / "onboard-source.json").exists():
+        gguf = embedded.path(progress)
+        progress(f"Converting {gguf.name} to a plain checkpoint (once; later runs load the cached copy)")
+        convert_gguf(gguf, folder)
+    return folder
 
 
 def convert_gguf(gguf: Path, folder: Path) -> None:

@@ -16,6 +16,7 @@ class SourceKind(str, enum.Enum):
     LOCAL = "local"  # a local folder in Hugging Face layout
     HUB = "hub"  # org/model on the Hugging Face hub (or its local cache)
     TINY = "tiny"  # tiny:ARCH, a real architecture at test size with random weights
+    FAULT = "fault"  # fault:NAME, a model of onboard's fault catalog (onboard.fixtures.faults)
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
@@ -31,7 +32,9 @@ class ModelSpec:
 
     @property
     def display(self) -> str:
-        return f"tiny:{self.target}" if self.kind is SourceKind.TINY else self.target
+        if self.kind in (SourceKind.TINY, SourceKind.FAULT):
+            return f"{self.kind.value}:{self.target}"
+        return self.target
 
     @classmethod
     def parse(
@@ -51,6 +54,11 @@ class ModelSpec:
             if not arch:
                 raise BadInput("tiny: needs an architecture, e.g. tiny:llama")
             return cls(SourceKind.TINY, arch, random_weights=True, **extra)
+        if text.startswith("fault:"):
+            from onboard.fixtures.faults import get_fault
+
+            fault = get_fault(text.removeprefix("fault:"))
+            return cls(SourceKind.FAULT, fault.name, random_weights=fault.random_weights, **extra)
         if text in EMBEDDED:
             return cls(SourceKind.EMBEDDED, text, random_weights=random_weights, **extra)
         path = Path(text).expanduser()
@@ -68,5 +76,6 @@ class ModelSpec:
             return cls(SourceKind.HUB, text, random_weights=random_weights, **extra)
         names = ", ".join(sorted(EMBEDDED))
         raise BadInput(
-            f"unknown model {text!r}: not a folder, a .gguf file, a hub id (org/name), tiny:ARCH, or one of {names}"
+            f"unknown model {text!r}: not a folder, a .gguf file, a hub id (org/name), tiny:ARCH, fault:NAME, "
+            f"or one of {names}"
         )

@@ -1,10 +1,17 @@
 """The patch layer: one registry of revertible fixes, shared by `onboard check` and `onboard train`."""
 
+from onboard.patches.attention import AttentionFallbackPatch
 from onboard.patches.base import Applicability, Patch, PatchHandle, unwrap
 from onboard.patches.cce import CcePatch
+from onboard.patches.extra_inputs import ExtraInputsPatch
+from onboard.patches.loss_kwargs import LossKwargsPatch
 from onboard.patches.packing import PackingPatch
+from onboard.patches.peft_targets import ExpertParametersPatch, WrappedLinearTargetsPatch, lora_config
 
-PATCHES: dict[str, Patch] = {p.id: p for p in (PackingPatch(), CcePatch())}
+PATCHES: dict[str, Patch] = {p.id: p for p in (
+    AttentionFallbackPatch(), WrappedLinearTargetsPatch(), ExpertParametersPatch(), ExtraInputsPatch(),
+    PackingPatch(), LossKwargsPatch(), CcePatch(),
+)}
 
 
 def get_patch(patch_id: str) -> Patch:
@@ -14,4 +21,4 @@ def get_patch(patch_id: str) -> Patch:
         raise KeyError(f"unknown patch {patch_id!r}; known: {', '.join(PATCHES)}") from None
 
 
-__all__ = ["PATCHES", "Applicability", "Patch", "PatchHandle", "get_patch", "unwrap"]
+__all__ = ["PATCHES", "Applicability", "Patch", "PatchHandle", "get_patch", "lora_config", "unwrap"]

@@ -1,0 +1,71 @@
+"""attention.fallback: move off an attention kernel that cannot run this model (FM-ATTN-HEADDIM).
+
+flash-attn kernels support head_dim up to 256 (Gemma 4's global layers use 512), and a kernel that is
+not installed cannot run at all. The fallback is the first backend of sdpa, flex_attention, eager that the
+model accepts; all three compute the same attention, so the math of a correct model is unchanged.
+"""
+
+from __future__ import annotations
+
+from onboard.patches.base import Applicability, PatchHandle, set_attr, unwrap
+
+FLASH_MAX_HEAD_DIM = 256
+FALLBACK_ORDER = ("sdpa", "flex_attention", "eager")
+
+
+def head_dims(config) -> list[int]:
+    """Every head size the text model's attention layers use."""
+    fields = config.get_text_config().to_dict()  # a dict: per-layer configs refuse attribute access
+    dims = [fields.get(k) for k in ("head_dim", "global_head_dim")]
+    if fields.get("hidden_size") and fields.get("num_attention_heads"):
+        dims.append(fields["hidden_size"] // fields["num_attention_heads"])
+    return sorted({d for d in dims if isinstance(d, int) and d > 0})
+
+
+def unusable_reason(config, backend: str | None) -> str | None:
+    """Why `backend` cannot run this model, known before running it."""
+    if backend and backend.startswith("flash_attention") and max(head_dims(config), default=0) > FLASH_MAX_HEAD_DIM:
+        return f"{backend} supports head_dim <= {FLASH_MAX_HEAD_DIM}, the model uses {max(head_dims(config))}"
+    return None
+
+
+def current_backend(model) -> str:
+    return unwrap(model).config._attn_implementation
+
+
+class AttentionFallbackPatch:
+    id = "attention.fallback"
+    applicability = Applicability.SAFE
+    summary = "switch to sdpa (else flex_attention, else eager) when the attention kernel cannot run the model"
+
+    def applies_to(self, model) -> str | None:
+        if not hasattr(unwrap(model), "set_attn_implementation"):
+            return f"{type(unwrap(model)).__name__} cannot switch attention implementation"
+        return None
+
+    def apply(self, model, context=None) -> PatchHandle:
+        """Sets the backend on the model; `context.attn` (the backend training asks for) follows it."""
+        base = unwrap(model)
+        old = current_backend(base)
+        errors = []
+        for backend in FALLBACK_ORDER:
+            try:
+                base.set_attn_implementation(backend)
+                break
+            except (ImportError, ValueError) as exc:
+                errors.append(f"{backend}: {exc}")
+        else:
+            raise ValueError("no fallback attention backend accepted the model: " + "; ".join(errors))
+        handle = PatchHandle(self.id)
+        handle.backend = backend
+        handle.on_revert(lambda: _restore(base, old))
+        if context is not None and hasattr(context, "attn"):
+            set_attr(handle, context, "attn", backend)
+        return handle
+
+
+def _restore(base, backend: str) -> None:
+    try:
+        base.set_attn_implementation(backend)
+    except (ImportError, ValueError):  # the old kernel never loaded here: it was only a request
+        base.config._attn_implementation = backend

@@ -1,0 +1,146 @@
+"""LoRA target patches: they rewrite the LoraConfig that LoRA is applied with, for check and train alike.
+
+lora.wrapped_linear_targets (FM-LORA-WRAPPED): a target name that matches a custom Linear wrapper (a
+module holding a single nn.Linear, e.g. Gemma4ClippableLinear) makes PEFT refuse the whole model
+("not supported"). The wrapper's inner nn.Linear is what the name means: target it instead.
+
+lora.expert_parameters (FM-LORA-EXPERTS): fused MoE experts keep their weights as 3D parameters, which no
+target_modules entry reaches; PEFT's target_parameters does. This adds every expert weight to the adapter
+(larger adapter, more memory), so it changes what is trained: unsafe, applied with --unsafe-fixes.
+
+Both leave the model untouched until LoRA is applied again with the rewritten config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+from torch import nn
+
+from onboard.patches.base import Applicability, PatchHandle, unwrap
+
+
+def _peft_layer_types() -> tuple[type, ...]:
+    from transformers.pytorch_utils import Conv1D
+
+    return (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MultiheadAttention, Conv1D)
+
+
+def inner_linear(module: nn.Module) -> str | None:
+    """The child name of a custom Linear wrapper's nn.Linear: one child, a Linear, no own parameters."""
+    if isinstance(module, _peft_layer_types()):
+        return None
+    children = list(module.named_children())
+    if len(children) != 1 or not isinstance(children[0][1], nn.Linear):
+        return None
+    if any(True for _ in module.parameters(recurse=False)):
+        return None
+    return children[0][0]
+
+
+def wrapper_redirects(model, config) -> dict[str, str]:
+    """Wrapper module name -> its inner Linear's name, for the wrappers `config`'s targets match."""
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    if isinstance(config.target_modules, str) and config.target_modules == "all-linear":
+        return {}  # all-linear selects by type: it reaches the inner nn.Linear by itself
+    out = {}
+    for name, module in unwrap(model).named_modules():
+        inner = inner_linear(module) if name else None
+        if inner and _matches(check_target_module_exists(config, name)):
+            out[name] = f"{name}.{inner}"
+    return out
+
+
+def _matches(hit) -> bool:
+    from peft.tuners.tuners_utils import _ExcludedModule
+
+    return bool(hit) and not isinstance(hit, _ExcludedModule)
+
+
+def expert_parameters(model) -> list[str]:
+    """Fused expert weights (3D parameters under an 'expert' module), as layer-relative suffixes."""
+    suffixes = set()
+    for name, param in unwrap(model).named_parameters():
+        if param.dim() == 3 and "expert" in name.lower() and "lora_" not in name:
+            parts = name.replace(".base_layer", "").split(".")
+            last_index = max((i for i, p in enumerate(parts) if p.isdigit()), default=-1)
+            suffixes.add(".".join(parts[last_index + 1:]))
+    return sorted(suffixes)
+
+
+class WrappedLinearTargetsPatch:
+    id = "lora.wrapped_linear_targets"
+    applicability = Applicability.SAFE
+    summary = "point LoRA target names that hit custom Linear wrappers at the wrapped nn.Linear"
+
+    def applies_to(self, model) -> str | None:
+        if not any(inner_linear(m) for m in unwrap(model).modules()):
+            return "the model has no custom Linear wrapper"
+        return None
+
+    def configure(self, config, model):
+        from peft.tuners.tuners_utils import check_target_module_exists
+
+        redirects = wrapper_redirects(model, config)
+        if not redirects:
+            return config
+        names = [redirects.get(n, n) for n, m in unwrap(model).named_modules()
+                 if n and _matches(check_target_module_exists(config, n)) and not _inside(n, redirects)]
+        return dataclasses.replace(config, target_modules=sorted(set(names)))
+
+    def apply(self, model, context=None) -> PatchHandle:
+        return PatchHandle(self.id)  # takes effect through configure() when LoRA is applied again
+
+
+def _inside(name: str, redirects: dict[str, str]) -> bool:
+    """A module below a wrapper (its inner Linear is added through the redirect, not on its own)."""
+    return any(name.startswith(w + ".") for w in redirects)
+
+
+class ExpertParametersPatch:
+    id = "lora.expert_parameters"
+    applicability = Applicability.UNSAFE
+    summary = "add the fused MoE expert weights to LoRA through PEFT's target_parameters"
+
+    def applies_to(self, model) -> str | None:
+        return None if expert_parameters(model) else "the model has no fused expert parameters"
+
+    def configure(self, config, model):
+        found = expert_parameters(model)
+        if not found:
+            return config
+        return dataclasses.replace(config, target_parameters=sorted(set(config.target_parameters or []) | set(found)))
+
+    def apply(self, model, context=None) -> PatchHandle:
+        return PatchHandle(self.id)
+
+
+def lora_config(model, targets=None, patches=(), r: int = 8, alpha: int = 16):
+    """The LoraConfig onboard checks and trains with, rewritten by the given LoRA patches in order."""
+    from peft import LoraConfig
+
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets or "all-linear", bias="none")
+    for patch in patches:
+        configure = getattr(patch, "configure", None)
+        if configure is not None:
+            config = configure(config, model)
+    return config
+
+
+def strip_lora(model) -> None:
+    """Undo a partial LoRA injection (PEFT raising half-way leaves some layers wrapped)."""
+    from peft.tuners.lora import LoraLayer
+
+    base = unwrap(model)
+    for name, module in list(base.named_modules()):
+        if isinstance(module, LoraLayer) and name:
+            parent_name, _, child = name.rpartition(".")
+            parent = base.get_submodule(parent_name) if parent_name else base
+            if getattr(parent, child, None) is module:
+                setattr(parent, child, module.get_base_layer())
+
+
+__all__ = ["ExpertParametersPatch", "WrappedLinearTargetsPatch", "expert_parameters", "inner_linear",
+           "lora_config", "strip_lora", "wrapper_redirects"]

@@ -1,0 +1,88 @@
+"""The fault catalog: each failure mode on a real model that has it, found by the right check, with the
+right failure mode and patch, and fixed by that patch (re-check verified)."""
+
+import pytest
+import torch
+
+from conftest import by_code, make_session, run_all
+from onboard.fixtures.faults import FAULTS
+from onboard.harness.result import Status, Verdict
+from onboard.patches import PATCHES, get_patch
+
+STRUCTURAL = [name for name, fault in FAULTS.items() if fault.random_weights]
+
+
+@pytest.mark.parametrize("name", STRUCTURAL)
+def test_fault_is_found_and_fixed(name):
+    fault = FAULTS[name]
+    report = run_all(make_session(f"fault:{name}"), unsafe_fixes=fault.unsafe)
+    found = by_code(report)[fault.check]
+    assert found.diagnosis == fault.failure_mode, (found.status, found.message)
+    assert found.status in (Status.FAIL, Status.WARN)
+    assert found.proposed_patch == fault.patch
+    if fault.patch:
+        assert found.fix is not None and found.fix.verified, found.fix
+        assert fault.patch in report.verified_patches
+    else:
+        assert found.fix is None and report.verdict is Verdict.NOT_READY
+    errors = [c.code for c in report.checks if c.status is Status.ERROR]
+    assert not errors, errors
+
+
+@pytest.mark.slow
+def test_planted_weight_fault_reads_as_random():
+    report = run_all(make_session("fault:loss-random"), fix=False)
+    loss = by_code(report)["LOSS001"]
+    assert loss.status is Status.FAIL and loss.diagnosis == "FM-LOSS-RANDOM"
+    assert loss.measurements["loss_over_ln_vocab"].value >= 0.8
+
+
+def test_unsafe_fix_waits_for_the_flag():
+    """lora.expert_parameters changes what is trained: without --unsafe-fixes it is only proposed."""
+    report = run_all(make_session("fault:lora-experts"))
+    lora = by_code(report)["LORA001"]
+    assert lora.status is Status.WARN and lora.diagnosis == "FM-LORA-EXPERTS"
+    assert lora.fix is None and "--unsafe-fixes" in lora.evidence["unapplied_fix"]
+    assert "lora.expert_parameters" not in report.verified_patches
+
+
+# the model each patch is exercised on: one that the patch changes
+PATCH_MODELS = {
+    "packing.no_cache_no_mask": ("tiny:llama", {}),
+    "cce.fused_loss": ("tiny:llama", {}),
+    "attention.fallback": ("tiny:llama", {"attn": "eager"}),
+    "inputs.token_type_ids": ("fault:input-extra", {}),
+    "loss.num_items_in_batch": ("fault:loss-ga", {}),
+    "lora.wrapped_linear_targets": ("fault:lora-wrapped", {}),
+    "lora.expert_parameters": ("fault:lora-experts", {}),
+}
+
+
+def test_every_patch_has_a_revert_test():
+    assert set(PATCH_MODELS) == set(PATCHES)
+
+
+@pytest.mark.parametrize("patch_id", sorted(PATCH_MODELS))
+def test_apply_then_revert_leaves_the_model_unchanged(patch_id):
+    spec, options = PATCH_MODELS[patch_id]
+    session = make_session(spec, **options)
+    model, patch = session.model, get_patch(patch_id)
+    batch = session.probe_batch(2)
+
+    def snapshot():
+        with torch.no_grad():
+            out = model(**batch)
+        return out.logits.clone(), out.loss.item(), {k: v.clone() for k, v in model.state_dict().items()}
+
+    config = model.config.get_text_config()
+    before, use_cache = snapshot(), config.use_cache
+    attrs = dict(vars(model))
+    handle = patch.apply(model, session)
+    handle.revert()
+    after = snapshot()
+    torch.testing.assert_close(after[0], before[0], rtol=0, atol=0)
+    assert after[1] == before[1]
+    assert after[2].keys() == before[2].keys()
+    assert all(torch.equal(after[2][k], before[2][k]) for k in before[2])
+    assert set(vars(model)) == set(attrs)  # no attribute left behind (forward overrides, flags)
+    assert config.use_cache == use_cache
