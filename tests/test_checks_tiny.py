@@ -134,3 +134,15 @@ def test_load_fails_on_a_tokenizer_without_merges():
     session.examples = [tokenize_chat(session.tokenizer, c, session.chat_template, 1024) for c in chats]
     load = run_checks(session, [LoadCheck]).checks[0]
     assert load.status is Status.FAIL and load.diagnosis == "FM-LOAD-TOKENIZER", load.message
+
+
+def test_attention_kernel_that_cannot_load_falls_back():
+    """FM-ATTN-KERNEL: flash-attn is not installed on the CPU box; the run goes on and the fallback is verified."""
+    from onboard.checks import AttentionCheck
+
+    session = make_session("tiny:llama", attn="flash_attention_2")
+    assert session.attn_load_error and "FlashAttention2" in session.attn_load_error
+    attn = run_checks(session, [LoadCheck, AttentionCheck]).checks[1]
+    assert attn.status is Status.FAIL and attn.diagnosis == "FM-ATTN-KERNEL"
+    assert attn.fix.verified and session.attn == "sdpa"
+    assert attn.fix.measurements_after["loss_rel_diff"].value <= 1e-4

@@ -10,14 +10,18 @@ from onboard.harness.result import Status
 CLEAN = [
     "qwen3", "qwen3_moe", "mixtral", "gemma", "gemma2", "gemma3", "gemma4", "phi", "phi3", "starcoder2",
     "gpt2", "gpt_neox", "olmo2", "cohere", "granite", "stablelm", "olmoe", "ernie4_5", "exaone4", "apertus",
-    "arcee",
+    "arcee", "glm4", "smollm3", "deepseek_v3",
 ]  # llama, mistral, qwen2, gemma3_text: test_checks_tiny.py
 # architecture -> {check code: failure mode} that transformers 5.17 / PEFT 0.21 really have
 UPSTREAM = {
-    # Falcon builds its own causal mask and ignores packed position_ids: samples leak in every convention
-    "falcon": {"PACK001": "FM-PACK-ISOLATION"},
-    # Granite-MoE: PEFT 0.21's all-linear leaves its fused experts out
+    # Falcon builds its causal mask without position_ids: packed samples leak in every convention, and
+    # the packed training step misses the samples' loss
+    "falcon": {"PACK001": "FM-PACK-ISOLATION", "TRAIN001": "FM-TRAIN-LOSS"},
+    # GPT-OSS: the same mask, and fused experts that PEFT 0.21's all-linear leaves out
+    "gpt_oss": {"LORA001": "FM-LORA-EXPERTS", "PACK001": "FM-PACK-ISOLATION", "TRAIN001": "FM-TRAIN-LOSS"},
+    # Granite-MoE and Qwen2-MoE: all-linear leaves their fused experts out
     "granitemoe": {"LORA001": "FM-LORA-EXPERTS"},
+    "qwen2_moe": {"LORA001": "FM-LORA-EXPERTS"},
 }
 
 

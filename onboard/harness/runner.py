@@ -26,7 +26,7 @@ def run_check(check, session) -> CheckResult:
         if isinstance(exc, torch.OutOfMemoryError):
             torch.cuda.empty_cache()
         result = check.result(Status.ERROR, f"the check crashed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-        result.evidence["traceback"] = traceback.format_exc(limit=8)
+        result.evidence["traceback"] = traceback.format_exc(limit=-8)  # the innermost frames: where it broke
     result.duration_s = time.perf_counter() - start
     return result
 

@@ -14,10 +14,13 @@ FALLBACK_ORDER = ("sdpa", "flex_attention", "eager")
 
 
 def head_dims(config) -> list[int]:
-    """Every head size the text model's attention layers use."""
+    """Every head size the text model's attention layers use (per-layer configs, e.g. Gemma 4's global
+    layers, included); hidden_size / heads only where the config names no head_dim."""
     fields = config.get_text_config().to_dict()  # a dict: per-layer configs refuse attribute access
-    dims = [fields.get(k) for k in ("head_dim", "global_head_dim")]
-    if fields.get("hidden_size") and fields.get("num_attention_heads"):
+    layers = fields.get("per_layer_config") or {}
+    dims = [fields.get("head_dim"), fields.get("global_head_dim")]
+    dims += [layer.get("head_dim") for layer in layers.values() if isinstance(layer, dict)]
+    if not any(dims) and fields.get("hidden_size") and fields.get("num_attention_heads"):
         dims.append(fields["hidden_size"] // fields["num_attention_heads"])
     return sorted({d for d in dims if isinstance(d, int) and d > 0})
 

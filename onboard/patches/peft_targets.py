@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 
-
 from torch import nn
 
 from onboard.patches.base import Applicability, PatchHandle, unwrap
