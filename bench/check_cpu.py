@@ -37,6 +37,19 @@ def bare_passes(session, rerun_packing: bool) -> float:
     longest = batch_tensors([max(session.examples, key=len)], dev, session.pad_id)
     for _ in range(2):  # cce: reference and fused loss, forward and backward
         model(**longest, use_cache=False).loss.backward()
+    shortest = sorted(session.examples, key=len)[:4]
+    probe = batch_tensors(shortest[:1], dev, session.pad_id)
+    for _ in range(2):  # attention: the backend and eager, forward and backward
+        model(**probe, use_cache=False).loss.backward()
+    four = batch_tensors(shortest, dev, session.pad_id)
+    model(**four, use_cache=False).loss.backward()  # grad_accum: one batch of 4 ...
+    for half in (shortest[:2], shortest[2:]):  # ... and 2 micro-batches of 2
+        model(**batch_tensors(half, dev, session.pad_id), use_cache=False).loss.backward()
+    flat = [t for ex in shortest for t in ex.input_ids]  # train_step: the 4 samples as one packed row
+    positions = [p for ex in shortest for p in range(len(ex))]
+    ids = torch.tensor([flat], device=dev)
+    model(input_ids=ids, position_ids=torch.tensor([positions], device=dev), labels=ids,
+          use_cache=False).loss.backward()
     model.zero_grad(set_to_none=True)
     return time.perf_counter() - start
 
