@@ -1,4 +1,4 @@
-"""The command line: `onboard check`, `onboard checks`, `onboard explain`. The only module importing typer."""
+"""The command line: `onboard check`, `train`, `checks`, `explain`. The only module importing typer."""
 
 from __future__ import annotations
 
@@ -109,6 +109,127 @@ def check(
         if junit:
             junit_report.write(report, junit)
         return report.exit_code(strict)
+
+    raise typer.Exit(_guarded(body, debug))
+
+
+CHECK_SAMPLE = 32  # chats of the training file the pre-training check run uses
+
+
+@app.command()
+def train(
+    model: ModelArg = None,
+    data: DataOpt = None,
+    from_report: Annotated[Optional[Path], typer.Option("--from", help="a saved `onboard check --json` report: "
+                           "train with its verified patches instead of running the checks")] = None,
+    out: Annotated[Path, typer.Option("--out", help="run folder: adapter, checkpoints, log, report")] = Path("runs/onboard"),
+    force: Annotated[bool, typer.Option("--force", help="train a NOT_READY model anyway")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint in --out")] = False,
+    epochs: Annotated[float, typer.Option(help="passes over the data")] = 1.0,
+    max_steps: Annotated[int, typer.Option("--max-steps", help="optimizer steps; overrides --epochs when > 0")] = -1,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="samples per micro-batch (one packed row)")] = 8,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", help="micro-batches per optimizer step")] = 1,
+    lr: Annotated[float, typer.Option(help="peak learning rate (linear decay)")] = 2e-4,
+    lora_r: Annotated[int, typer.Option("--lora-r")] = 16,
+    lora_alpha: Annotated[int, typer.Option("--lora-alpha")] = 32,
+    lora_targets: TargetsOpt = None,
+    packing: Annotated[bool, typer.Option("--packing/--no-packing", help="pack samples per micro-batch "
+                       "(position_ids restart) or pad them")] = True,
+    cce: Annotated[str, typer.Option(help="fused CCE loss: auto (on CUDA when verified), on, off")] = "auto",
+    gradient_checkpointing: Annotated[Optional[bool], typer.Option(
+        "--gradient-checkpointing/--no-gradient-checkpointing", help="default: on with CUDA")] = None,
+    save_steps: Annotated[int, typer.Option("--save-steps", help="checkpoint every N steps")] = 50,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    attn: AttnOpt = None,
+    max_length: Annotated[int, typer.Option("--max-length", help="truncate samples to this many tokens")] = 2048,
+    revision: RevisionOpt = None,
+    trust_remote_code: RemoteOpt = False,
+    random_weights: RandomOpt = False,
+    unsafe_fixes: UnsafeOpt = False,
+    seed: SeedOpt = 0,
+    debug: DebugOpt = False,
+) -> None:
+    """Fine-tune a LoRA on MODEL with the patches its check run verified.
+
+    Without --from the checklist runs first (on the first 32 chats of --data) and a NOT_READY model is
+    refused unless --force. Exit codes: 0 trained, 1 refused (NOT_READY), 2 bad input, 3 environment or
+    internal error, 130 stopped by Ctrl-C after saving a checkpoint (continue with --resume).
+    """
+    _quiet_libraries(debug)
+    if cce not in ("auto", "on", "off"):
+        err.print(f"[bold red]error:[/] --cce must be auto, on or off, not {cce!r}", highlight=False)
+        raise typer.Exit(ExitCode.USAGE_ERROR)
+
+    def body() -> int:
+        from onboard.harness.errors import BadInput
+        from onboard.harness.session import ModelSession
+        from onboard.harness.spec import ModelSpec
+        from onboard.reports import json_report, terminal
+        from onboard.train import TrainOptions, load_check_report
+        from onboard.train import train as run_training
+
+        spec = ModelSpec.parse(model, revision=revision, trust_remote_code=trust_remote_code,
+                               random_weights=random_weights)
+        targets = [t.strip() for t in lora_targets.split(",") if t.strip()] if lora_targets else None
+        report = load_check_report(from_report) if from_report else None
+        if report is not None:
+            if report.model.get("id") != spec.display:
+                raise BadInput(f"{from_report} is a report on {report.model.get('id')}, not {spec.display}")
+            checked = report.options.get("lora_targets", "all-linear")
+            checked = None if checked == "all-linear" else list(checked)
+            if targets is not None and targets != checked:
+                raise BadInput(f"--lora-targets {lora_targets} differs from the checked setup ({checked or 'all-linear'})")
+            targets = checked
+        with err.status(f"Loading {spec.display}") as status:
+            session = ModelSession(
+                spec, device=device, dtype=dtype, attn=attn, data=data, max_length=max_length,
+                lora_targets=targets, seed=seed, max_examples=None if report else CHECK_SAMPLE,
+                progress=lambda msg: status.update(msg),
+            )
+        err.print(f"Loaded {spec.display} in {session.timings['model_load']:.1f} s")
+        if report is None:
+            from onboard.checks import CHECKS
+            from onboard.harness.runner import run_checks
+
+            with err.status("Running checks") as status:
+                report = run_checks(session, CHECKS, unsafe_fixes=unsafe_fixes,
+                                    on_start=lambda c: status.update(f"Running {c.code} {c.name}"),
+                                    on_result=lambda r: err.print(terminal.check_line(r)))
+            out.mkdir(parents=True, exist_ok=True)
+            json_report.write(report, out / "check_report.json")
+            source = {"ran": True, "report": str(out / "check_report.json")}
+        else:
+            source = {"ran": False, "report": str(from_report)}
+            if report.model.get("device", "").split(":")[0] != session.device.type:
+                err.print(f"note: {from_report} was checked on {report.model.get('device')}, training runs on "
+                          f"{session.device}", highlight=False)
+        source["verdict"] = report.verdict.value
+        if report.exit_code() != 0:
+            findings = "; ".join(f"{c.code} {c.diagnosis or c.status.value}: {c.message}" for c in report.checks
+                                 if c.blocking)
+            if not force:
+                err.print(f"[bold red]refused:[/] {spec.display} is {report.verdict.value} ({findings}). "
+                          "Fix it, or pass --force to train anyway.", highlight=False)
+                return ExitCode.NOT_READY
+            err.print(f"[yellow]--force:[/] training a {report.verdict.value} model ({findings})", highlight=False)
+            source["forced"] = True
+        patches = report.verified_patches
+        err.print(f"Training with patches: {', '.join(patches) or 'none'}")
+        options = TrainOptions(
+            out=out, data=data, epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
+            lr=lr, lora_r=lora_r, lora_alpha=lora_alpha, packing=packing, cce=cce,
+            gradient_checkpointing=gradient_checkpointing, save_steps=save_steps, resume=resume, seed=seed)
+        result = run_training(session, patches, options, check_source=source, console=err)
+        r = result.report
+        if result.status == "interrupted":
+            err.print(f"stopped after step {result.steps}; checkpoint {r['last_checkpoint']} saved. "
+                      "Continue with the same command and --resume.", highlight=False)
+            return 130
+        err.print(f"[bold green]trained[/] {r['steps']} steps: loss {r['first_loss']:.4f} -> {r['final_loss']:.4f}, "
+                  f"{r['tokens_per_s'] or 0:,.0f} tokens/s, peak {r['peak_memory_gib']:.2f} GiB; "
+                  f"adapter {r['adapter']}, report {out / 'train_report.json'}", highlight=False)
+        return ExitCode.OK
 
     raise typer.Exit(_guarded(body, debug))
 

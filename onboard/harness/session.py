@@ -51,6 +51,7 @@ class ModelSession:
         lora_targets: list[str] | None = None,
         chat_template: str | None = None,
         seed: int = 0,
+        max_examples: int | None = None,
         progress: Callable[[str], None] = lambda _: None,
     ):
         self.spec = spec
@@ -75,7 +76,9 @@ class ModelSession:
             fault = get_fault(spec.target)
             self.lora_targets = self.lora_targets or fault.lora_targets
             self.attn = self.attn or fault.attn
-        chats = read_chats(self.data_path)  # bad data fails before a slow load
+        chats = read_chats(self.data_path)  # bad data (any line of it) fails before a slow load
+        self.n_chats = len(chats)
+        chats = chats[:max_examples] if max_examples else chats  # the checks' sample of a large file
         start = time.perf_counter()
         self.tokenizer, self.model = self._load()
         self.timings["model_load"] = time.perf_counter() - start
@@ -84,11 +87,13 @@ class ModelSession:
             self.tokenizer.chat_template = chat_template
         self.chat_template = getattr(self.tokenizer, "chat_template", None)
         self.template_is_fallback = not self.chat_template
-        template = self.chat_template or FALLBACK_TEMPLATE
-        self.examples: list[Example] = [
-            tokenize_chat(self.tokenizer, chat, template, max_length) for chat in chats
-        ]
+        self.examples: list[Example] = self.tokenize(chats)
         self.timings["tokenize"] = time.perf_counter() - start
+
+    def tokenize(self, chats: list[list[dict[str, str]]]) -> list[Example]:
+        """Chats as the checks and training see them: this session's template, labels and max_length."""
+        template = self.chat_template or FALLBACK_TEMPLATE
+        return [tokenize_chat(self.tokenizer, chat, template, self.max_length) for chat in chats]
 
     # ---- loading ----------------------------------------------------------------------------------
 
@@ -100,6 +105,8 @@ class ModelSession:
                 return self._load_tiny()
             if spec.kind is SourceKind.FAULT:
                 return self._load_fault()
+            if spec.kind is SourceKind.CONFIG:
+                return self._load_config()
             if spec.kind in (SourceKind.EMBEDDED, SourceKind.GGUF):
                 folder = self._converted_gguf()
                 return self._load_pretrained(str(folder), local=True)
@@ -119,6 +126,32 @@ class ModelSession:
         self.progress(f"Building tiny {self.spec.target} with random weights")
         model = _as_causal_lm(lambda: self._with_attn(lambda attn: AutoModelForCausalLM.from_config(
             config, dtype=self.dtype, attn_implementation=attn)), self.spec.display, config)
+        return tokenizer, self._place(model)
+
+    def _load_config(self):
+        """A released model's shape with random weights, built straight on the target device: the
+        parameters are allocated and initialised there, so an 8B shape never exists on the CPU."""
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        from onboard.fixtures.models import tiny_tokenizer
+
+        path = Path(self.spec.target)
+        try:
+            fields = json.loads(path.read_text())
+            fields = {k: v for k, v in fields.items() if not k.startswith("_")}
+            config = AutoConfig.for_model(fields.pop("model_type"), **fields)
+        except (OSError, ValueError, KeyError) as exc:
+            raise BadInput(f"cannot read {path} as a model config: {exc}") from exc
+        # the model's own tokenizer when it sits beside the config; else the built-in one (ids < vocab)
+        own = (path.parent / "tokenizer.json").is_file() or (path.parent / "tokenizer_config.json").is_file()
+        tokenizer = AutoTokenizer.from_pretrained(path.parent) if own else tiny_tokenizer()
+        self.progress(f"Building {self.spec.display} with random weights on {self.device}")
+
+        def make(attn):
+            with torch.device(self.device):
+                return AutoModelForCausalLM.from_config(config, dtype=self.dtype, attn_implementation=attn)
+
+        model = _as_causal_lm(lambda: self._with_attn(make), self.spec.display, config)
         return tokenizer, self._place(model)
 
     def _load_fault(self):

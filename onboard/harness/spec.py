@@ -17,6 +17,7 @@ class SourceKind(str, enum.Enum):
     HUB = "hub"  # org/model on the Hugging Face hub (or its local cache)
     TINY = "tiny"  # tiny:ARCH, a real architecture at test size with random weights
     FAULT = "fault"  # fault:NAME, a model of onboard's fault catalog (onboard.fixtures.faults)
+    CONFIG = "config"  # config:NAME or config:PATH.json, a real model's shape with random weights
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
@@ -34,6 +35,11 @@ class ModelSpec:
     def display(self) -> str:
         if self.kind in (SourceKind.TINY, SourceKind.FAULT):
             return f"{self.kind.value}:{self.target}"
+        if self.kind is SourceKind.CONFIG:
+            from onboard.fixtures.models import CONFIGS
+
+            name = Path(self.target).name.removesuffix(".json")
+            return f"config:{name}" if Path(self.target).parent == CONFIGS else f"config:{self.target}"
         return self.target
 
     @classmethod
@@ -59,6 +65,10 @@ class ModelSpec:
 
             fault = get_fault(text.removeprefix("fault:"))
             return cls(SourceKind.FAULT, fault.name, random_weights=fault.random_weights, **extra)
+        if text.startswith("config:"):
+            from onboard.fixtures.models import config_path
+
+            return cls(SourceKind.CONFIG, str(config_path(text.removeprefix("config:"))), random_weights=True, **extra)
         if text in EMBEDDED:
             return cls(SourceKind.EMBEDDED, text, random_weights=random_weights, **extra)
         path = Path(text).expanduser()
@@ -76,6 +86,6 @@ class ModelSpec:
             return cls(SourceKind.HUB, text, random_weights=random_weights, **extra)
         names = ", ".join(sorted(EMBEDDED))
         raise BadInput(
-            f"unknown model {text!r}: not a folder, a .gguf file, a hub id (org/name), tiny:ARCH, fault:NAME, "
+            f"unknown model {text!r}: not a folder, a .gguf file, a hub id (org/name), tiny:ARCH, fault:NAME, config:NAME, "
             f"or one of {names}"
         )

@@ -1,0 +1,269 @@
+"""`onboard train`: LoRA SFT through the HF Trainer and PEFT, with exactly the patches a check run verified.
+
+The model comes from a ModelSession (loaded once; the check run, if any, used the same one). Training
+starts from a clean model: whatever the checks left applied is reverted and LoRA is applied afresh with
+the LoraConfig the verified LoRA patches write, then the other verified patches are applied through the
+same patch objects the checks used. Samples are packed by DataCollatorWithFlattening (one row per
+micro-batch, position_ids restarting per sample) unless packing is off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from onboard.harness.data import IGNORE, read_chats
+from onboard.harness.errors import BadInput, EnvironmentProblem
+from onboard.train.monitor import GracefulStop, StepMeter, peak_memory_gib
+
+LOG = "train_log.jsonl"
+CONFIG = "train_config.json"
+REPORT = "train_report.json"
+CURVE = "loss.png"
+ADAPTER = "adapter"
+# options a resumed run must share with the run it continues
+RESUME_KEYS = ("model", "data_sha256", "patches", "lora_r", "lora_alpha", "lora_targets", "lr", "batch_size",
+               "grad_accum", "packing", "seed", "max_length", "cce", "epochs", "max_steps")
+
+
+@dataclass
+class TrainOptions:
+    out: Path
+    data: Path | None = None  # None: the session's data file
+    epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs
+    batch_size: int = 8  # samples per micro-batch; one packed row when packing
+    grad_accum: int = 1
+    lr: float = 2e-4
+    lora_r: int = 16
+    lora_alpha: int = 32
+    packing: bool = True
+    cce: str = "auto"  # auto: the verified fused loss on CUDA; on: also on the CPU; off
+    gradient_checkpointing: bool | None = None  # None: on with CUDA
+    save_steps: int = 50
+    resume: bool = False
+    seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    status: str  # completed | interrupted
+    out: Path
+    steps: int
+    records: list[dict] = field(default_factory=list)
+    report: dict = field(default_factory=dict)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def prepare_model(session, patch_ids: list[str], options: TrainOptions) -> tuple[object, list[str], dict[str, str]]:
+    """A fresh PEFT model on the session's base model, with the patches applied. Returns the PEFT model,
+    the ids applied, and the ids left out with the reason."""
+    from peft import get_peft_model
+
+    from onboard.patches import get_patch, lora_config
+
+    try:
+        patches = [get_patch(p) for p in patch_ids]
+    except KeyError as exc:
+        raise BadInput(f"{exc.args[0]} (the report was written by another onboard version?)") from None
+    session.revert_patches()  # what the checks applied, on the checks' PEFT model
+    if session.peft_model is not None:
+        session.peft_model.unload()
+        session.peft_model = None
+    base = session.model
+    config = lora_config(base, session.lora_targets, patches, r=options.lora_r, alpha=options.lora_alpha)
+    peft_model = get_peft_model(base, config)
+    session.peft_model = peft_model
+    skipped: dict[str, str] = {}
+    for patch in patches:
+        if patch.id == "cce.fused_loss" and not _use_cce(options, session.device):
+            skipped[patch.id] = ("--cce off" if options.cce == "off" else
+                                 "the fused loss saves GPU memory; on the CPU the plain loss is used (--cce on forces it)")
+            continue
+        session.apply_patch(patch)
+    if options.cce == "on" and "cce.fused_loss" not in session.applied:
+        raise BadInput("--cce on, but the check run did not verify cce.fused_loss for this model")
+    return peft_model, list(session.applied), skipped
+
+
+def _use_cce(options: TrainOptions, device: torch.device) -> bool:
+    return options.cce == "on" or (options.cce == "auto" and device.type == "cuda")
+
+
+def train(session, patch_ids: list[str], options: TrainOptions, *, check_source: dict | None = None,
+          console=None, callbacks=()) -> TrainResult:
+    """Train a LoRA on the session's model; write the adapter, a JSON step log, the loss curve and a report."""
+    from transformers import (DataCollatorForSeq2Seq, DataCollatorWithFlattening, PrinterCallback, Trainer,
+                              TrainingArguments)
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = Path(options.out)
+    data_path = Path(options.data) if options.data else session.data_path
+    chats = read_chats(data_path)  # every line validated: a bad one is named, never dropped
+    examples = session.tokenize(chats)
+    rows = [{"input_ids": ex.input_ids, "labels": ex.labels} for ex in examples]
+    untrained = sum(1 for ex in examples if ex.n_trained == 0)
+    truncated = sum(1 for ex in examples if ex.truncated)
+
+    fingerprint = {
+        "model": session.spec.display, "data_sha256": file_sha256(data_path), "patches": sorted(patch_ids),
+        "lora_targets": session.lora_targets or "all-linear", "max_length": session.max_length,
+        **{k: v for k, v in asdict(options).items() if k not in ("out", "data", "resume", "save_steps")},
+    }
+    checkpoint = _resume_point(out, fingerprint, options.resume, get_last_checkpoint)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG).write_text(json.dumps(fingerprint, indent=2, default=str))
+
+    from transformers import set_seed
+
+    set_seed(options.seed)  # the LoRA initialisation too, so equal options give equal runs
+    model, applied, skipped = prepare_model(session, patch_ids, options)
+    if session.tokenizer.pad_token_id is None:
+        session.tokenizer.pad_token_id = session.pad_id
+    collator = (DataCollatorWithFlattening(return_position_ids=True) if options.packing else
+                DataCollatorForSeq2Seq(session.tokenizer, padding="longest", label_pad_token_id=IGNORE))
+    cuda = session.device.type == "cuda"
+    checkpointing = cuda if options.gradient_checkpointing is None else options.gradient_checkpointing
+    args = TrainingArguments(
+        str(out), per_device_train_batch_size=options.batch_size, gradient_accumulation_steps=options.grad_accum,
+        learning_rate=options.lr, num_train_epochs=options.epochs, max_steps=options.max_steps,
+        lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, seed=options.seed, data_seed=options.seed,
+        bf16=cuda and session.dtype is torch.bfloat16, fp16=cuda and session.dtype is torch.float16,
+        gradient_checkpointing=checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False},
+        logging_steps=1, save_strategy="steps", save_steps=options.save_steps, save_total_limit=2,
+        report_to="none",
+        use_cpu=not cuda, disable_tqdm=True, log_level="error", dataloader_num_workers=0,
+        remove_unused_columns=False,
+    )
+    if checkpointing:
+        model.enable_input_require_grads()  # LoRA: the frozen embeddings' output must carry a gradient
+    trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collator)
+    trainer.remove_callback(PrinterCallback)
+    start_step = int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0
+    listeners = []
+    progress = None
+    if console is not None:
+        from onboard.train.monitor import RichProgress
+
+        progress = RichProgress(console, _total_steps(trainer, len(rows), options), start_step)
+        listeners.append(progress)
+    meter = StepMeter(trainer, out / LOG, session.device, keep_until=start_step, listeners=tuple(listeners))
+    stop = GracefulStop()
+    for cb in (meter, stop, *callbacks):
+        trainer.add_callback(cb)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(session.device)
+    started = time.perf_counter()
+    try:
+        with stop.installed():
+            if progress is not None:
+                with progress:
+                    trainer.train(resume_from_checkpoint=checkpoint)
+            else:
+                trainer.train(resume_from_checkpoint=checkpoint)
+    except torch.OutOfMemoryError as exc:
+        raise EnvironmentProblem(
+            f"out of GPU memory at step {trainer.state.global_step}: lower --batch-size or --max-length, "
+            "or raise --grad-accum") from exc
+    seconds = time.perf_counter() - started
+    status = "interrupted" if stop.stopped_at is not None else "completed"
+    if status == "completed":
+        model.save_pretrained(out / ADAPTER)
+        session.tokenizer.save_pretrained(out / ADAPTER)
+    records = meter.records
+    report = {
+        "status": status,
+        "model": session.describe(),
+        "check": check_source or {},
+        "patches_applied": applied,
+        "patches_skipped": skipped,
+        "lora": {"r": options.lora_r, "alpha": options.lora_alpha,
+                 "targets": sorted(model.peft_config["default"].target_modules or []),
+                 "target_parameters": sorted(model.peft_config["default"].target_parameters or []),
+                 "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)},
+        "data": {"path": str(data_path), "sha256": fingerprint["data_sha256"], "samples": len(examples),
+                 "tokens": sum(len(ex) for ex in examples), "trained_tokens": sum(ex.n_trained for ex in examples),
+                 "truncated_samples": truncated, "samples_without_trained_tokens": untrained},
+        "options": {**{k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
+                    "gradient_checkpointing": checkpointing, "bf16": args.bf16},
+        "resumed_from": checkpoint,
+        "steps": trainer.state.global_step,
+        "first_loss": records[0]["loss"] if records else None,
+        "final_loss": records[-1]["loss"] if records else None,
+        "tokens_per_s": _tokens_per_s(records),
+        "peak_memory_gib": round(peak_memory_gib(session.device), 3),
+        "train_seconds": round(seconds, 2),
+        "adapter": str(out / ADAPTER) if status == "completed" else None,
+        "last_checkpoint": get_last_checkpoint(str(out)),
+        "environment": _environment(session.device),
+    }
+    if records:
+        from onboard.train.plot import loss_curve
+
+        loss_curve(records, out / CURVE, title=f"{session.spec.display} LoRA r={options.lora_r}")
+        report["loss_curve"] = str(out / CURVE)
+    (out / REPORT).write_text(json.dumps(report, indent=2, default=str))
+    return TrainResult(status=status, out=out, steps=trainer.state.global_step, records=records, report=report)
+
+
+def _resume_point(out: Path, fingerprint: dict, resume: bool, get_last_checkpoint) -> str | None:
+    last = get_last_checkpoint(str(out)) if out.is_dir() else None
+    if not resume:
+        if last:
+            raise BadInput(f"{out} holds checkpoints of an earlier run: pass --resume to continue it, "
+                           "or choose another --out")
+        return None
+    if last is None:
+        return None  # nothing saved yet: start from step 0
+    saved = json.loads((out / CONFIG).read_text()) if (out / CONFIG).exists() else {}
+    changed = [k for k in RESUME_KEYS if saved.get(k) != json.loads(json.dumps(fingerprint.get(k), default=str))]
+    if changed:
+        raise BadInput(f"cannot resume {out}: {', '.join(changed)} differ from the run that wrote it")
+    return last
+
+
+def _total_steps(trainer, n_rows: int, options: TrainOptions) -> int:
+    if options.max_steps > 0:
+        return options.max_steps
+    import math
+
+    per_epoch = math.ceil(math.ceil(n_rows / options.batch_size) / options.grad_accum)
+    return max(1, math.ceil(per_epoch * options.epochs))
+
+
+def _tokens_per_s(records: list[dict]) -> float | None:
+    """Real tokens per second over the run, the first step (warm-up, compilation) left out when there are more."""
+    steady = records[1:] if len(records) > 1 else records
+    seconds = sum(r["step_seconds"] for r in steady)
+    return round(sum(r["tokens"] for r in steady) / seconds, 1) if seconds > 0 else None
+
+
+def _environment(device) -> dict:
+    from onboard.harness.runner import environment
+
+    return environment(device)
+
+
+def load_check_report(path: Path):
+    """A saved `onboard check --json` report."""
+    from onboard.harness.result import RunReport
+
+    try:
+        data = json.loads(Path(path).read_text())
+        return RunReport.from_dict(data)
+    except FileNotFoundError:
+        raise BadInput(f"no such report: {path}") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise BadInput(f"{path} is not an onboard check report: {exc}") from None
