@@ -23,3 +23,43 @@ def test_checklist_on_cuda_bf16(arch):
     assert cce.status in (Status.PASS, Status.WARN), cce.message
     assert cce.measurements["impl"].value == "cce"
     assert cce.measurements["peak_fused"].value < cce.measurements["peak_plain"].value
+
+
+def test_real_shape_builds_on_the_gpu_without_a_cpu_copy():
+    import torch
+
+    session = ModelSession(ModelSpec.parse("config:llama3-8b"), device="cuda")
+    params = list(session.model.parameters())
+    assert all(p.device.type == "cuda" and p.dtype is torch.bfloat16 for p in params)
+    assert 8.0e9 < sum(p.numel() for p in params) < 8.1e9  # Llama-3-8B's 8.03B
+
+
+def test_cce_is_live_on_a_conditional_generation_model():
+    session = ModelSession(ModelSpec.parse("config:gemma3-4b"), device="cuda")
+    assert type(session.model).__name__ == "Gemma3ForConditionalGeneration"
+    report = run_checks(session, [c for c in CHECKS if c.code in ("LOAD001", "LORA001", "CCE001")])
+    cce = by_code(report)["CCE001"]
+    assert cce.status is Status.PASS, cce.message
+    assert cce.measurements["logits_produced"].value == 0 and cce.measurements["impl"].value == "cce"
+    assert cce.measurements["saving_ratio"].value >= 0.9
+
+
+@pytest.mark.parametrize("backend", ["eager", "sdpa", "flex_attention"])
+def test_packing_fix_verified_in_bf16_on_every_backend(backend):
+    session = ModelSession(ModelSpec.parse("tiny:llama"), device="cuda", attn=backend)
+    report = run_checks(session, [c for c in CHECKS if c.code in ("LOAD001", "LORA001", "PACK001")])
+    pack = by_code(report)["PACK001"]
+    assert pack.fixed, (pack.status, pack.message)
+
+
+def test_train_on_cuda_uses_the_fused_loss(tmp_path):
+    from onboard.train import TrainOptions, train
+
+    session = ModelSession(ModelSpec.parse("tiny:llama"), device="cuda")
+    result = train(session, ["packing.no_cache_no_mask", "cce.fused_loss"],
+                   TrainOptions(out=tmp_path / "run", epochs=4, batch_size=4, lr=3e-3))
+    assert result.report["patches_applied"] == ["packing.no_cache_no_mask", "cce.fused_loss"]
+    assert result.report["options"]["bf16"] and result.report["options"]["gradient_checkpointing"]
+    losses = [r["loss"] for r in result.records]
+    assert sum(losses[-4:]) < sum(losses[:4])  # the same 16 chats, 3 epochs later
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").exists()

@@ -1,0 +1,162 @@
+"""onboard train against TRL's SFTTrainer, side by side on one GPU: tokens/s, peak memory, MFU.
+
+Same model shape (a shipped config, random weights built on the GPU), same chats, same LoRA (r 16,
+alpha 32, all-linear), same samples per step, same number of steps, bf16. Three runs, each in its own
+process so peak memory is its own:
+  onboard      onboard train: packed rows (DataCollatorWithFlattening), the verified patches
+               (packing.no_cache_no_mask, cce.fused_loss), gradient checkpointing
+  trl          SFTTrainer with SFTConfig defaults (padding to the longest sample of the batch)
+  trl_pf       SFTTrainer with padding_free=True
+Tokens are real tokens (padding excluded), counted the same way for all three (onboard's StepMeter
+wraps each trainer's training_step); the first WARMUP steps are left out. MFU = 4 * N * tokens/s / peak,
+N the parameters doing matmuls (all but the input embedding): a LoRA step runs the frozen weights
+forward (2N) and backward for activations (2N), with no weight gradients; recomputation is not counted.
+Run: python bench/train_vs_trl.py [--model config:llama3-8b] [--steps 20] [--batch 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+WARMUP = 3
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16
+WORDS = ("the model learns from packed rows while padding wastes memory and time on tokens nobody reads "
+         "attention stays inside each sample because positions restart loss falls when the data repeats "
+         "engineers check the architecture before they train it on chats of every length").split()
+
+
+def make_chats(path: Path, n: int, seed: int = 0) -> None:
+    """Chats of log-uniform lengths (about 50 to 1100 words, under --max-length tokens, so no run truncates and
+    all three train on the same tokens; TRL's padding-free mode does not truncate): the spread that makes
+    padding costly."""
+    rng = random.Random(seed)
+    with path.open("w") as f:
+        for _ in range(n):
+            def text(lo, hi):
+                return " ".join(rng.choice(WORDS) for _ in range(int(round(2 ** rng.uniform(lo, hi)))))
+            chat = [{"role": "user", "content": text(4, 7)}, {"role": "assistant", "content": text(5, 10)}]
+            f.write(json.dumps({"messages": chat}) + "\n")
+
+
+def matmul_params(model) -> int:
+    from onboard.patches import unwrap
+
+    base = unwrap(model)
+    embed = base.get_input_embeddings().weight
+    return sum(p.numel() for p in base.parameters() if p is not embed)
+
+
+def summary(records: list[dict], n_params: int, seconds: float, device: torch.device) -> dict:
+    from onboard.train.monitor import peak_memory_gib
+
+    steady = records[WARMUP:] or records
+    secs = sum(r["step_seconds"] for r in steady)
+    tps = sum(r["tokens"] for r in steady) / secs
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak = next((v for k, v in PEAK_TFLOPS.items() if k in card), None)
+    return {"card": card, "steps": len(records), "tokens_per_s": round(tps, 1),
+            "tokens_per_step": round(sum(r["tokens"] for r in steady) / len(steady), 1),
+            "peak_memory_gib": round(peak_memory_gib(device), 2),
+            "mfu": round(4 * n_params * tps / (peak * 1e12), 4) if peak else None,
+            "matmul_params": n_params, "wall_s": round(seconds, 1),
+            "losses": [round(r["loss"], 4) for r in records]}
+
+
+def run_onboard(args, data: Path, out: Path) -> dict:
+    from onboard.harness.session import ModelSession
+    from onboard.harness.spec import ModelSpec
+    from onboard.train import TrainOptions, train
+
+    session = ModelSession(ModelSpec.parse(args.model), device=args.device, data=data, max_length=args.max_length,
+                           max_examples=4)
+    opts = TrainOptions(out=out, max_steps=args.steps, batch_size=args.batch, lr=1e-4, save_steps=10**6,
+                        gradient_checkpointing=True)
+    start = time.perf_counter()
+    patches = ["packing.no_cache_no_mask"] + (["cce.fused_loss"] if session.device.type == "cuda" else [])
+    result = train(session, patches, opts)
+    return summary(result.records, matmul_params(session.peft_model), time.perf_counter() - start,
+                   session.device) | {
+        "patches": result.report["patches_applied"]}
+
+
+def run_trl(args, data: Path, out: Path, padding_free: bool) -> dict:
+    from datasets import load_dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    from onboard.harness.session import ModelSession
+    from onboard.harness.spec import ModelSpec
+    from onboard.train.monitor import StepMeter
+
+    session = ModelSession(ModelSpec.parse(args.model), device=args.device, max_examples=1)  # builds the model
+    dataset = load_dataset("json", data_files=str(data), split="train")
+    config = SFTConfig(output_dir=str(out), per_device_train_batch_size=args.batch, max_steps=args.steps,
+                       learning_rate=1e-4, logging_steps=1, save_strategy="no", report_to="none",
+                       max_length=None if padding_free else args.max_length, padding_free=padding_free, seed=0, disable_tqdm=True,
+                       bf16=session.device.type == "cuda", use_cpu=session.device.type != "cuda")
+    peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear")
+    trainer = SFTTrainer(model=session.model, args=config, train_dataset=dataset,
+                         processing_class=session.tokenizer, peft_config=peft_config)
+    meter = StepMeter(trainer, out / "log.jsonl", session.device)
+    trainer.add_callback(meter)
+    if session.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    trainer.train()
+    return summary(meter.records, matmul_params(trainer.model), time.perf_counter() - start, session.device) | {
+        "gradient_checkpointing": config.gradient_checkpointing, "padding_free": padding_free}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="config:llama3-8b")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--max-length", type=int, default=2048)
+    parser.add_argument("--samples", type=int, default=512)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--mode", choices=["onboard", "trl", "trl_pf"])
+    parser.add_argument("--data")
+    args = parser.parse_args()
+    if args.mode:  # one run, in this process
+        out = Path(tempfile.mkdtemp())
+        runs = {"onboard": lambda: run_onboard(args, Path(args.data), out),
+                "trl": lambda: run_trl(args, Path(args.data), out, False),
+                "trl_pf": lambda: run_trl(args, Path(args.data), out, True)}
+        try:
+            result = runs[args.mode]()
+        except Exception as exc:  # noqa: BLE001 - one failing run is reported, the others still run
+            result = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        print("RESULT " + json.dumps({"mode": args.mode, "model": args.model, **result}), flush=True)
+        return
+    data = Path(tempfile.mkdtemp()) / "chats.jsonl"
+    make_chats(data, args.samples)
+    results = {}
+    for mode in ("onboard", "trl", "trl_pf"):
+        cmd = [sys.executable, __file__, "--mode", mode, "--data", str(data), "--model", args.model,
+               "--steps", str(args.steps), "--batch", str(args.batch), "--max-length", str(args.max_length),
+               "--device", args.device]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        results[mode] = json.loads(line[7:]) if line else {"error": (proc.stderr or proc.stdout)[-800:]}
+        print(json.dumps(results[mode]), flush=True)
+    ours, trl, pf = results["onboard"], results["trl"], results["trl_pf"]
+    if all("tokens_per_s" in r for r in (ours, trl, pf)):
+        print(f"tokens/s: onboard {ours['tokens_per_s']:.0f}, trl {trl['tokens_per_s']:.0f}, "
+              f"trl padding-free {pf['tokens_per_s']:.0f}; onboard/trl {ours['tokens_per_s'] / trl['tokens_per_s']:.2f} "
+              f"(target >= 2), onboard/trl_pf {ours['tokens_per_s'] / pf['tokens_per_s']:.2f} (target > 1)")
+        print(f"peak GiB: onboard {ours['peak_memory_gib']}, trl {trl['peak_memory_gib']}, trl padding-free "
+              f"{pf['peak_memory_gib']}; onboard/trl {ours['peak_memory_gib'] / trl['peak_memory_gib']:.2f} (target <= 0.5)")
+
+
+if __name__ == "__main__":
+    main()
