@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -43,10 +44,16 @@ NoFixOpt = Annotated[bool, typer.Option("--no-fix", help="report only: do not ap
 UnsafeOpt = Annotated[bool, typer.Option("--unsafe-fixes", help="also apply patches that change what is trained")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="exit 1 on READY_WITH_FIXES too")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="show tracebacks and library logs")]
+ConfigOpt = Annotated[Optional[Path], typer.Option(
+    "--config", help="onboard.toml, pyproject.toml ([tool.onboard]) or an axolotl .yml; default: ./onboard.toml, "
+                     "else ./pyproject.toml's [tool.onboard]. Command-line options win over the file")]
+NoConfigOpt = Annotated[bool, typer.Option("--no-config", help="ignore ./onboard.toml and ./pyproject.toml")]
+HtmlOpt = Annotated[Optional[Path], typer.Option("--html", help="write a self-contained HTML page with plots to PATH")]
 
 
 @app.command()
 def check(
+    ctx: typer.Context,
     model: ModelArg = None,
     json_path: JsonOpt = None,
     markdown: MarkdownOpt = None,
@@ -67,6 +74,9 @@ def check(
     unsafe_fixes: UnsafeOpt = False,
     strict: StrictOpt = False,
     debug: DebugOpt = False,
+    config: ConfigOpt = None,
+    no_config: NoConfigOpt = False,
+    html: HtmlOpt = None,
 ) -> None:
     """Load MODEL once and run the checklist: load, lora, initial_loss, packing, cce.
 
@@ -74,22 +84,34 @@ def check(
     3 environment or internal error.
     """
     _quiet_libraries(debug)
+    given = dict(model=model, device=device, dtype=dtype, attn=attn, revision=revision,
+                 trust_remote_code=trust_remote_code, random_weights=random_weights, lora_targets=lora_targets,
+                 chat_template=chat_template, max_length=max_length, pack_length=pack_length, seed=seed,
+                 data=data, no_fix=no_fix, unsafe_fixes=unsafe_fixes, strict=strict)
 
     def body() -> ExitCode:
+        cfg, o = _with_config(ctx, given, config, no_config)
+        model, device, dtype, attn, revision = o["model"], o["device"], o["dtype"], o["attn"], o["revision"]
+        trust_remote_code, random_weights, lora_targets = o["trust_remote_code"], o["random_weights"], o["lora_targets"]
+        chat_template, max_length, pack_length, seed = o["chat_template"], o["max_length"], o["pack_length"], o["seed"]
+        data, no_fix, unsafe_fixes, strict = o["data"], o["no_fix"], o["unsafe_fixes"], o["strict"]
         from onboard.checks import CHECKS
         from onboard.harness.runner import run_checks
         from onboard.harness.session import ModelSession
         from onboard.harness.spec import ModelSpec
+        from onboard.harness.thresholds import Thresholds
         from onboard.reports import json_report, junit as junit_report, markdown as md_report, terminal
 
         spec = ModelSpec.parse(model, revision=revision, trust_remote_code=trust_remote_code,
                                random_weights=random_weights)
-        template = _read_template(chat_template) if chat_template else None
+        thresholds = Thresholds(cfg.thresholds, str(cfg.path)) if cfg else Thresholds()
+        template = _read_template(Path(chat_template)) if chat_template else (cfg.template_text if cfg else None)
         targets = [t.strip() for t in lora_targets.split(",") if t.strip()] if lora_targets else None
         with err.status(f"Loading {spec.display}") as status:
             session = ModelSession(
                 spec, device=device, dtype=dtype, attn=attn, data=data, max_length=max_length,
                 pack_length=pack_length, lora_targets=targets, chat_template=template, seed=seed,
+                thresholds=thresholds, lora_rank=o["lora_rank"], lora_alpha=o["lora_alpha"],
                 progress=lambda msg: status.update(msg),
             )
         err.print(f"Loaded {spec.display} in {session.timings['model_load']:.1f} s; "
@@ -97,9 +119,12 @@ def check(
         with err.status("Running checks") as status:
             report = run_checks(
                 session, CHECKS, fix=not no_fix, unsafe_fixes=unsafe_fixes,
+                not_applicable=cfg.not_applicable if cfg else None,
                 on_start=lambda c: status.update(f"Running {c.code} {c.name}"),
                 on_result=lambda r: err.print(terminal.check_line(r)),
             )
+        report.config = cfg.describe() if cfg else None
+        report.options["strict"] = strict
         err.print()
         terminal.render(report, err)
         if json_path:
@@ -108,6 +133,14 @@ def check(
             md_report.write(report, markdown)
         if junit:
             junit_report.write(report, junit)
+        if html:
+            from onboard.reports import html as html_report
+
+            html_report.write(report, html)
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary:  # GitHub Actions shows this file on the run's page
+            with open(summary, "a", encoding="utf-8") as f:
+                f.write(md_report.render(report) + "\n")
         return report.exit_code(strict)
 
     raise typer.Exit(_guarded(body, debug))
@@ -260,6 +293,35 @@ def explain(code: Annotated[str, typer.Argument(help="a check code (PACK001) or 
         err.print(f"error: {exc.args[0]}")
         raise typer.Exit(ExitCode.USAGE_ERROR) from None
     print(f"{check.code} {check.name}: {check.summary}\n\n{check.documentation()}")
+
+
+_OPTION_DEFAULTS = {"lora_rank": 8, "lora_alpha": 16}  # options a config file may set that have no flag
+
+
+def _with_config(ctx: typer.Context, given: dict, path: Optional[Path], no_config: bool):
+    """The config file (explicit, or found in the current folder) and the options with it applied:
+    an option given on the command line wins over the file, the file over the default."""
+    from onboard.config import discover_config, load_config
+    from onboard.harness.errors import BadInput
+
+    if path is None and not no_config:
+        path = discover_config(Path.cwd())
+    options = {**_OPTION_DEFAULTS, **given}
+    if path is None:
+        return None, options
+    cfg = load_config(path)
+    for name, value in cfg.options.items():
+        source = ctx.get_parameter_source(name) if name in given else None
+        from_cli = source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+        if name == "model" and cfg.kind == "axolotl" and from_cli and given["model"] != value:
+            raise BadInput(f"MODEL {given['model']} is not the base_model {value} of {path}: give one or the other")
+        if not from_cli:
+            options[name] = value
+    err.print(f"config: {path}" + (f" (axolotl; not applicable: {', '.join(cfg.not_applicable)})"
+                                   if cfg.kind == "axolotl" else ""), highlight=False)
+    for note in cfg.notes:
+        err.print(f"  note: {note}", highlight=False)
+    return cfg, options
 
 
 def _read_template(path: Path) -> str:

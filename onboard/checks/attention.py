@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import torch
-
 from onboard.checks.base import Check, FixAvailability
 from onboard.harness.result import Status
 from onboard.patches.attention import current_backend, head_dims, unusable_reason
 from onboard.patches.base import unwrap
-
-# relative loss difference to eager attention on one sample
-RTOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 2e-2}
 
 
 class AttentionCheck(Check):
@@ -79,7 +74,7 @@ class AttentionCheck(Check):
             ref = _loss(model, batch)
         finally:
             base.set_attn_implementation(wanted)
-        rtol = RTOL.get(session.dtype, 2e-2)
+        rtol = session.threshold("attention.loss_rtol")
         rel = abs(loss - ref) / max(abs(ref), 1e-12)
         res.measure("loss", round(loss, 6), "nats")
         res.measure("loss_eager", round(ref, 6), "nats")

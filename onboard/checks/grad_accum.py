@@ -14,7 +14,6 @@ from onboard.patches.base import unwrap
 
 STEPS = 2  # micro-batches of the accumulated run
 PER_STEP = 2  # examples per micro-batch
-RTOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 2e-2}
 
 
 class GradAccumCheck(Check):
@@ -65,7 +64,7 @@ class GradAccumCheck(Check):
                 one_loss, one_grads = _schedule(trainer, model, [batch])
                 acc_loss, acc_grads = _schedule(trainer, model, micro)
 
-        rtol = RTOL.get(session.dtype, 2e-2)
+        rtol = session.threshold("grad_accum.loss_rtol")
         ratio = acc_loss / one_loss if one_loss else float("inf")
         rel = abs(acc_loss - one_loss) / max(abs(one_loss), 1e-12)
         grad_rel = float((acc_grads - one_grads).norm() / one_grads.norm().clamp(min=1e-30))

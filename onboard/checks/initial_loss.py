@@ -10,8 +10,6 @@ from onboard.checks.base import Check
 from onboard.harness.data import CONTENT, IGNORE, KIND_NAMES, TEMPLATE
 from onboard.harness.result import Status
 
-RANDOM_FRACTION = 0.8  # a loss at or above 0.8 x ln(V) is a model predicting at random
-SUSPECT_LOSS = 3.0  # pretrained SFT starts around 0.5-2.0 nats; above 3 something is partly broken
 
 
 class InitialLossCheck(Check):
@@ -51,11 +49,13 @@ class InitialLossCheck(Check):
                                diagnosis="FM-LOSS-MASK")
         vocab = session.model.get_output_embeddings().weight.shape[0]
         ln_v = math.log(vocab)
+        random_fraction = session.threshold("initial_loss.random_fraction")
+        suspect = session.threshold("initial_loss.suspect_loss")
         mean = loss_all.mean().item()
         res = self.result(Status.PASS, "")
-        res.measure("loss", round(mean, 4), "nats", f"< {SUSPECT_LOSS} pass, >= {RANDOM_FRACTION} x ln V fail")
+        res.measure("loss", round(mean, 4), "nats", f"< {suspect} pass, >= {random_fraction} x ln V fail")
         res.measure("ln_vocab", round(ln_v, 4), "nats")
-        res.measure("loss_over_ln_vocab", round(mean / ln_v, 4), "", f"< {RANDOM_FRACTION}")
+        res.measure("loss_over_ln_vocab", round(mean / ln_v, 4), "", f"< {random_fraction}")
         res.measure("trained_tokens", int(loss_all.numel()), "tokens")
         by_kind = {}
         for kind in (CONTENT, TEMPLATE):
@@ -72,15 +72,15 @@ class InitialLossCheck(Check):
         if session.spec.random_weights:
             res.status = Status.SKIP
             res.message = f"random weights: a loss of {mean:.2f} (ln V {ln_v:.2f}) says nothing about the model"
-        elif mean >= RANDOM_FRACTION * ln_v:
+        elif mean >= random_fraction * ln_v:
             res.status, res.diagnosis = Status.FAIL, "FM-LOSS-RANDOM"
             res.message = (f"loss {mean:.2f} nats is {mean / ln_v:.0%} of ln V = {ln_v:.2f}: the model predicts "
                            "at random (broken weights, mask or template)")
-        elif template is not None and template > SUSPECT_LOSS and content <= SUSPECT_LOSS:
+        elif template is not None and template > suspect and content <= suspect:
             res.status, res.diagnosis = Status.WARN, "FM-LOSS-TEMPLATE"
             res.message = (f"loss {mean:.2f} nats; template tokens ({template:.2f} nats each vs "
                            f"{content:.2f} for content): untrained chat tokens, typical of a base model")
-        elif mean > SUSPECT_LOSS:
+        elif mean > suspect:
             res.status = Status.WARN
             res.message = (f"loss {mean:.2f} nats is high for a pretrained model (expected 0.5-2.0; ln V "
                            f"{ln_v:.2f}): suspect a partial fault such as a RoPE or attention bug")

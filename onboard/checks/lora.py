@@ -72,7 +72,8 @@ class LoraCheck(Check):
             session.peft_model = None
         model = session.model
         head = model.get_output_embeddings()
-        config = lora_config(model, session.lora_targets, [get_patch(p) for p in session.applied])
+        config = lora_config(model, session.lora_targets, [get_patch(p) for p in session.applied],
+                             r=session.lora_rank, alpha=session.lora_alpha)
         res = self.result(Status.PASS, "")
         res.measure("target_modules", _describe_targets(config.target_modules))
         if config.target_parameters:

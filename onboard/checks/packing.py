@@ -9,10 +9,6 @@ from onboard.harness.data import pack
 from onboard.harness.forward import PackedBatch, packed_losses
 from onboard.harness.result import Status
 
-# nats of per-sample mean loss. Noise measured with isolated samples: fp32 2e-6 (CPU, SmolLM2),
-# bf16 2.8e-3 (H200, SmolLM2 shape, random weights); a tiny model's leak is ~3e-2, so stay under that.
-TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 1e-2, torch.float16: 1e-2}
-
 # name -> (forward kwargs builder, failure mode when this convention leaks)
 CONVENTIONS = {
     "no_mask_default_cache": (lambda ids: {}, "FM-PACK-CACHE"),
@@ -55,7 +51,7 @@ class PackingCheck(Check):
         if not rows:
             return self.result(Status.SKIP, f"no two samples fit in one row of {session.pack_length} tokens")
         reference = session.reference_losses()
-        tol = TOLERANCE.get(session.dtype, 5e-2)
+        tol = session.threshold("packing.tolerance")
         model = session.train_model
         res = self.result(Status.PASS, "")
         res.measure("rows", len(rows), "rows")

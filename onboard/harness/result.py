@@ -91,6 +91,9 @@ class RunReport:
     options: dict[str, Any] = field(default_factory=dict)
     duration_s: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    # name -> {value, unit, overridden, meaning}: every threshold the checks judged against
+    thresholds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    config: dict[str, Any] | None = None  # the config file the options came from: path, kind, notes
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -122,6 +125,8 @@ class RunReport:
             "environment": self.environment,
             "seed": self.seed,
             "options": self.options,
+            "config": self.config,
+            "thresholds": self.thresholds,
             "duration_s": round(self.duration_s, 3),
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "patches": self.verified_patches,
@@ -140,6 +145,8 @@ class RunReport:
             options=data.get("options", {}),
             duration_s=data.get("duration_s", 0.0),
             timings=data.get("timings", {}),
+            thresholds=data.get("thresholds", {}),
+            config=data.get("config"),
         )
 
 

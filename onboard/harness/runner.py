@@ -58,6 +58,7 @@ def run_checks(
     *,
     fix: bool = True,
     unsafe_fixes: bool = False,
+    not_applicable: dict[str, str] | None = None,
     on_result: Callable[[CheckResult], None] = lambda _: None,
     on_start: Callable[[object], None] = lambda _: None,
 ) -> RunReport:
@@ -68,7 +69,9 @@ def run_checks(
     for check_cls in checks:
         check = check_cls()
         missing = [code for code in check.requires if code in results and results[code].blocking]
-        if missing:
+        if not_applicable and check.code in not_applicable:  # the training setup does not use it
+            result = check.result(Status.SKIP, f"not applicable: {not_applicable[check.code]}")
+        elif missing:
             result = check.result(Status.SKIP, f"skipped: prerequisite {', '.join(missing)} failed")
         else:
             on_start(check)
@@ -91,6 +94,7 @@ def run_checks(
                  "pack_length": session.pack_length, "lora_targets": session.lora_targets or "all-linear"},
         duration_s=sum(session.timings.values()),
         timings={**session.timings, **{r.name: r.duration_s for r in results.values()}},
+        thresholds=session.thresholds.resolved(str(session.dtype).removeprefix("torch.")),
     )
 
 

@@ -13,6 +13,7 @@ from onboard.harness.data import BUILTIN_CHATS, FALLBACK_TEMPLATE, Example, read
 from onboard.fixtures.models import cache_dir
 from onboard.harness.errors import BadInput, EnvironmentProblem
 from onboard.harness.spec import ModelSpec, SourceKind
+from onboard.harness.thresholds import Thresholds
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
@@ -52,6 +53,9 @@ class ModelSession:
         chat_template: str | None = None,
         seed: int = 0,
         max_examples: int | None = None,
+        thresholds: Thresholds | None = None,
+        lora_rank: int = 8,
+        lora_alpha: int = 16,
         progress: Callable[[str], None] = lambda _: None,
     ):
         self.spec = spec
@@ -64,6 +68,9 @@ class ModelSession:
         self.pack_length = pack_length
         self.lora_targets = lora_targets
         self.seed = seed
+        self.thresholds = thresholds or Thresholds()
+        self.lora_rank = lora_rank
+        self.lora_alpha = lora_alpha
         self.progress = progress
         self.timings: dict[str, float] = {}
         self.peft_model = None  # set by the lora check; later checks train through it
@@ -213,6 +220,10 @@ class ModelSession:
     def train_model(self):
         """The model as training sees it: LoRA-wrapped once the lora check has run."""
         return self.peft_model if self.peft_model is not None else self.model
+
+    def threshold(self, name: str) -> float:
+        """The value a check judges `name` against, at this session's dtype (onboard.harness.thresholds)."""
+        return self.thresholds.get(name, str(self.dtype).removeprefix("torch."))
 
     @property
     def pad_id(self) -> int:

@@ -29,7 +29,19 @@ def render(report: RunReport) -> str:
             lines.append(f"| {name} | {meas.value} {meas.unit} | {meas.threshold or ''} |")
     if report.verified_patches:
         lines += ["", "Patches for training: " + ", ".join(f"`{p}`" for p in report.verified_patches)]
+    lines += thresholds_table(report)
     return "\n".join(lines) + "\n"
+
+
+def thresholds_table(report: RunReport) -> list[str]:
+    if not report.thresholds:
+        return []
+    source = f" (overrides from `{report.config['path']}`)" if report.config else ""
+    lines = ["", f"<details><summary>Thresholds used{source}</summary>", "",
+             "| threshold | value | unit | set by |", "|---|---|---|---|"]
+    for name, t in report.thresholds.items():
+        lines.append(f"| {name} | {t['value']:g} | {t['unit']} | {'config' if t.get('overridden') else 'default'} |")
+    return lines + ["", "</details>"]
 
 
 def write(report: RunReport, path: str | Path) -> None:

@@ -85,8 +85,22 @@ def render(report: RunReport, console: Console) -> None:
         if parts:
             console.print(Panel(Group(*parts), title=f"{r.code} {r.name}", title_align="left",
                                 border_style=STYLE[r.status]))
+    if report.thresholds:
+        console.print(thresholds_line(report))
     verdict = report.verdict
     console.print(Text(f"verdict: {verdict.value}", style=VERDICT_STYLE[verdict]), end="")
     if report.verified_patches:
         console.print(Text(f"   patches for training: {', '.join(report.verified_patches)}"), end="")
     console.print(Text(f"   ({report.duration_s:.1f} s)", style="dim"))
+
+
+def thresholds_line(report: RunReport) -> Text:
+    """The thresholds the run judged against, on one line; those a config file set are marked *."""
+    line = Text(f"thresholds ({report.model.get('dtype', '')}): ", style="dim")
+    for i, (name, t) in enumerate(report.thresholds.items()):
+        line.append(", " if i else "", style="dim")
+        line.append(f"{name} {t['value']:g}" + ("*" if t.get("overridden") else ""),
+                    style="bold" if t.get("overridden") else "dim")
+    if any(t.get("overridden") for t in report.thresholds.values()) and report.config:
+        line.append(f"   (* from {report.config['path']})", style="dim")
+    return line

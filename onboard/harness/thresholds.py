@@ -1,0 +1,101 @@
+"""The numbers the checks judge against: one named table of defaults, overridable from a config file.
+
+A check asks its session for a threshold by name (`session.threshold("packing.tolerance")`); tolerances
+that depend on precision have one value per dtype. The report records every value used.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from onboard.harness.errors import BadInput
+
+DTYPES = ("float32", "bfloat16", "float16")
+Value = float | dict[str, float]  # one number, or one per dtype (missing dtypes: "other")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    name: str  # check name, dot, what it bounds
+    default: Value
+    unit: str
+    meaning: str
+
+
+def _per_dtype(fp32: float, bf16: float, fp16: float, other: float) -> dict[str, float]:
+    return {"float32": fp32, "bfloat16": bf16, "float16": fp16, "other": other}
+
+
+DEFAULTS: dict[str, Threshold] = {t.name: t for t in (
+    Threshold("attention.loss_rtol", _per_dtype(1e-4, 2e-2, 2e-2, 2e-2), "relative",
+              "ATTN001: loss with the training backend vs eager attention"),
+    Threshold("cce.loss_rtol", _per_dtype(1e-4, 1e-2, 5e-3, 1e-2), "relative",
+              "CCE001: fused loss vs the plain loss; gradients are allowed 10 times this"),
+    Threshold("cce.min_saving_ratio", 0.5, "measured/predicted",
+              "CCE001 (CUDA only): peak-memory saving measured over the saving predicted"),
+    Threshold("grad_accum.loss_rtol", _per_dtype(1e-4, 2e-2, 2e-2, 2e-2), "relative",
+              "GA001: accumulated vs one-batch loss; gradients are allowed 10 times this"),
+    Threshold("initial_loss.random_fraction", 0.8, "x ln V",
+              "LOSS001: a loss at or above this fraction of ln(vocab) is a model predicting at random"),
+    Threshold("initial_loss.suspect_loss", 3.0, "nats",
+              "LOSS001: a pretrained model's SFT loss above this is WARN"),
+    # fp32 noise measured 2e-6 (CPU, SmolLM2), bf16 2.8e-3 (H200); a tiny model's leak is ~3e-2
+    Threshold("packing.tolerance", _per_dtype(1e-3, 1e-2, 1e-2, 5e-2), "nats",
+              "PACK001: a sample's mean loss packed vs alone"),
+    Threshold("train_step.loss_rtol", _per_dtype(1e-4, 2e-2, 2e-2, 2e-2), "relative",
+              "TRAIN001: the packed training step's loss vs the samples run one by one"),
+)}
+
+
+class Thresholds:
+    """The defaults with a config file's overrides; `get(name, dtype)` is what a check judges against."""
+
+    def __init__(self, overrides: Mapping[str, Any] | None = None, source: str | None = None):
+        self.source = source
+        self.overrides: dict[str, Value] = {}
+        for name, value in _flatten(overrides or {}).items():
+            self.overrides[name] = _validated(name, value, source)
+
+    def get(self, name: str, dtype: str) -> float:
+        value = self.overrides.get(name, DEFAULTS[name].default)
+        if isinstance(value, dict):
+            default = DEFAULTS[name].default
+            fallback = default.get(dtype, default["other"]) if isinstance(default, dict) else default
+            return float(value.get(dtype, value.get("other", fallback)))
+        return float(value)
+
+    def resolved(self, dtype: str) -> dict[str, dict[str, Any]]:
+        """Every threshold as used at `dtype`, for the report."""
+        return {
+            name: {"value": self.get(name, dtype), "unit": t.unit, "overridden": name in self.overrides,
+                   "meaning": t.meaning}
+            for name, t in DEFAULTS.items()
+        }
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"packing": {"tolerance": 1e-3}} and {"packing.tolerance": 1e-3} both give packing.tolerance;
+    a table whose keys are dtypes is a per-dtype value, not a level of names."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and not set(value) <= {*DTYPES, "other"}:
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _validated(name: str, value: Any, source: str | None) -> Value:
+    where = f"{source}: " if source else ""
+    if name not in DEFAULTS:
+        close = difflib.get_close_matches(name, DEFAULTS, n=1)
+        hint = f"; did you mean {close[0]}?" if close else f"; known: {', '.join(DEFAULTS)}"
+        raise BadInput(f"{where}unknown threshold {name!r}{hint}")
+    values = value if isinstance(value, Mapping) else {"all": value}
+    for key, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise BadInput(f"{where}threshold {name} ({key}) must be a non-negative number, not {v!r}")
+    return {k: float(v) for k, v in value.items()} if isinstance(value, Mapping) else float(value)
