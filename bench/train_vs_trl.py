@@ -1,10 +1,11 @@
 """onboard train against TRL's SFTTrainer, side by side on one GPU: tokens/s, peak memory, MFU.
 
 Same model shape (a shipped config, random weights built on the GPU), same chats, same LoRA (r 16,
-alpha 32, all-linear), same samples per step, same number of steps, bf16. Three runs, each in its own
+alpha 32, all-linear), same samples per step, same number of steps, bf16. Four runs, each in its own
 process so peak memory is its own:
   onboard      onboard train: packed rows (DataCollatorWithFlattening), the verified patches
                (packing.no_cache_no_mask, cce.fused_loss), gradient checkpointing
+  onboard_nogc the same without gradient checkpointing (the fused loss leaves room for the activations)
   trl          SFTTrainer with SFTConfig defaults (padding to the longest sample of the batch)
   trl_pf       SFTTrainer with padding_free=True
 Tokens are real tokens (padding excluded), counted the same way for all three (onboard's StepMeter
@@ -71,7 +72,7 @@ def summary(records: list[dict], n_params: int, seconds: float, device: torch.de
             "losses": [round(r["loss"], 4) for r in records]}
 
 
-def run_onboard(args, data: Path, out: Path) -> dict:
+def run_onboard(args, data: Path, out: Path, checkpointing: bool = True) -> dict:
     from onboard.harness.session import ModelSession
     from onboard.harness.spec import ModelSpec
     from onboard.train import TrainOptions, train
@@ -79,13 +80,13 @@ def run_onboard(args, data: Path, out: Path) -> dict:
     session = ModelSession(ModelSpec.parse(args.model), device=args.device, data=data, max_length=args.max_length,
                            max_examples=4)
     opts = TrainOptions(out=out, max_steps=args.steps, batch_size=args.batch, lr=1e-4, save_steps=10**6,
-                        gradient_checkpointing=True)
+                        gradient_checkpointing=checkpointing)
     start = time.perf_counter()
     patches = ["packing.no_cache_no_mask"] + (["cce.fused_loss"] if session.device.type == "cuda" else [])
     result = train(session, patches, opts)
     return summary(result.records, matmul_params(session.peft_model), time.perf_counter() - start,
                    session.device) | {
-        "patches": result.report["patches_applied"]}
+        "patches": result.report["patches_applied"], "gradient_checkpointing": checkpointing}
 
 
 def run_trl(args, data: Path, out: Path, padding_free: bool) -> dict:
@@ -124,12 +125,13 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=2048)
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--mode", choices=["onboard", "trl", "trl_pf"])
+    parser.add_argument("--mode", choices=["onboard", "onboard_nogc", "trl", "trl_pf"])
     parser.add_argument("--data")
     args = parser.parse_args()
     if args.mode:  # one run, in this process
         out = Path(tempfile.mkdtemp())
         runs = {"onboard": lambda: run_onboard(args, Path(args.data), out),
+                "onboard_nogc": lambda: run_onboard(args, Path(args.data), out, checkpointing=False),
                 "trl": lambda: run_trl(args, Path(args.data), out, False),
                 "trl_pf": lambda: run_trl(args, Path(args.data), out, True)}
         try:
@@ -141,7 +143,7 @@ def main() -> None:
     data = Path(tempfile.mkdtemp()) / "chats.jsonl"
     make_chats(data, args.samples)
     results = {}
-    for mode in ("onboard", "trl", "trl_pf"):
+    for mode in ("onboard", "onboard_nogc", "trl", "trl_pf"):
         cmd = [sys.executable, __file__, "--mode", mode, "--data", str(data), "--model", args.model,
                "--steps", str(args.steps), "--batch", str(args.batch), "--max-length", str(args.max_length),
                "--device", args.device]

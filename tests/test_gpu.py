@@ -32,6 +32,11 @@ def test_real_shape_builds_on_the_gpu_without_a_cpu_copy():
     params = list(session.model.parameters())
     assert all(p.device.type == "cuda" and p.dtype is torch.bfloat16 for p in params)
     assert 8.0e9 < sum(p.numel() for p in params) < 8.1e9  # Llama-3-8B's 8.03B
+    # bf16 noise of an 8B shape is ~0.04 nats: PACK001 must scale its tolerance, not cry isolation
+    report = run_checks(session, CHECKS)
+    checks = by_code(report)
+    assert report.verdict is Verdict.READY_WITH_FIXES, [(c.code, c.status, c.message) for c in report.checks]
+    assert checks["PACK001"].diagnosis == "FM-PACK-CACHE" and checks["PACK001"].fixed
 
 
 def test_cce_is_live_on_a_conditional_generation_model():
@@ -46,9 +51,13 @@ def test_cce_is_live_on_a_conditional_generation_model():
 
 @pytest.mark.parametrize("backend", ["eager", "sdpa", "flex_attention"])
 def test_packing_fix_verified_in_bf16_on_every_backend(backend):
+    """Packing is fixed on each backend; one that cannot run the model (flex_attention's Inductor lowering
+    failed for head_dim 16 and 128 on an H200 with torch 2.11) is caught by ATTN001 and replaced first."""
     session = ModelSession(ModelSpec.parse("tiny:llama"), device="cuda", attn=backend)
-    report = run_checks(session, [c for c in CHECKS if c.code in ("LOAD001", "LORA001", "PACK001")])
-    pack = by_code(report)["PACK001"]
+    codes = ("LOAD001", "ATTN001", "LORA001", "PACK001")
+    checks = by_code(run_checks(session, [c for c in CHECKS if c.code in codes]))
+    attn, pack = checks["ATTN001"], checks["PACK001"]
+    assert attn.status is Status.PASS or (attn.fixed and attn.fix.patch_id == "attention.fallback"), attn.message
     assert pack.fixed, (pack.status, pack.message)
 
 
