@@ -12,8 +12,9 @@ class AttentionCheck(Check):
     """What it does:
     Takes the attention backend training will use (--attn, else the one transformers chose) and checks
     that it can run this model: its kernel loads, it supports the model's head sizes (flash-attn kernels
-    stop at head_dim 256), and one forward and backward on a sample runs and gives the loss eager
-    attention gives (relative 1e-4 in fp32, 2e-2 in bf16/fp16).
+    stop at head_dim 256), one forward and backward runs on a padded batch and on a packed row (the
+    packed path builds its masks differently), and the padded batch gives the loss eager attention
+    gives (relative 1e-4 in fp32, 2e-2 in bf16/fp16).
 
     Why it matters:
     A kernel that is not installed, or that rejects the head size, fails at the first training step or,
@@ -22,7 +23,9 @@ class AttentionCheck(Check):
 
     Failure modes:
     FM-ATTN-HEADDIM (head_dim above the kernel's limit, e.g. Gemma 4's 512), FM-ATTN-KERNEL (the kernel
-    cannot load here, e.g. flash-attn not installed), FM-ATTN-MISMATCH (the loss differs from eager).
+    cannot load here, e.g. flash-attn not installed, or crashes on the model: flex_attention's Inductor
+    lowering failed on packed rows of head_dim 16 and 128 on an H200 with torch 2.11),
+    FM-ATTN-MISMATCH (the loss differs from eager).
 
     Fix:
     attention.fallback (safe): switch to sdpa, else flex_attention, else eager; verified by re-running
@@ -60,12 +63,15 @@ class AttentionCheck(Check):
                 return res
 
         batch = session.probe_batch()
-        try:
-            loss = _loss(model, batch)
-        except Exception as exc:  # noqa: BLE001 - a kernel failing at run time is the finding
-            res.status, res.proposed_patch = Status.FAIL, "attention.fallback"
-            res.message = f"{wanted} fails on this model: {type(exc).__name__}: {str(exc).splitlines()[0]}"
-            return res
+        for kind, inputs in (("a padded batch", batch), ("a packed row", _packed_row(session))):
+            try:
+                loss = _loss(model, inputs)
+            except Exception as exc:  # noqa: BLE001 - a kernel failing at run time is the finding
+                res.status, res.diagnosis, res.proposed_patch = Status.FAIL, "FM-ATTN-KERNEL", "attention.fallback"
+                text = str(exc).splitlines()[0] if str(exc) else ""
+                res.message = f"{wanted} fails on {kind} of this model: {type(exc).__name__}: {text[:160]}"
+                return res
+        loss = _loss(model, batch)
         if wanted == "eager":
             res.message = f"{wanted} runs (loss {loss:.4f})"
             return res
@@ -85,6 +91,17 @@ class AttentionCheck(Check):
         else:
             res.message = f"{wanted} runs and matches eager to {rel:.1g}"
         return res
+
+
+def _packed_row(session) -> dict:
+    """The two shortest samples as one packed row (position_ids restart, no mask): the path packed
+    training takes, which builds its masks differently (flex_attention compiles a block mask for it)."""
+    import torch
+
+    two = sorted(session.examples, key=len)[:2]
+    ids = torch.tensor([[t for ex in two for t in ex.input_ids]], device=session.device)
+    positions = torch.tensor([[p for ex in two for p in range(len(ex))]], device=session.device)
+    return {"input_ids": ids, "position_ids": positions, "labels": ids}
 
 
 def _loss(model, batch) -> float:
