@@ -60,3 +60,13 @@ def test_sweep_then_report_matrix(tmp_path):
     assert "| not_an_arch | BUILD_ERROR |" in text and "unknown architecture" in text
     page = html.read_text()
     assert 'href="#run-llama"' in page and 'id="run-llama"' in page and "<script src" not in page
+
+
+def test_report_of_a_file_that_is_not_a_run_is_one_line(tmp_path):
+    (tmp_path / "x.json").write_text('{"hello": 1}')
+    (tmp_path / "y.jsonl").write_text('{"arch": "llama"}\n')
+    for name, words in (("x.json", "not an onboard check report"), ("y.jsonl", "y.jsonl:1: not an onboard sweep record"),
+                        ("missing.json", "cannot read")):
+        out = runner.invoke(app, ["report", str(tmp_path / name)])
+        assert out.exit_code == ExitCode.USAGE_ERROR and words in " ".join(out.output.split()), out.output
+        assert "Traceback" not in out.output

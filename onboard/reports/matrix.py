@@ -34,10 +34,10 @@ def load_rows(paths: list[Path]) -> list[Row]:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise BadInput(f"cannot read {path}: {exc.strerror}") from None
-        if path.suffix == ".jsonl":
-            for number, line in enumerate(text.splitlines(), 1):
-                if line.strip():
-                    rows.append(_sweep_row(_json(line, f"{path}:{number}"), path, number))
+        if path.suffix == ".jsonl":  # a sweep: its architectures in name order, not in the order they finished
+            sweep = [_sweep_row(_json(line, f"{path}:{number}"), path, number)
+                     for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+            rows += sorted(sweep, key=lambda r: r.name)
         else:
             rows.append(_run_row(_json(text, str(path)), path))
     if not rows:
@@ -135,6 +135,10 @@ def render_markdown(rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _short(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _anchor(name: str) -> str:
     return "run-" + "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
@@ -160,7 +164,7 @@ def render_html(rows: list[Row]) -> str:
         body_rows.append(
             f'<tr><td><a href="#{_anchor(row.name)}">{escape(row.name)}</a></td>'
             f'<td class="status{" light" if dark else ""}" style="background:{color}">{escape(row.outcome)}</td>'
-            + "".join(cells) + f"<td>{escape(row.reason) if row.report else ''}</td></tr>")
+            + "".join(cells) + f'<td title="{escape(row.reason)}">{escape(_short(row.reason)) if row.report else ""}</td></tr>')
     why = reasons(rows)
     why_html = ("<h2>Why runs are not ready</h2><ul>" + "".join(
         f"<li><b>{escape(r)}</b>: {len(n)} ({escape(', '.join(n))})</li>" for r, n in why.items()) + "</ul>") if why else ""

@@ -27,8 +27,9 @@ def check_architecture(arch: str) -> dict[str, Any]:
                 "report": None}
     except Exception as exc:  # noqa: BLE001 - the sweep reports why an architecture does not build
         text = _first_line(exc)
-        if "can't allocate memory" in text:
-            return {"outcome": "BUILD_ERROR", "reason": f"out of memory building it: {text}", "report": None}
+        if "can't allocate memory" in text:  # torch's allocator under the sweep's per-process limit
+            return {"outcome": "BUILD_ERROR", "reason": "out of memory building it (the sweep's per-process limit)",
+                    "report": None}
         if ("requires the" in text and "librar" in text) or "pip install" in text:
             return {"outcome": "NEEDS_DEPENDENCY", "reason": text, "report": None}
         return {"outcome": "BUILD_ERROR", "reason": f"{type(exc).__name__}: {text}", "report": None}
