@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Annotated, Optional
@@ -262,6 +263,97 @@ def train(
         err.print(f"[bold green]trained[/] {r['steps']} steps: loss {r['first_loss']:.4f} -> {r['final_loss']:.4f}, "
                   f"{r['tokens_per_s'] or 0:,.0f} tokens/s, peak {r['peak_memory_gib']:.2f} GiB; "
                   f"adapter {r['adapter']}, report {out / 'train_report.json'}", highlight=False)
+        return ExitCode.OK
+
+    raise typer.Exit(_guarded(body, debug))
+
+
+@app.command()
+def sweep(
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSONL results, one line per architecture; "
+                                      "architectures already in it are skipped (resume)")] = Path("sweep.jsonl"),
+    arch: Annotated[Optional[str], typer.Option("--arch", help="comma-separated model types (default: every "
+                                                "causal-LM and image-text-to-text architecture)")] = None,
+    workers: Annotated[int, typer.Option(help="architectures checked at once, one process each")] = 2,
+    timeout: Annotated[float, typer.Option(help="seconds one architecture may take before it is killed")] = 60.0,
+    debug: DebugOpt = False,
+) -> None:
+    """Build every architecture of the installed transformers tiny, with random weights, and run the checks
+    on each in its own process; a crash or hang costs only that architecture. Render with `onboard report`.
+
+    Exit codes: 0 the sweep finished (whatever the architectures' verdicts), 2 bad input, 3 internal error.
+    """
+    _quiet_libraries(debug)
+
+    def body() -> ExitCode:
+        from collections import Counter
+
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from onboard.harness.errors import BadInput
+        from onboard.sweep import architectures, read_records, run_sweep
+
+        if workers < 1 or timeout <= 0:
+            raise BadInput("--workers must be at least 1 and --timeout positive")
+        known = architectures()
+        names = [a.strip() for a in arch.split(",") if a.strip()] if arch else list(known)
+        archs = {a: known.get(a, "unknown") for a in names}
+        done = read_records(out)
+        todo = [a for a in archs if a not in done]
+        err.print(f"{len(archs)} architectures, {len(archs) - len(todo)} already in {out}; "
+                  f"{workers} workers, {timeout:g} s each")
+        running: list[str] = []
+        start = time.perf_counter()
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err) as progress:
+            bar = progress.add_task("starting (imports and one warm-up run)", total=len(archs),
+                                    completed=len(archs) - len(todo))
+
+            def started(name: str) -> None:
+                running.append(name)
+                progress.update(bar, description="running " + ", ".join(running))
+
+            def finished(record) -> None:
+                running.remove(record.arch)
+                progress.update(bar, advance=1, description="running " + ", ".join(running))
+                progress.console.print(f"{record.arch:<28} {record.outcome:<17} {record.seconds:6.1f} s  "
+                                       f"{record.reason[:90]}", highlight=False)
+
+            run_sweep(archs, out, workers=workers, timeout=timeout, on_start=started, on_done=finished)
+        records = read_records(out)
+        counts = Counter(r.outcome for a, r in records.items() if a in archs)
+        err.print(f"{sum(counts.values())} architectures in {out} ({time.perf_counter() - start:.0f} s this run): "
+                  + ", ".join(f"{k} {v}" for k, v in counts.most_common()))
+        return ExitCode.OK
+
+    raise typer.Exit(_guarded(body, debug))
+
+
+@app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="`onboard check --json` files and `onboard sweep` JSONL files")],
+    markdown: MarkdownOpt = None,
+    html: Annotated[Optional[Path], typer.Option("--html", help="write the matrix as a self-contained HTML page")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Render many runs as one matrix, architecture x check: status, the patch that made a check pass, and
+    why a run is not ready. Without --markdown or --html the Markdown goes to stdout.
+
+    Exit codes: 0 written, 2 a file is missing or not an onboard report.
+    """
+
+    def body() -> ExitCode:
+        from onboard.reports import matrix
+
+        rows = matrix.load_rows(runs)
+        text = matrix.render_markdown(rows)
+        if markdown:
+            markdown.write_text(text, encoding="utf-8")
+        if html:
+            html.write_text(matrix.render_html(rows), encoding="utf-8")
+        if not (markdown or html):
+            sys.stdout.write(text)
+        err.print(f"{len(rows)} runs: " + ", ".join(f"{k} {v}" for k, v in matrix.counts(rows).most_common()))
         return ExitCode.OK
 
     raise typer.Exit(_guarded(body, debug))

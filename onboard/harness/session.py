@@ -124,14 +124,18 @@ class ModelSession:
             raise EnvironmentProblem(f"out of memory while loading {spec.display}") from exc
 
     def _load_tiny(self):
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
         from onboard.fixtures.models import tiny_config, tiny_tokenizer
 
         tokenizer = tiny_tokenizer()
         config = tiny_config(self.spec.target, vocab_size=len(tokenizer))
         self.progress(f"Building tiny {self.spec.target} with random weights")
-        model = _as_causal_lm(lambda: self._with_attn(lambda attn: AutoModelForCausalLM.from_config(
+        # image-text-to-text architectures (llava, qwen2_vl, ...) have no ForCausalLM class: the text checks
+        # run on their ForConditionalGeneration model, as a multimodal fine-tune would train it
+        auto = AutoModelForCausalLM if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else AutoModelForImageTextToText
+        model = _as_causal_lm(lambda: self._with_attn(lambda attn: auto.from_config(
             config, dtype=self.dtype, attn_implementation=attn)), self.spec.display, config)
         return tokenizer, self._place(model)
 

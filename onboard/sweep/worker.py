@@ -1,0 +1,50 @@
+"""What runs in a sweep's child process: one architecture, built tiny, through the checks."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+def check_architecture(arch: str) -> dict[str, Any]:
+    """Build tiny:ARCH and run the checklist. An architecture that cannot be built tiny is reported as
+    such (missing dependency, build error) with the error's first line, not hidden."""
+    from onboard.checks import CHECKS
+    from onboard.harness.errors import OnboardError
+    from onboard.harness.runner import run_checks
+    from onboard.harness.session import ModelSession
+    from onboard.harness.spec import ModelSpec
+
+    start = time.perf_counter()
+    try:
+        session = ModelSession(ModelSpec.parse(f"tiny:{arch}"), device="cpu")
+    except (ImportError, ModuleNotFoundError) as exc:
+        return {"outcome": "NEEDS_DEPENDENCY", "reason": _first_line(exc), "report": None}
+    except OnboardError as exc:
+        return {"outcome": "BUILD_ERROR", "reason": _first_line(exc), "report": None}
+    except MemoryError:
+        return {"outcome": "BUILD_ERROR", "reason": "out of memory building it (the sweep's per-process limit)",
+                "report": None}
+    except Exception as exc:  # noqa: BLE001 - the sweep reports why an architecture does not build
+        text = _first_line(exc)
+        if "can't allocate memory" in text:  # torch's allocator under the sweep's per-process limit
+            return {"outcome": "BUILD_ERROR", "reason": "out of memory building it (the sweep's per-process limit)",
+                    "report": None}
+        if ("requires the" in text and "librar" in text) or "pip install" in text:
+            return {"outcome": "NEEDS_DEPENDENCY", "reason": text, "report": None}
+        return {"outcome": "BUILD_ERROR", "reason": f"{type(exc).__name__}: {text}", "report": None}
+    build = time.perf_counter() - start
+    report = run_checks(session, CHECKS)
+    report.timings["build"] = build
+    blocking = [c for c in report.checks if c.blocking]
+    if blocking:
+        reason = "; ".join(f"{c.code} {c.diagnosis or c.status.value}" + (f": {c.message}" if not c.diagnosis else "")
+                           for c in blocking)
+    else:
+        reason = ", ".join(c.fix.patch_id for c in report.checks if c.fixed)
+    return {"outcome": report.verdict.value, "reason": reason, "report": report.to_dict()}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]

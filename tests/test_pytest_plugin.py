@@ -1,0 +1,39 @@
+"""The pytest plugin as a model repository uses it: `pytest --onboard MODEL`, results as pytest outcomes."""
+
+from importlib.metadata import entry_points
+
+pytest_plugins = ["pytester"]
+
+
+def _plugin_args() -> list[str]:
+    """Installed, the plugin loads from its pytest11 entry point; from a bare checkout, name it."""
+    installed = any(ep.value == "onboard.pytest_plugin" for ep in entry_points(group="pytest11"))
+    return [] if installed else ["-p", "onboard.pytest_plugin"]
+
+
+def test_each_check_is_a_test_and_strict_fails_the_fixed_one(pytester):
+    pytester.makepyfile(test_own="def test_own_suite_still_runs():\n    assert True\n")
+    result = pytester.runpytest_subprocess(*_plugin_args(), "--onboard", "tiny:llama", "-v", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["onboard?tiny:llama?::LOSS001 initial_loss SKIPPED*random weights*",
+                                 "onboard?tiny:llama?::PACK001 packing PASSED*"])
+    result.assert_outcomes(passed=8, skipped=1)  # 7 checks and the repository's own test
+
+    strict = pytester.runpytest_subprocess(*_plugin_args(), "--onboard", "tiny:llama", "--onboard-strict",
+                                           "-k", "PACK001 or LOAD001", "-p", "no:cacheprovider")
+    strict.assert_outcomes(passed=1, failed=1, deselected=7)
+    strict.stdout.fnmatch_lines(["*PACK001 packing: cross-sample attention*", "*diagnosis: FM-PACK-CACHE*",
+                                 "*fix packing.no_cache_no_mask: verified (failing because of --onboard-strict)*",
+                                 "*max_abs_diff_no_mask_default_cache = * nats  (<= 0.001)*"])
+
+
+def test_a_model_that_cannot_load_is_an_error_and_the_fixture_returns_the_report(pytester):
+    pytester.makepyfile(test_fixture="""
+def test_gate(onboard_check):
+    report = onboard_check("tiny:qwen2", device="cpu", lora_targets="q_proj,v_proj")
+    assert report.verdict.value == "READY_WITH_FIXES"
+    lora = next(c for c in report.checks if c.code == "LORA001")
+    assert lora.measurements["target_modules"].value == "q_proj, v_proj"
+""")
+    result = pytester.runpytest_subprocess(*_plugin_args(), "--onboard", "tiny:not_an_arch", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, errors=8)
+    result.stdout.fnmatch_lines(["*onboard could not check tiny:not_an_arch: unknown architecture*"])
