@@ -25,11 +25,13 @@ class AttentionCheck(Check):
     FM-ATTN-HEADDIM (head_dim above the kernel's limit, e.g. Gemma 4's 512), FM-ATTN-KERNEL (the kernel
     cannot load here, e.g. flash-attn not installed, or crashes on the model: flex_attention's Inductor
     lowering failed on packed rows of head_dim 16 and 128 on an H200 with torch 2.11),
-    FM-ATTN-MISMATCH (the loss differs from eager).
+    FM-ATTN-MISMATCH (the loss differs from eager), FM-MODEL-FORWARD (the forward fails with eager
+    attention too: not the backend's fault; the model cannot run text-only training inputs, e.g. a
+    vision-language class that requires pixel inputs).
 
     Fix:
     attention.fallback (safe): switch to sdpa, else flex_attention, else eager; verified by re-running
-    the check on the new backend. A mismatch has no automatic fix.
+    the check on the new backend. A mismatch or a failing forward has no automatic fix.
     """
 
     code = "ATTN001"
@@ -67,9 +69,14 @@ class AttentionCheck(Check):
             try:
                 loss = _loss(model, inputs)
             except Exception as exc:  # noqa: BLE001 - a kernel failing at run time is the finding
-                res.status, res.diagnosis, res.proposed_patch = Status.FAIL, "FM-ATTN-KERNEL", "attention.fallback"
-                text = str(exc).splitlines()[0] if str(exc) else ""
-                res.message = f"{wanted} fails on {kind} of this model: {type(exc).__name__}: {text[:160]}"
+                text = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}"
+                res.status = Status.FAIL
+                if wanted != "eager" and _runs_with(base, "eager", lambda: _loss(model, inputs)):
+                    res.diagnosis, res.proposed_patch = "FM-ATTN-KERNEL", "attention.fallback"
+                    res.message = f"{wanted} fails on {kind} of this model, eager runs it: {text}"
+                else:  # not the backend: the model's own forward fails on text-only data
+                    res.diagnosis = "FM-MODEL-FORWARD"
+                    res.message = f"a text-only forward on {kind} fails with every backend tried ({wanted}, eager): {text}"
                 return res
         loss = _loss(model, batch)
         if wanted == "eager":
@@ -91,6 +98,22 @@ class AttentionCheck(Check):
         else:
             res.message = f"{wanted} runs and matches eager to {rel:.1g}"
         return res
+
+
+def _runs_with(base, backend: str, fn) -> bool:
+    """Whether fn() runs with the model switched to `backend` (switched back after)."""
+    old = base.config._attn_implementation
+    try:
+        base.set_attn_implementation(backend)
+        fn()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+    finally:
+        try:
+            base.set_attn_implementation(old)
+        except (ImportError, ValueError):
+            base.config._attn_implementation = old
 
 
 def _packed_row(session) -> dict:
