@@ -146,3 +146,25 @@ def test_attention_kernel_that_cannot_load_falls_back():
     assert attn.status is Status.FAIL and attn.diagnosis == "FM-ATTN-KERNEL"
     assert attn.fix.verified and session.attn == "sdpa"
     assert attn.fix.measurements_after["loss_rel_diff"].value <= 1e-4
+
+
+def test_forward_that_fails_with_eager_too_is_not_blamed_on_the_backend():
+    """FM-MODEL-FORWARD: BLIP's ForConditionalGeneration needs pixel_values even for text; eager fails too,
+    so ATTN001 proposes no attention fallback that could never verify."""
+    from onboard.checks import AttentionCheck
+
+    attn = run_checks(make_session("tiny:blip"), [LoadCheck, AttentionCheck]).checks[1]
+    assert attn.status is Status.FAIL and attn.diagnosis == "FM-MODEL-FORWARD", attn.message
+    assert attn.proposed_patch is None and attn.fix is None and "eager" in attn.message
+
+
+def test_packing_tolerance_follows_the_measured_bf16_noise():
+    """PACK001 measures the model's own noise (padded batch vs alone); in bf16 it is not zero, the tolerance
+    covers it, and the isolated packed samples (after the fix) stay within it."""
+    from onboard.checks import PackingCheck
+
+    session = make_session("tiny:llama", dtype="bfloat16")
+    pack = by_code(run_checks(session, [LoadCheck, LoraCheck, PackingCheck]))["PACK001"]
+    noise, tol = pack.measurements["noise"].value, pack.measurements["tolerance"].value
+    assert noise > 0 and tol >= session.threshold("packing.noise_factor") * min(noise, 0.1) and tol >= 1e-2
+    assert pack.diagnosis == "FM-PACK-CACHE" and pack.fixed, pack.message

@@ -78,6 +78,17 @@ def test_packed_and_padded_training_agree(session, tmp_path):
         assert math.isclose(a, b, rel_tol=1e-4), (losses(packed), losses(padded))
 
 
+def test_gradient_accumulation_gives_the_one_batch_step(session, tmp_path):
+    """--grad-accum 2 of 2 samples is the step of 4 samples at once: the Trainer's token-count
+    normalisation (GA001's subject) holds in training, for the loss and for the update it makes."""
+    opts = dict(max_steps=2, lr=1e-3, save_steps=100)
+    whole = train(session, PATCHES, TrainOptions(out=tmp_path / "one", batch_size=4, **opts))
+    accumulated = train(session, PATCHES, TrainOptions(out=tmp_path / "ga", batch_size=2, grad_accum=2, **opts))
+    assert [r["trained_tokens"] for r in whole.records] == [r["trained_tokens"] for r in accumulated.records]
+    for a, b in zip(losses(whole), losses(accumulated)):
+        assert math.isclose(a, b, rel_tol=1e-4), (losses(whole), losses(accumulated))
+
+
 class InterruptAt(TrainerCallback):
     """Press Ctrl-C (a real SIGINT to this process) at the end of a step."""
 

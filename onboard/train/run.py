@@ -111,8 +111,10 @@ def train(session, patch_ids: list[str], options: TrainOptions, *, check_source:
 
     out = Path(options.out)
     data_path = Path(options.data) if options.data else session.data_path
-    chats = read_chats(data_path)  # every line validated: a bad one is named, never dropped
-    examples = session.tokenize(chats)
+    if data_path == session.data_path and len(session.examples) == session.n_chats:
+        examples = session.examples  # the session already read and tokenized the whole file
+    else:
+        examples = session.tokenize(read_chats(data_path))  # every line validated: a bad one is named
     rows = [{"input_ids": ex.input_ids, "labels": ex.labels} for ex in examples]
     untrained = sum(1 for ex in examples if ex.n_trained == 0)
     truncated = sum(1 for ex in examples if ex.truncated)
@@ -157,7 +159,7 @@ def train(session, patch_ids: list[str], options: TrainOptions, *, check_source:
     if console is not None:
         from onboard.train.monitor import RichProgress
 
-        progress = RichProgress(console, _total_steps(trainer, len(rows), options), start_step)
+        progress = RichProgress(console, _total_steps(len(rows), options), start_step)
         listeners.append(progress)
     meter = StepMeter(trainer, out / LOG, session.device, keep_until=start_step, listeners=tuple(listeners))
     stop = GracefulStop()
@@ -234,7 +236,7 @@ def _resume_point(out: Path, fingerprint: dict, resume: bool, get_last_checkpoin
     return last
 
 
-def _total_steps(trainer, n_rows: int, options: TrainOptions) -> int:
+def _total_steps(n_rows: int, options: TrainOptions) -> int:
     if options.max_steps > 0:
         return options.max_steps
     import math
