@@ -331,30 +331,54 @@ def sweep(
 
 @app.command()
 def report(
-    runs: Annotated[list[Path], typer.Argument(help="`onboard check --json` files and `onboard sweep` JSONL files")],
+    runs: Annotated[list[Path], typer.Argument(help="`onboard check --json` files and `onboard sweep` JSONL files; "
+                                               "with --diff exactly two: OLD NEW")],
     markdown: MarkdownOpt = None,
     html: Annotated[Optional[Path], typer.Option("--html", help="write the matrix as a self-contained HTML page")] = None,
+    diff: Annotated[bool, typer.Option("--diff", help="compare OLD and NEW (two sweeps, e.g. two transformers "
+                                       "releases): what changed per architecture and check")] = False,
+    fail_on_regression: Annotated[bool, typer.Option(
+        "--fail-on-regression", help="with --diff: exit 1 when an architecture's outcome got worse")] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Render many runs as one matrix, architecture x check: status, the patch that made a check pass, and
-    why a run is not ready. Without --markdown or --html the Markdown goes to stdout.
+    why a run is not ready; or, with --diff OLD NEW, what changed between two sets of runs. Without
+    --markdown or --html the Markdown goes to stdout.
 
-    Exit codes: 0 written, 2 a file is missing or not an onboard report.
+    Exit codes: 0 written, 1 with --fail-on-regression: an outcome got worse, 2 a file is missing or not an
+    onboard report, or --diff without exactly two files.
     """
 
     def body() -> ExitCode:
+        from onboard.harness.errors import BadInput
         from onboard.reports import matrix
 
-        rows = matrix.load_rows(runs)
-        text = matrix.render_markdown(rows)
+        if diff:
+            from onboard.reports import diff as diff_report
+
+            if len(runs) != 2:
+                raise BadInput(f"--diff compares exactly two files (OLD NEW), got {len(runs)}")
+            old, new = matrix.load_rows([runs[0]]), matrix.load_rows([runs[1]])
+            labels = (runs[0].name, runs[1].name)
+            text = diff_report.render_markdown(old, new, *labels)
+            page = diff_report.render_html(old, new, *labels) if html else ""
+            changes = diff_report.diff(old, new)
+            summary = f"{len(changes)} architectures changed, {sum(c.regression for c in changes)} regressed"
+            code = ExitCode.NOT_READY if fail_on_regression and any(c.regression for c in changes) else ExitCode.OK
+        else:
+            rows = matrix.load_rows(runs)
+            text = matrix.render_markdown(rows)
+            page = matrix.render_html(rows) if html else ""
+            summary = f"{len(rows)} runs: " + ", ".join(f"{k} {v}" for k, v in matrix.counts(rows).most_common())
+            code = ExitCode.OK
         if markdown:
             markdown.write_text(text, encoding="utf-8")
         if html:
-            html.write_text(matrix.render_html(rows), encoding="utf-8")
+            html.write_text(page, encoding="utf-8")
         if not (markdown or html):
             sys.stdout.write(text)
-        err.print(f"{len(rows)} runs: " + ", ".join(f"{k} {v}" for k, v in matrix.counts(rows).most_common()))
-        return ExitCode.OK
+        err.print(summary)
+        return code
 
     raise typer.Exit(_guarded(body, debug))
 

@@ -20,9 +20,9 @@ def test_checklist_on_tiny_architectures(arch):
     assert checks["LOSS001"].status is Status.SKIP  # random weights: the loss means nothing
     pack = checks["PACK001"]
     assert pack.status is Status.FAIL and pack.diagnosis == "FM-PACK-CACHE"
-    assert pack.measurements["max_abs_diff_no_mask_default_cache"].value > 1e-3
-    assert pack.measurements["max_abs_diff_no_mask_no_cache"].value <= 1e-3
-    assert pack.fix.verified and pack.fix.measurements_after["max_abs_diff_ones_mask_no_cache"].value <= 1e-3
+    assert pack.measurements["leak_no_mask_default_cache"].value > 1e-2  # leaks move log-probs by 0.1-1 nats
+    assert pack.measurements["leak_no_mask_no_cache"].value == 0  # isolated: exactly nothing moves
+    assert pack.fix.verified and pack.fix.measurements_after["leak_ones_mask_no_cache"].value == 0
     assert checks["CCE001"].status is Status.PASS
     assert checks["CCE001"].measurements["logits_produced"].value == 0
     assert report.verdict is Verdict.READY_WITH_FIXES
@@ -41,7 +41,7 @@ def test_cache_off_in_config_leaves_only_the_mask_leak():
     report = run_all(session, fix=False)
     pack = by_code(report)["PACK001"]
     assert pack.diagnosis == "FM-PACK-MASK"
-    assert pack.measurements["max_abs_diff_no_mask_default_cache"].value <= 1e-3
+    assert pack.measurements["leak_no_mask_default_cache"].value == 0
 
 
 def test_lora_targets_and_coverage():
@@ -81,7 +81,8 @@ def test_a_crashing_check_is_an_error_and_the_others_still_run():
     load, boom, lora = report.checks
     assert boom.status is Status.ERROR and "kaboom" in boom.message and "traceback" in boom.evidence
     assert load.status is Status.PASS and lora.status is Status.PASS
-    assert report.verdict is Verdict.NOT_READY
+    assert report.verdict is Verdict.INCONCLUSIVE  # a crash says nothing of the model: no NOT_READY
+    assert report.exit_code() == 3
 
 
 def test_packing_patch_reverts_cleanly():
@@ -112,7 +113,7 @@ def test_cce_patch_reverts_cleanly():
     before = model(input_ids=ids, labels=ids)
     with get_patch("cce.fused_loss").apply(model) as handle:
         fused = model(input_ids=ids, labels=ids)
-        assert handle.stats.calls == 1 and fused.logits.shape[1] == 0
+        assert handle.stats.calls == 1 and fused.logits.numel() == 0
     after = model(input_ids=ids, labels=ids)
     assert "forward" not in model.__dict__
     torch.testing.assert_close(before.logits, after.logits)
@@ -158,13 +159,14 @@ def test_forward_that_fails_with_eager_too_is_not_blamed_on_the_backend():
     assert attn.proposed_patch is None and attn.fix is None and "eager" in attn.message
 
 
-def test_packing_tolerance_follows_the_measured_bf16_noise():
-    """PACK001 measures the model's own noise (padded batch vs alone); in bf16 it is not zero, the tolerance
-    covers it, and the isolated packed samples (after the fix) stay within it."""
+def test_packing_perturbation_is_exact_in_bf16():
+    """The perturbation test needs no noise model: in bf16 an isolated packed sample still moves by exactly
+    0 when another sample of its row changes, while the default-cache leak moves it far past the tolerance."""
     from onboard.checks import PackingCheck
 
     session = make_session("tiny:llama", dtype="bfloat16")
     pack = by_code(run_checks(session, [LoadCheck, LoraCheck, PackingCheck]))["PACK001"]
-    noise, tol = pack.measurements["noise"].value, pack.measurements["tolerance"].value
-    assert noise > 0 and tol >= session.threshold("packing.noise_factor") * min(noise, 0.1) and tol >= 1e-2
+    assert pack.measurements["leak_no_mask_no_cache"].value == 0
+    assert pack.measurements["leak_no_mask_default_cache"].value > 100 * session.threshold("packing.tolerance")
     assert pack.diagnosis == "FM-PACK-CACHE" and pack.fixed, pack.message
+    assert pack.fix.measurements_after["leak_no_mask_default_cache"].value == 0

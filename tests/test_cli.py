@@ -30,7 +30,7 @@ def test_tiny_run_writes_every_report(tmp_path):
     assert [c["code"] for c in data["checks"]] == [c.code for c in CHECKS]
     pack = next(c for c in data["checks"] if c["code"] == "PACK001")
     assert pack["fix"]["patch_id"] == "packing.no_cache_no_mask" and pack["fix"]["verified"]
-    assert pack["measurements"]["max_abs_diff_no_mask_no_cache"]["unit"] == "nats"
+    assert pack["measurements"]["leak_no_mask_no_cache"]["unit"] == "nats"
     assert {"torch", "transformers", "peft", "device"} <= set(data["environment"])
     suite = ET.parse(tmp_path / "r.xml").getroot()
     assert suite.get("tests") == str(len(CHECKS)) and suite.get("failures") == "0" and suite.get("skipped") == "1"

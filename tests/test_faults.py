@@ -30,6 +30,17 @@ def test_fault_is_found_and_fixed(name):
 
 
 @pytest.mark.slow
+def test_checkpoint_missing_its_head_is_named_at_load():
+    """FM-LOAD-MISSING: a pretrained checkpoint without its (untied) output head loads with a random head;
+    LOAD001 names the tensor instead of leaving a random-level loss to be explained later."""
+    report = run_all(make_session("fault:load-missing"), fix=False)
+    load = by_code(report)["LOAD001"]
+    assert load.status is Status.FAIL and load.diagnosis == "FM-LOAD-MISSING", load.message
+    assert "lm_head.weight" in load.message and load.measurements["weights_missing"].value == 1
+    assert report.verdict is Verdict.NOT_READY
+
+
+@pytest.mark.slow
 def test_planted_weight_fault_reads_as_random():
     report = run_all(make_session("fault:loss-random"), fix=False)
     loss = by_code(report)["LOSS001"]
@@ -49,6 +60,7 @@ def test_unsafe_fix_waits_for_the_flag():
 # the model each patch is exercised on: one that the patch changes
 PATCH_MODELS = {
     "packing.no_cache_no_mask": ("tiny:llama", {}),
+    "packing.block_mask": ("fault:pack-isolation", {}),
     "cce.fused_loss": ("tiny:llama", {}),
     "attention.fallback": ("tiny:llama", {"attn": "eager"}),
     "inputs.token_type_ids": ("fault:input-extra", {}),

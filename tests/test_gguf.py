@@ -18,11 +18,13 @@ def test_default_model_is_ready_with_the_packing_fix(smollm2_report):
     assert smollm2_report.verdict is Verdict.READY_WITH_FIXES
     assert checks["LOAD001"].status is Status.PASS
     assert checks["LOAD001"].measurements["class"].value == "LlamaForCausalLM"
+    assert checks["LOAD001"].measurements["weights_missing"].value == 0  # every tensor from the checkpoint
     loss = checks["LOSS001"]
     assert loss.status is Status.PASS and 0.5 < loss.measurements["loss"].value < 3.0
     pack = checks["PACK001"]
     assert pack.diagnosis == "FM-PACK-CACHE" and pack.fix.verified
-    assert pack.measurements["max_abs_diff_no_mask_default_cache"].value > 0.1  # a real leak, in nats
+    assert pack.measurements["leak_no_mask_default_cache"].value > 0.1  # a real leak, in nats
+    assert pack.measurements["loss_shift_no_mask_default_cache"].value > 0.1  # and the harm it does to the loss
     assert checks["CCE001"].status is Status.PASS
 
 

@@ -23,7 +23,7 @@ def test_each_check_is_a_test_and_strict_fails_the_fixed_one(pytester):
     strict.assert_outcomes(passed=1, failed=1, deselected=7)
     strict.stdout.fnmatch_lines(["*PACK001 packing: cross-sample attention*", "*diagnosis: FM-PACK-CACHE*",
                                  "*fix packing.no_cache_no_mask: verified (failing because of --onboard-strict)*",
-                                 "*max_abs_diff_no_mask_default_cache = * nats  (<= 0.001)*"])
+                                 "*leak_no_mask_default_cache = * nats  (<= 1e-05)*"])
 
 
 def test_a_model_that_cannot_load_is_an_error_and_the_fixture_returns_the_report(pytester):

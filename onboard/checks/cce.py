@@ -26,11 +26,16 @@ class CceCheck(Check):
     """What it does:
     Applies the cce.fused_loss patch to the model as loaded (LoRA-wrapped), runs one forward and
     backward with labels, and checks three things. Live: cut_cross_entropy.linear_cross_entropy computed
-    the loss and the output layer produced no logits. Same loss: the fused loss equals the model's own
-    loss on the same batch (relative 1e-4 in fp32, 1e-2 in bf16), and so do the adapter gradients.
-    Memory (CUDA only): peak memory of a forward and backward at batch 4 x 2048 with and without the
-    patch, against the predicted saving of (dtype bytes + 8) x batch x sequence x vocab.
-    On CPU the torch_compile implementation runs; it materialises logits inside, so memory is not measured.
+    the loss from the tensor that really enters the output layer, and no logits were produced. Same loss:
+    the fused loss equals the model's own loss on the same batch (relative 1e-4 in fp32, 1e-2 in bf16),
+    and so do the adapter gradients. Memory (CUDA only): peak memory of a forward and backward at batch
+    4 x 2048 with and without the patch, against the predicted saving of (dtype bytes + 8) x batch x
+    sequence x vocab. On CPU the torch_compile implementation runs; it materialises logits inside, so
+    memory is not measured.
+    Ground truth is the model's behaviour: the patch measures the transform between the output layer and
+    the logits (scale, softcap) on a probe forward, and when the losses differ the check tells why from
+    the model's own logits: its loss is not the shifted cross-entropy of its logits (e.g. it does not
+    shift labels), or the fused path misses a transform.
 
     Why it matters:
     The logits of a large vocabulary dominate SFT memory. A fused loss patched onto the wrong class
@@ -38,8 +43,10 @@ class CceCheck(Check):
     transform (softcapping, logit scale) trains on a wrong loss.
 
     Failure modes:
-    FM-CCE-INACTIVE: the fused loss never ran, or the full logits were still produced.
-    FM-CCE-MATH: the fused loss differs from the reference.
+    FM-CCE-INACTIVE: the fused loss cannot be live: the model computes its logits without calling its
+    output layer, or full logits were still produced.
+    FM-CCE-MATH: the fused loss differs from the model's own loss: its logits are not a scale or softcap
+    of the output layer's output, or its own loss is not the next-token cross-entropy of its logits.
     WARN when the patch cannot apply to this model (training then uses the plain loss) or the memory
     saving is under half the prediction.
 
@@ -61,39 +68,47 @@ class CceCheck(Check):
                                diagnosis="FM-CCE-INACTIVE")
         ex = max(session.examples, key=len)
         batch = batch_tensors([ex], session.device, session.pad_id)
-        ref_loss, ref_grads = _loss_and_grads(model, batch)
-        head = unwrap(model).get_output_embeddings()
-        produced = []
-        hook = head.register_forward_hook(lambda _m, _a, out: produced.append(out.numel()))
+        ref_loss, ref_grads, own = _loss_and_grads(model, batch)
+        cls = type(unwrap(model)).__name__
+        res = self.result(Status.PASS, "", enables=patch.id)
+        res.measure("loss_reference", round(ref_loss, 6), "nats", "the model's own loss")
+        res.measure("ce_of_logits_shifted", round(own["shifted"], 6), "nats", "cross-entropy of its logits, next token")
         try:
-            with patch.apply(model) as handle:
-                fused_loss, fused_grads = _loss_and_grads(model, batch)
-                calls = handle.stats.calls
-        finally:
-            hook.remove()
-
+            handle = patch.apply(model, session)
+        except ValueError as exc:
+            text = str(exc).splitlines()[0]
+            res.status, res.enables = Status.FAIL, None
+            if "ran 0 times" in text:
+                res.diagnosis = "FM-CCE-INACTIVE"
+                res.message = f"the fused loss cannot be live on {cls}: {text}"
+            else:
+                res.diagnosis = "FM-CCE-MATH"
+                res.message = f"the fused loss cannot reproduce {cls}'s logits: {text}"
+            return res
+        with handle:
+            fused_loss, fused_grads, fused = _loss_and_grads(model, batch)
+        stats = handle.stats
         rtol = session.threshold("cce.loss_rtol")
         rel = abs(fused_loss - ref_loss) / max(abs(ref_loss), 1e-12)
         grad_rel = _grad_rel_diff(ref_grads, fused_grads)
-        logits_elems = sum(produced)
-        res = self.result(Status.PASS, "", enables=patch.id)
-        res.measure("impl", handle.stats.impl)
-        res.measure("fused_loss_calls", calls, "calls", ">= 1")
-        res.measure("logits_produced", logits_elems, "elements", f"0 (plain loss: {len(ex) * head.weight.shape[0]})")
-        res.measure("loss_reference", round(ref_loss, 6), "nats")
+        res.measure("impl", stats.impl)
+        res.measure("logit_scale", float(f"{stats.scale:.6g}"), "", "measured: logits / output layer")
+        res.measure("logit_softcap", stats.softcap if stats.softcap is not None else "none", "", "measured fit")
+        res.measure("fused_loss_calls", stats.calls, "calls", ">= 1")
+        res.measure("logits_produced", fused["logits"], "elements", f"0 (plain loss: {own['logits']})")
         res.measure("loss_fused", round(fused_loss, 6), "nats")
         res.measure("loss_rel_diff", float(f"{rel:.3g}"), "", f"<= {rtol:g}")
         res.measure("grad_rel_diff", float(f"{grad_rel:.3g}"), "", f"<= {rtol * 10:g}")
-        if calls == 0 or logits_elems > 0:
+        if stats.calls == 0 or fused["logits"] > 0:
             res.status, res.diagnosis, res.enables = Status.FAIL, "FM-CCE-INACTIVE", None
-            res.message = (f"the fused loss is not live on {type(unwrap(model)).__name__}: "
-                           f"{calls} fused calls, {logits_elems} logits produced")
+            res.message = f"the fused loss is not live on {cls}: {stats.calls} fused calls, {fused['logits']} logits produced"
             return res
         if rel > rtol or grad_rel > rtol * 10:
             res.status, res.diagnosis, res.enables = Status.FAIL, "FM-CCE-MATH", None
-            res.message = f"fused loss {fused_loss:.5f} vs reference {ref_loss:.5f} (rel {rel:.2g}), gradients rel {grad_rel:.2g}"
+            res.message = (f"fused loss {fused_loss:.5f} vs the model's {ref_loss:.5f} (rel {rel:.2g}), gradients rel "
+                           f"{grad_rel:.2g}: " + _why(ref_loss, own, rtol))
             return res
-        res.message = f"live on {type(unwrap(model)).__name__} ({handle.stats.impl}), loss matches to {rel:.1g}"
+        res.message = f"live on {cls} ({stats.impl}), loss matches to {rel:.1g}"
         if session.device.type != "cuda":
             res.measure("memory", "skipped", "", "CUDA only")
             res.message += "; memory not measured on CPU (torch_compile materialises logits)"
@@ -102,13 +117,40 @@ class CceCheck(Check):
         return res
 
 
-def _loss_and_grads(model, batch) -> tuple[float, dict[str, torch.Tensor]]:
+def _why(ref_loss: float, own: dict, rtol: float) -> str:
+    """Which of the model's own losses its loss is: the answer to a fused-loss mismatch."""
+    def same(a: float) -> bool:
+        return abs(a - ref_loss) <= rtol * max(abs(ref_loss), 1e-12)
+
+    if same(own["shifted"]):
+        return "the model's loss is the next-token cross-entropy of its logits, which the fused path does not reproduce"
+    if same(own["unshifted"]):
+        return ("the model's own loss does not shift labels (position t is trained on token t, as BartForCausalLM "
+                "does): the fused next-token loss differs from what this class trains")
+    return (f"the model's own loss is not the cross-entropy of its logits ({own['shifted']:.5f} shifted, "
+            f"{own['unshifted']:.5f} unshifted): it adds or reweights terms the fused loss does not know")
+
+
+def _loss_and_grads(model, batch) -> tuple[float, dict[str, torch.Tensor], dict]:
+    """The forward's loss and adapter gradients, and what its logits say: their count and cross-entropies."""
     model.zero_grad(set_to_none=True)
-    loss = model(**batch, use_cache=False).loss
-    loss.backward()
+    out = model(**batch, use_cache=False)
+    out.loss.backward()
     grads = {n: p.grad.detach().float().clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad(set_to_none=True)
-    return loss.item(), grads
+    logits, labels = out.logits.detach(), batch["labels"]
+    own = {"logits": logits.numel(), "shifted": float("nan"), "unshifted": float("nan")}
+    if logits.numel():
+        with torch.no_grad():
+            flat = logits.float()
+            own["shifted"] = _ce(flat[:, :-1], labels[:, 1:])
+            own["unshifted"] = _ce(flat, labels)
+    return out.loss.item(), grads, own
+
+
+def _ce(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).to(logits.device),
+                                             ignore_index=-100).item()
 
 
 def _grad_rel_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -133,7 +175,7 @@ def _measure_memory(res, session, patch, model) -> None:
 
     try:
         plain = cuda_peak_bytes(step, session.device)
-        with patch.apply(model):
+        with patch.apply(model, session):
             fused = cuda_peak_bytes(step, session.device)
     except torch.OutOfMemoryError:
         model.zero_grad(set_to_none=True)

@@ -11,8 +11,9 @@ from onboard.harness.session import CHAR_LEVEL
 class LoadCheck(Check):
     """What it does:
     Reports what was loaded: the class (ForCausalLM or ForConditionalGeneration), model_type, parameter
-    count, dtype, the attention implementation in use, vocabulary size against embedding rows, and whether
-    the tokenizer has a chat template.
+    count, dtype, the attention implementation in use, vocabulary size against embedding rows, whether
+    the tokenizer has a chat template, and, for a pretrained checkpoint, the weights that transformers
+    reported missing from it (so initialised at random), unused, or of another shape.
 
     Why it matters:
     A token id at or past the embedding rows crashes on GPU or reads garbage; a quantizer left attached
@@ -20,7 +21,8 @@ class LoadCheck(Check):
     means the data is rendered with onboard's plain fallback template, not the model's own.
 
     Failure modes:
-    FM-LOAD-TOKENIZER (the tokenizer splits words into single characters: under 1.5 chars per token on
+    FM-LOAD-MISSING (weights the checkpoint lacks, or holds in another shape, that loading initialised at
+    random: a missing output head reads later only as a random-level loss), FM-LOAD-TOKENIZER (the tokenizer splits words into single characters: under 1.5 chars per token on
     the assistant text; seen with Gemma 3 GGUF tokenizers loaded by transformers 5.17), FM-LOAD-VOCAB (tokenizer ids beyond the embedding), FM-LOAD-GGUF (quantizer still attached).
     WARN when there is no chat template or when a sample was truncated to --max-length.
 
@@ -55,8 +57,25 @@ class LoadCheck(Check):
         truncated = sum(ex.truncated for ex in session.examples)
         res.measure("truncated_samples", truncated, "samples", f"0 at --max-length {session.max_length}")
 
+        info = session.loading_info or {}
+        missing, unexpected = info.get("missing_keys", []), info.get("unexpected_keys", [])
+        if session.loading_info is not None:
+            res.measure("weights_missing", len(missing), "tensors", "0: every weight comes from the checkpoint")
+            res.measure("weights_unused", len(unexpected), "tensors", "checkpoint tensors the class does not use")
+            res.measure("weights_reshaped", len(info.get("mismatched_keys", [])), "tensors", "0")
+            if missing:
+                res.evidence["weights_missing"] = _group(missing)
+            if unexpected:
+                res.evidence["weights_unused"] = _group(unexpected)
+        reshaped = info.get("mismatched_keys", [])
+
         quantizer = getattr(model, "hf_quantizer", None)
-        if quantizer is not None and not getattr(quantizer, "is_trainable", True):
+        if missing or reshaped:
+            names = _group(missing + [str(k) for k in reshaped])
+            res.status, res.diagnosis = Status.FAIL, "FM-LOAD-MISSING"
+            res.message = (f"{len(missing) + len(reshaped)} weights are not in the checkpoint (or not in its shape) "
+                           f"and were initialised at random: {'; '.join(names[:4])}")
+        elif quantizer is not None and not getattr(quantizer, "is_trainable", True):
             res.status, res.diagnosis = Status.FAIL, "FM-LOAD-GGUF"
             res.message = f"a {type(quantizer).__name__} is still attached: Trainer will refuse to train"
         elif cpt < CHAR_LEVEL:
@@ -78,6 +97,15 @@ class LoadCheck(Check):
                 res.status = Status.WARN
                 res.message += "; " + "; ".join(notes)
         return res
+
+
+def _group(names: list[str]) -> list[str]:
+    """Tensor names with their layer index folded: 'model.layers.*.mlp.up_proj.weight (30 x)'."""
+    import re
+    from collections import Counter
+
+    counts = Counter(re.sub(r"\.\d+\.", ".*.", name) for name in names)
+    return [f"{name} ({n} x)" if n > 1 else name for name, n in counts.most_common()]
 
 
 def _chars_per_token(session) -> float:

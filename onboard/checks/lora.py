@@ -128,17 +128,30 @@ class LoraCheck(Check):
             return res
         session.peft_model = peft_model
 
-        missing, idle = _adapters_without_gradient(peft_model, wrapped, session)
-        res.measure("adapters_without_gradient", len(missing), "adapters", "0 among modules that ran")
-        res.measure("adapters_not_run", len(idle), "adapters", "modules text-only training never calls")
-        if idle:
-            res.evidence["not_run_on_text"] = _summarise({n: f"{module_group(n)} module not called" for n in idle})
+        paths = _gradient_paths(peft_model, wrapped, session)
+        missing = paths["disconnected"] + paths["blocked"] + paths["detached"]
+        res.measure("adapters_without_gradient", len(missing), "adapters", "0 among modules whose output reaches the loss")
+        res.measure("adapters_not_run", len(paths["not_run"]), "adapters", "modules text-only training never calls")
+        res.measure("adapters_off_loss_path", len(paths["off_path"]), "adapters", "ran, but the loss does not depend on them")
+        if paths["not_run"]:
+            res.evidence["not_run_on_text"] = _summarise({n: f"{module_group(n)} module not called" for n in paths["not_run"]})
+        if paths["off_path"]:
+            res.evidence["off_loss_path"] = _summarise(
+                {n: "its output does not reach the loss (changing it changes no loss)" for n in paths["off_path"]})
+        if paths["init_blocked"]:
+            res.evidence["blocked_by_random_init"] = _summarise(
+                {n: "all-zero gradient at its output or all-zero input: a zero-initialised weight (random weights)"
+                 for n in paths["init_blocked"]})
         summary = (f"{len(wrapped)} modules wrapped ({', '.join(f'{g} {c}' for g, c in sorted(groups.items()))}), "
                    f"{trainable / 1e6:.2f}M trainable params")
         if missing:
             res.status, res.diagnosis = Status.FAIL, "FM-LORA-NOGRAD"
-            res.message = f"{len(missing)} adapters got no gradient, e.g. {missing[0]}"
-            res.evidence["no_gradient"] = missing[:20]
+            why = {"disconnected": "its module's output gets a gradient, the adapter none",
+                   "blocked": "an all-zero gradient at its output, or an all-zero input",
+                   "detached": "its output changes the loss but passes it no gradient (detached)"}
+            kind = next(k for k in why if paths[k])
+            res.message = f"{len(missing)} adapters on the loss path get no gradient, e.g. {paths[kind][0]}: {why[kind]}"
+            res.evidence["no_gradient"] = [f"{n}: {why[k]}" for k in why for n in paths[k]][:20]
             return res
         experts = [n for n, r in skipped.items() if "FM-LORA-EXPERTS" in r]
         res.message = summary
@@ -182,28 +195,69 @@ def _summarise(skipped: dict[str, str]) -> list[str]:
     return [f"{len(names)} x {reason} (e.g. {names[0]})" for reason, names in by_reason.items()]
 
 
-def _adapters_without_gradient(peft_model, wrapped, session) -> tuple[list[str], list[str]]:
-    """(adapters whose module ran but got no gradient, adapters whose module never ran): a vision tower
-    or Bart's cross-attention does not run on text, and that is no fault; a module that runs and
-    passes no gradient to its adapter is."""
+def _gradient_paths(peft_model, wrapped, session) -> dict[str, list[str]]:
+    """Every adapter, by how the loss reaches it, from one forward and backward on a sample:
+    ok (its B matrix got a gradient), not_run (its module is never called on text: a vision tower, Bart's
+    cross-attention), off_path (the module ran but the loss does not depend on its output: changing the
+    output changes no loss, e.g. BigBird's pooler), init_blocked / blocked (a gradient reached its output
+    but was all zero, or its input was all zero: on random weights a zero-initialised weight does that,
+    e.g. xLSTM's up projections, and says nothing of the architecture), detached (the output changes the loss yet passes no gradient back) and
+    disconnected (the output got a gradient, the adapter none)."""
     ex = min(session.examples, key=len)
     batch = batch_tensors([ex], session.device, session.pad_id)
     peft_model.zero_grad(set_to_none=True)
-    ran = set()
-    hooks = [m.register_forward_hook(lambda _m, _a, _o, n=n: ran.add(n)) for n, m in wrapped.items()]
+    ran, grad_at_output, zero_input = set(), {}, {}
+
+    def on_output(name):
+        def hook(_module, args, output):
+            ran.add(name)
+            if args and isinstance(args[0], torch.Tensor):
+                zero_input[name] = zero_input.get(name, True) and not bool(torch.any(args[0] != 0))
+            out = output[0] if isinstance(output, (tuple, list)) else output
+            if isinstance(out, torch.Tensor) and out.requires_grad:
+                out.register_hook(lambda g: grad_at_output.__setitem__(
+                    name, grad_at_output.get(name, False) or bool(torch.any(g != 0))))
+        return hook
+
+    hooks = [m.register_forward_hook(on_output(n)) for n, m in wrapped.items()]
     try:
         out = peft_model(**batch, use_cache=False)
     finally:
         for hook in hooks:
             hook.remove()
     out.loss.backward()
-    missing, idle = [], []
+    loss = out.loss.detach()
+    paths: dict[str, list[str]] = {k: [] for k in ("ok", "not_run", "off_path", "init_blocked", "blocked", "detached",
+                                                   "disconnected")}
     for name, module in wrapped.items():
-        if name not in ran:
-            idle.append(name)
-            continue
         grads = [p.grad for n, p in module.named_parameters() if "lora_B" in n and p.requires_grad]
-        if not grads or all(g is None or not torch.any(g != 0) for g in grads):
-            missing.append(name)
+        if name not in ran:
+            paths["not_run"].append(name)
+        elif grads and any(g is not None and torch.any(g != 0) for g in grads):
+            paths["ok"].append(name)
+        elif grad_at_output.get(name) and not zero_input.get(name):
+            paths["disconnected"].append(name)
+        elif name in grad_at_output:  # an all-zero gradient at its output, or an all-zero input
+            paths["init_blocked" if session.spec.random_weights else "blocked"].append(name)
+        elif _loss_depends_on(peft_model, module, batch, loss):
+            paths["detached"].append(name)
+        else:
+            paths["off_path"].append(name)
     peft_model.zero_grad(set_to_none=True)
-    return missing, idle
+    return paths
+
+
+@torch.no_grad()
+def _loss_depends_on(model, module, batch, loss: torch.Tensor) -> bool:
+    """Whether the loss moves when `module`'s output is scaled: an exact null for an unused output."""
+    def scaled(_module, _args, output):
+        if isinstance(output, (tuple, list)):
+            return type(output)((output[0] * 1.5, *output[1:]))
+        return output * 1.5
+
+    hook = module.register_forward_hook(scaled)
+    try:
+        moved = model(**batch, use_cache=False).loss
+    finally:
+        hook.remove()
+    return not torch.equal(moved, loss)

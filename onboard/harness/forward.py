@@ -66,6 +66,40 @@ def packed_losses(model, batch: PackedBatch, device: torch.device, **forward_kwa
     return {int(s): losses[trained & (batch.sample == s)] for s in batch.sample.unique() if s >= 0}
 
 
+@torch.no_grad()
+def perturbation_leak(model, batch: PackedBatch, vocab: list[int], seed: int, **forward_kwargs) -> tuple[float, float]:
+    """(leak, control) in nats: how far the log-probabilities of a packed row's samples move when another
+    sample of the row gets other tokens. Leak: the first sample of every row changes, the later samples
+    are measured. Control: the last sample changes, the earlier ones are measured; under a causal mask
+    nothing can flow backwards, so whatever moves there is numerical coupling of the batch, not attention.
+    An isolated model gives exactly 0 for both."""
+    sample = batch.sample.to(batch.input_ids.device)
+    first = sample[:, :1]
+    last = torch.stack([row[row >= 0].max() for row in sample])[:, None]
+    gen = torch.Generator().manual_seed(seed + 1)
+    pool = torch.tensor(vocab, dtype=torch.long)
+
+    def replaced(which: torch.Tensor) -> torch.Tensor:
+        ids = batch.input_ids.clone()
+        # another of the data's token ids at every position of the chosen samples
+        index = torch.randint(0, len(pool), ids.shape, generator=gen)
+        picks, after = pool[index].to(ids.device), pool[(index + 1) % len(pool)].to(ids.device)
+        picks = torch.where(picks == ids, after, picks)  # the ids are distinct: `after` differs where `picks` did not
+        return torch.where(which, picks, ids)
+
+    def log_probs(ids: torch.Tensor) -> torch.Tensor:
+        out = model(input_ids=ids, position_ids=batch.position_ids, **forward_kwargs)
+        return out.logits.float().log_softmax(-1)
+
+    base = log_probs(batch.input_ids)
+    real = sample >= 0
+    moved_first = (log_probs(replaced(sample == first)) - base).abs().amax(-1)
+    moved_last = (log_probs(replaced(sample == last)) - base).abs().amax(-1)
+    leak = moved_first[real & (sample != first)]
+    control = moved_last[real & (sample != last)]
+    return (leak.max().item() if leak.numel() else 0.0), (control.max().item() if control.numel() else 0.0)
+
+
 def batch_tensors(examples: list[Example], device: torch.device, pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded batch with an attention mask; labels IGNORE on padding."""
     width = max(len(ex) for ex in examples)

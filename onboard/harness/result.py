@@ -24,14 +24,15 @@ class Status(str, enum.Enum):
 class Verdict(str, enum.Enum):
     READY = "READY"
     READY_WITH_FIXES = "READY_WITH_FIXES"
-    NOT_READY = "NOT_READY"
+    NOT_READY = "NOT_READY"  # a finding about the model that no verified patch fixes
+    INCONCLUSIVE = "INCONCLUSIVE"  # no such finding, but a check crashed: onboard could not judge the model
 
 
 class ExitCode(enum.IntEnum):
     OK = 0  # READY, or READY_WITH_FIXES without --strict
     NOT_READY = 1
     USAGE_ERROR = 2  # bad arguments or bad input: unknown model, not a causal LM, malformed data
-    ENVIRONMENT_ERROR = 3  # the machine or onboard itself: no network for the embedded model, OOM, a bug
+    ENVIRONMENT_ERROR = 3  # the machine or onboard itself: no network, OOM, a bug, a check that crashed (INCONCLUSIVE)
 
 
 @dataclass
@@ -75,7 +76,7 @@ class CheckResult:
 
     @property
     def blocking(self) -> bool:
-        """True when this result keeps the model from being ready."""
+        """True when this result keeps the model from being ready: a finding not fixed, or a crash."""
         return self.status in (Status.FAIL, Status.ERROR) and not self.fixed
 
     def measure(self, name: str, value: Any, unit: str = "", threshold: str | None = None) -> None:
@@ -98,8 +99,10 @@ class RunReport:
 
     @property
     def verdict(self) -> Verdict:
-        if any(c.blocking for c in self.checks):
+        if any(c.blocking and c.status is Status.FAIL for c in self.checks):
             return Verdict.NOT_READY
+        if any(c.blocking for c in self.checks):
+            return Verdict.INCONCLUSIVE
         if any(c.fixed for c in self.checks):
             return Verdict.READY_WITH_FIXES
         return Verdict.READY
@@ -113,6 +116,8 @@ class RunReport:
 
     def exit_code(self, strict: bool = False) -> ExitCode:
         verdict = self.verdict
+        if verdict is Verdict.INCONCLUSIVE:
+            return ExitCode.ENVIRONMENT_ERROR
         if verdict is Verdict.NOT_READY or (strict and verdict is Verdict.READY_WITH_FIXES):
             return ExitCode.NOT_READY
         return ExitCode.OK

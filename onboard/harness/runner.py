@@ -66,13 +66,15 @@ def run_checks(
 
     start = time.perf_counter()
     results: dict[str, CheckResult] = {}
+    unmet: set[str] = set()  # checks that failed, crashed, or were skipped for a prerequisite of their own
     for check_cls in checks:
         check = check_cls()
-        missing = [code for code in check.requires if code in results and results[code].blocking]
+        missing = [code for code in check.requires if code in unmet]
         if not_applicable and check.code in not_applicable:  # the training setup does not use it
             result = check.result(Status.SKIP, f"not applicable: {not_applicable[check.code]}")
         elif missing:
-            result = check.result(Status.SKIP, f"skipped: prerequisite {', '.join(missing)} failed")
+            result = check.result(Status.SKIP, f"skipped: prerequisite {', '.join(missing)} did not pass")
+            unmet.add(check.code)
         else:
             on_start(check)
             result = run_check(check, session)
@@ -83,6 +85,8 @@ def run_checks(
                 else:
                     result.evidence["unapplied_fix"] = f"{patch.id} changes what is trained: rerun with --unsafe-fixes"
         results[check.code] = result
+        if result.blocking:
+            unmet.add(check.code)
         on_result(result)
     session.timings["checks"] = time.perf_counter() - start
     return RunReport(

@@ -63,6 +63,8 @@ class ModelSession:
         self.dtype = resolve_dtype(dtype, self.device)
         self.attn = attn  # the attention backend training asks for; ATTN001 checks it can run
         self.attn_load_error: str | None = None
+        # what from_pretrained reported: weights the checkpoint lacks (initialised at random), unused, reshaped
+        self.loading_info: dict[str, list[str]] | None = None
         self.data_path = Path(data) if data else BUILTIN_CHATS
         self.max_length = max_length
         self.pack_length = pack_length
@@ -170,7 +172,10 @@ class ModelSession:
 
         fault = get_fault(self.spec.target)
         self.progress(f"Building fault model {fault.name}: {fault.description}")
-        tokenizer, model = fault.build(self.dtype, lambda make: self._with_attn(make), self.progress)
+        built = fault.build(self.dtype, lambda make: self._with_attn(make), self.progress)
+        if isinstance(built, Path):  # a checkpoint folder with the fault in it: loaded as users load theirs
+            return self._load_pretrained(str(built), local=True)
+        tokenizer, model = built
         return tokenizer, self._place(model)
 
     def _with_attn(self, make):
@@ -197,8 +202,12 @@ class ModelSession:
             make = lambda attn: AutoModelForCausalLM.from_config(  # noqa: E731
                 config, dtype=self.dtype, attn_implementation=attn, trust_remote_code=self.spec.trust_remote_code)
         else:
-            make = lambda attn: _hub_call(lambda: AutoModelForCausalLM.from_pretrained(  # noqa: E731
-                target, config=config, dtype=self.dtype, attn_implementation=attn, **hub), self.spec.display)
+            def make(attn):
+                model, info = _hub_call(lambda: AutoModelForCausalLM.from_pretrained(
+                    target, config=config, dtype=self.dtype, attn_implementation=attn, output_loading_info=True,
+                    **hub), self.spec.display)
+                self.loading_info = {k: sorted(v) for k, v in info.items() if k != "error_msgs"}
+                return model
         model = _as_causal_lm(lambda: self._with_attn(make), self.spec.display, config)
         return tokenizer, self._place(model)
 

@@ -1,16 +1,22 @@
-"""cce.fused_loss: the training loss through Cut Cross Entropy, on the class that was actually loaded.
+"""cce.fused_loss: the training loss through Cut Cross Entropy, on the instance that was actually loaded.
 
-The decoder runs as usual; the model's own forward is asked for no logits (an empty `logits_to_keep`),
-and the loss comes from `cut_cross_entropy.linear_cross_entropy` on the final hidden states and the
-output embedding, so the batch x sequence x vocab logits never exist on the loss path. The patch sits on
-the loaded instance, not on a class name, so a ForConditionalGeneration model is patched as surely as a
-ForCausalLM (FM-CCE-INACTIVE). Logit transforms are carried into the fused loss (FM-CCE-MATH):
-final_logit_softcapping, logit_scale (Cohere), logits_scaling (Granite) and an lm_head bias.
+The model runs as usual, except that its output layer (`get_output_embeddings()`) is asked for nothing:
+for the duration of a labelled forward it records the tensor that enters it and returns an empty
+[..., 0] tensor, so the batch x sequence x vocab logits never exist. The loss comes from
+`cut_cross_entropy.linear_cross_entropy` on that recorded input and the layer's weight (and bias). The
+patch sits on the loaded instance, not on a class name, so a ForConditionalGeneration model is patched as
+surely as a ForCausalLM, and a head with its own transform before the output layer (BERT's dense +
+LayerNorm) is fused after that transform (FM-CCE-INACTIVE, FM-CCE-MATH).
+
+What happens between the output layer and the logits is measured when the patch is applied, not read
+from config names that differ between families: one forward on a probe input gives the layer's output z
+and the logits L, and the patch fits L = s * z (a scale: Cohere's logit_scale, Granite's logits_scaling,
+FalconH1's lm_head_multiplier) or L = c * tanh(s * z / c) (softcapping, with c taken from the config's
+softcap fields and confirmed by the fit). A transform that is neither is refused, with the fit error.
 """
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import torch
@@ -22,18 +28,10 @@ from onboard.patches.base import Applicability, PatchHandle, set_attr, unwrap
 class CceStats:
     calls: int = 0
     impl: str = ""
-
-
-def logit_transform(config) -> tuple[float | None, float]:
-    """(softcap, hidden-state scale) that the model applies to its logits."""
-    text = config.get_text_config()
-    softcap = getattr(text, "final_logit_softcapping", None)
-    scale = 1.0
-    if getattr(text, "logit_scale", None):
-        scale *= float(text.logit_scale)
-    if getattr(text, "logits_scaling", None):
-        scale /= float(text.logits_scaling)
-    return softcap, scale
+    scale: float = 1.0
+    softcap: float | None = None
+    vocab: int = 0  # logits columns the model keeps (a padded output layer may have more rows)
+    fit_error: float = 0.0
 
 
 def default_impl(weight: torch.Tensor) -> str:
@@ -43,24 +41,49 @@ def default_impl(weight: torch.Tensor) -> str:
     return "torch_compile"
 
 
+def softcap_candidates(config) -> list[float]:
+    """Softcap values the config names: hypotheses that the measured fit must confirm."""
+    found = []
+    for cfg in {id(c): c for c in (config, config.get_text_config())}.values():
+        for key, value in cfg.to_dict().items():
+            if "logit" in key and "softcap" in key and isinstance(value, (int, float)) and value > 0:
+                found.append(float(value))
+    return sorted(set(found))
+
+
+def fit_transform(z: torch.Tensor, logits: torch.Tensor, softcaps: list[float], rtol: float) -> tuple[float, float | None, float]:
+    """(scale, softcap, relative error) of the best fit logits = softcap(scale * z); raises if none fits."""
+    z, logits = z.float(), logits.float()
+    if torch.equal(z, logits):
+        return 1.0, None, 0.0
+    fits = []
+    for cap in [*softcaps, None]:  # a confirmed softcap first: on small logits tanh is linear and both fit
+        if cap is None:
+            target = logits
+        else:
+            if logits.abs().max() >= cap:
+                continue
+            target = cap * torch.atanh(logits / cap)
+        scale = float((target * z).sum() / (z * z).sum().clamp(min=1e-30))
+        err = float((scale * z - target).abs().max() / target.abs().max().clamp(min=1e-30))
+        if err <= rtol:
+            return scale, cap, err
+        fits.append((err, cap))
+    worst = min(fits, key=lambda f: f[0])[0] if fits else float("nan")
+    raise ValueError(f"the logits are not a scale or softcap of the output layer's output (best fit off by {worst:.2g} relative)")
+
+
 class CcePatch:
     id = "cce.fused_loss"
     applicability = Applicability.SAFE
-    summary = "compute the loss with cut_cross_entropy.linear_cross_entropy; logits are never materialised"
+    summary = "compute the loss with cut_cross_entropy.linear_cross_entropy on the output layer's input; no logits"
 
     def applies_to(self, model) -> str | None:
-        base = unwrap(model)
-        head = base.get_output_embeddings()
+        head = unwrap(model).get_output_embeddings()
         if head is None or not isinstance(getattr(head, "weight", None), torch.Tensor):
             return "the model has no output embedding weight to fuse"
         if not isinstance(head, torch.nn.Linear) or hasattr(head, "lora_A"):
             return f"the output layer is a {type(head).__name__}, not a plain Linear"
-        if "logits_to_keep" not in inspect.signature(base.forward).parameters:
-            return f"{type(base).__name__}.forward takes no logits_to_keep"
-        try:
-            base.get_decoder()
-        except (AttributeError, NotImplementedError):
-            return f"{type(base).__name__} exposes no decoder"
         return None
 
     def apply(self, model, context=None) -> PatchHandle:
@@ -70,9 +93,9 @@ class CcePatch:
         if reason:
             raise ValueError(f"{self.id} does not apply: {reason}")
         base = unwrap(model)
-        decoder, head = base.get_decoder(), base.get_output_embeddings()
-        softcap, scale = logit_transform(base.config)
+        head = base.get_output_embeddings()
         stats = CceStats(impl=default_impl(head.weight))
+        stats.scale, stats.softcap, stats.vocab, stats.fit_error = measure_transform(model, head, context)
         original = base.forward
         handle = PatchHandle(self.id)
         handle.stats = stats
@@ -81,22 +104,32 @@ class CcePatch:
             if labels is None:
                 return original(*args, **kwargs)
             captured = []
-            hook = decoder.register_forward_hook(lambda _m, _a, out: captured.append(out))
+
+            def no_logits(hidden):
+                captured.append(hidden)
+                return hidden.new_empty(*hidden.shape[:-1], 0)
+
+            own = head.__dict__.get("forward")  # an instance forward of someone else's (accelerate hooks)
+            head.forward = no_logits
             try:
-                kwargs["logits_to_keep"] = torch.empty(0, dtype=torch.long, device=head.weight.device)
                 out = original(*args, **kwargs)
             finally:
-                hook.remove()
-            hidden = captured[0][0]
-            weight = head.weight
-            if scale != 1.0:
-                hidden = hidden * scale
+                if own is None:
+                    del head.forward
+                else:
+                    head.forward = own
+            if len(captured) != 1:
+                raise RuntimeError(f"{self.id}: the output layer ran {len(captured)} times in one forward; "
+                                   "the model computes its logits another way")
+            hidden, weight = captured[0], head.weight[: stats.vocab]
             if head.bias is not None:  # fold the bias in as one more hidden feature
                 hidden = torch.cat([hidden, hidden.new_ones(*hidden.shape[:-1], 1)], dim=-1)
-                weight = torch.cat([weight, head.bias[:, None].to(weight.dtype)], dim=1)
+                weight = torch.cat([weight, head.bias[: stats.vocab, None].to(weight.dtype)], dim=1)
+            if stats.scale != 1.0:
+                hidden = hidden * stats.scale
             n_items = kwargs.get("num_items_in_batch")
             loss = linear_cross_entropy(
-                hidden, weight, labels.to(hidden.device), shift=1, softcap=softcap,
+                hidden, weight, labels.to(hidden.device), shift=1, softcap=stats.softcap,
                 reduction="sum" if n_items is not None else "mean", impl=stats.impl,
             )
             if n_items is not None:
@@ -107,3 +140,34 @@ class CcePatch:
 
         set_attr(handle, base, "forward", forward)
         return handle
+
+
+@torch.no_grad()
+def measure_transform(model, head, context) -> tuple[float, float | None, int, float]:
+    """One unlabelled forward: what enters the output layer, what it returns, and the logits that come out."""
+    base = unwrap(model)
+    probe = context.probe_batch() if context is not None and hasattr(context, "probe_batch") else None
+    if probe is None:
+        gen = torch.Generator().manual_seed(0)
+        ids = torch.randint(0, head.weight.shape[0], (1, 16), generator=gen).to(head.weight.device)
+        probe = {"input_ids": ids}
+    probe = {k: v for k, v in probe.items() if k != "labels"}
+    outputs = []
+    hook = head.register_forward_hook(lambda _m, _a, out: outputs.append(out))
+    was_training = base.training
+    base.eval()
+    try:
+        logits = model(**probe, use_cache=False).logits
+    finally:
+        hook.remove()
+        base.train(was_training)
+    if len(outputs) != 1:
+        raise ValueError(f"the output layer ran {len(outputs)} times in one forward: the model computes its "
+                         "logits another way, and a fused loss on that layer would not be the model's loss")
+    z = outputs[0]
+    if z.shape[:-1] != logits.shape[:-1] or z.shape[-1] < logits.shape[-1]:
+        raise ValueError(f"the logits {tuple(logits.shape)} are not the output layer's {tuple(z.shape)} per position")
+    vocab = logits.shape[-1]
+    rtol = 1e-4 if logits.dtype == torch.float32 else 3e-2
+    scale, softcap, err = fit_transform(z[..., :vocab], logits, softcap_candidates(base.config), rtol)
+    return scale, softcap, vocab, err

@@ -54,3 +54,61 @@ class PackingPatch:
         hook = base.register_forward_pre_hook(pre_hook, with_kwargs=True)
         handle.on_revert(hook.remove)
         return handle
+
+
+def document_ids(position_ids: torch.Tensor) -> torch.Tensor:
+    """[B, T] -> [B, T]: which sample of its row each token belongs to (a sample starts where positions restart)."""
+    starts = torch.ones_like(position_ids, dtype=torch.long)
+    starts[:, 1:] = (position_ids[:, 1:] != position_ids[:, :-1] + 1).long()
+    return starts.cumsum(1)
+
+
+def block_causal_mask(position_ids: torch.Tensor, dtype: torch.dtype, padding: torch.Tensor | None = None) -> torch.Tensor:
+    """An additive [B, 1, T, T] mask: a token attends to the earlier tokens of its own sample only (and to no
+    padding). Additive (0 / dtype min) because eager attention adds the mask to its scores."""
+    doc = document_ids(position_ids)
+    length = doc.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=doc.device).tril()
+    allowed = (doc[:, :, None] == doc[:, None, :]) & causal
+    if padding is not None:
+        allowed &= padding.bool()[:, None, :]
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=doc.device).masked_fill(~allowed, torch.finfo(dtype).min)
+    return mask[:, None]
+
+
+class BlockMaskPatch:
+    id = "packing.block_mask"
+    applicability = Applicability.SAFE
+    summary = "give packed rows an explicit block-diagonal causal 4D mask, for models that ignore position_ids in their mask"
+
+    def applies_to(self, model) -> str | None:
+        backend = unwrap(model).config._attn_implementation
+        if backend not in ("eager", "sdpa"):
+            return f"{backend} attention takes no 4D mask (flash kernels find packed samples from position_ids)"
+        return None
+
+    def apply(self, model, context=None) -> PatchHandle:
+        reason = self.applies_to(model)
+        if reason:
+            raise ValueError(f"{self.id} does not apply: {reason}")
+        base = unwrap(model)
+        handle = PatchHandle(self.id)
+        configs = {id(c): c for c in (base.config, base.config.get_text_config())}.values()
+        for config in configs:
+            set_attr(handle, config, "use_cache", False)
+        dtype = next(p.dtype for p in base.parameters() if p.is_floating_point())
+
+        def pre_hook(module, args, kwargs):
+            positions = kwargs.get("position_ids")
+            if not is_packed(positions):
+                return None
+            mask = kwargs.get("attention_mask")
+            if mask is not None and not _mask_is_right_padding(mask):
+                return None  # a mask of the caller's own making: leave it
+            kwargs["attention_mask"] = block_causal_mask(positions, dtype, mask)
+            kwargs["use_cache"] = False
+            return args, kwargs
+
+        hook = base.register_forward_pre_hook(pre_hook, with_kwargs=True)
+        handle.on_revert(hook.remove)
+        return handle

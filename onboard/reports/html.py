@@ -10,7 +10,8 @@ from onboard.reports import svg
 
 STATUS_COLOR = {"PASS": "#1f883d", "FIXED": "#8ddb8c", "WARN": "#d4a72c", "FAIL": "#cf222e", "ERROR": "#8250df",
                 "SKIP": "#afb8c1"}
-VERDICT_COLOR = {Verdict.READY: "#1f883d", Verdict.READY_WITH_FIXES: "#8ddb8c", Verdict.NOT_READY: "#cf222e"}
+VERDICT_COLOR = {Verdict.READY: "#1f883d", Verdict.READY_WITH_FIXES: "#8ddb8c", Verdict.NOT_READY: "#cf222e",
+                 Verdict.INCONCLUSIVE: "#8250df"}
 PACK_SERIES = {  # evidence key of PACK001 -> legend, colour
     "alone": ("alone", "#0969da"),
     "no_mask_default_cache": ("packed, default cache", "#fb8f44"),
@@ -133,15 +134,8 @@ def packing_plots(pack: CheckResult | None) -> list[str]:
     colors = {legend: color for legend, color in PACK_SERIES.values()} | {k: "#6e7781" for k in series
                                                                           if k not in {v[0] for v in PACK_SERIES.values()}}
     labels = [str(s) for s in samples]
-    tol = next((m.threshold for k, m in pack.measurements.items() if k.startswith("max_abs_diff")), None)
-    lines = {}
-    if tol and tol.startswith("<= "):
-        try:
-            lines["tolerance"] = float(tol[3:])
-        except ValueError:
-            pass
     return [svg.bar_chart("PACK001: per-sample loss, alone vs packed (sample index)", labels, series, colors, "nats"),
-            svg.bar_chart("PACK001: |packed − alone| per sample", labels, gaps, colors, "nats", lines)]
+            svg.bar_chart("PACK001: |packed − alone| per sample (the harm a leak does)", labels, gaps, colors, "nats")]
 
 
 def loss_kind_plot(loss: CheckResult | None) -> list[str]:

@@ -10,7 +10,8 @@ from rich.text import Text
 from onboard.harness.result import CheckResult, Measurement, RunReport, Status, Verdict
 
 STYLE = {Status.PASS: "green", Status.WARN: "yellow", Status.FAIL: "red", Status.ERROR: "magenta", Status.SKIP: "dim"}
-VERDICT_STYLE = {Verdict.READY: "bold green", Verdict.READY_WITH_FIXES: "bold yellow", Verdict.NOT_READY: "bold red"}
+VERDICT_STYLE = {Verdict.READY: "bold green", Verdict.READY_WITH_FIXES: "bold yellow", Verdict.NOT_READY: "bold red",
+                 Verdict.INCONCLUSIVE: "bold magenta"}
 
 
 def status_text(result: CheckResult) -> Text:

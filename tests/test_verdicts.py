@@ -1,0 +1,124 @@
+"""Verdicts pinned on the models that showed each kind of false alarm in the audit of the support matrix, and
+on the true findings next to them: a check that falls back to reading config names, or stops measuring the
+model's behaviour, fails here."""
+
+import pytest
+
+from conftest import by_code, make_session
+from onboard.checks import CceCheck, LoadCheck, LoraCheck, PackingCheck, TrainStepCheck
+from onboard.harness.runner import run_checks
+from onboard.harness.result import Status
+
+
+def run(model, checks, **kwargs):
+    return by_code(run_checks(make_session(model, **kwargs), [LoadCheck, LoraCheck, *checks]))
+
+
+# ---- CCE001: ground truth is what enters the output layer and what comes out ------------------------
+
+@pytest.mark.parametrize("arch, scale, softcap", [
+    ("aya_vision", 1.0, "none"),  # its text config says logit_scale 0.0625; the class applies none
+    ("cohere", 0.0625, "none"),  # the same field, applied by this class
+    ("bert", 1.0, "none"),  # dense + LayerNorm inside the head, before the output layer
+    ("gemma2", 1.0, 30.0),  # final_logit_softcapping, confirmed by the fit
+])
+def test_fused_loss_follows_the_model_not_its_config_names(arch, scale, softcap):
+    cce = run(f"tiny:{arch}", [CceCheck])["CCE001"]
+    assert cce.status is Status.PASS, cce.message
+    assert cce.measurements["logit_scale"].value == pytest.approx(scale, rel=1e-4)
+    assert cce.measurements["logit_softcap"].value == softcap
+    assert cce.measurements["loss_rel_diff"].value <= 1e-4
+
+
+def test_a_scale_under_an_unknown_config_name_is_measured():
+    """Logits x 4 by a multiplier no config field names (FalconH1's lm_head_multiplier): the fused loss
+    measures the scale and matches; reading config names missed it."""
+    import torch
+
+    from onboard.fixtures.faults import _logit_multiplier, _tiny
+
+    session = make_session("tiny:llama")
+    _, model = _tiny("llama", _logit_multiplier)(torch.float32, lambda make: make(None), print)
+    session.model = model.eval()
+    cce = by_code(run_checks(session, [LoadCheck, LoraCheck, CceCheck]))["CCE001"]
+    assert cce.status is Status.PASS, cce.message
+    assert cce.measurements["logit_scale"].value == pytest.approx(4.0, rel=1e-5)
+
+
+def test_bart_loss_that_does_not_shift_labels_is_a_true_finding():
+    cce = run("tiny:bart", [CceCheck])["CCE001"]
+    assert cce.status is Status.FAIL and cce.diagnosis == "FM-CCE-MATH"
+    assert "does not shift labels" in cce.message, cce.message
+
+
+# ---- TRAIN001: dropout found by behaviour --------------------------------------------------------------
+
+def test_dropout_under_any_config_name_is_compared_with_dropout_off():
+    """CTRL names its dropout resid_pdrop / embd_pdrop: found as a train-mode forward that differs between
+    two seeds, and the packed step's loss is compared in eval mode instead of flagged."""
+    train = run("tiny:ctrl", [PackingCheck, TrainStepCheck])["TRAIN001"]
+    assert train.measurements["stochastic_in_train_mode"].value is True
+    assert train.status is Status.PASS, train.message
+    assert train.measurements["loss_rel_diff"].value <= 1e-4
+
+
+def test_a_deterministic_model_compares_the_real_step_loss():
+    train = run("tiny:llama", [PackingCheck, TrainStepCheck])["TRAIN001"]
+    assert train.measurements["stochastic_in_train_mode"].value is False
+    assert train.measurements["train_loss"].value == pytest.approx(train.measurements["loss_reference"].value, rel=1e-4)
+
+
+# ---- LORA001: an adapter is on the loss path only if the loss depends on its output -------------------
+
+def test_a_pooler_whose_output_never_reaches_the_loss_is_no_finding():
+    lora = run("tiny:big_bird", [])["LORA001"]
+    assert lora.status is Status.PASS, lora.message
+    assert lora.measurements["adapters_off_loss_path"].value == 1
+    assert "bert.pooler" in " ".join(lora.evidence["off_loss_path"])
+
+
+@pytest.mark.parametrize("arch", ["doge", "xlstm"])
+def test_a_gradient_blocked_by_random_init_is_no_finding(arch):
+    """Doge's zero-initialised dt path and xLSTM's zero-initialised up projection give some adapters no
+    gradient on random weights only: reported as evidence of the init, not as a fault of the architecture."""
+    lora = run(f"tiny:{arch}", [])["LORA001"]
+    assert lora.status is Status.PASS, lora.message
+    assert lora.evidence["blocked_by_random_init"]
+
+
+# ---- PACK001: the perturbation test ---------------------------------------------------------------------
+
+def test_a_true_leak_is_fixed_by_the_block_mask():
+    """OPT builds its causal mask without position_ids: the samples leak even with no mask and no cache,
+    and an explicit block-diagonal mask isolates them exactly."""
+    pack = run("tiny:opt", [PackingCheck])["PACK001"]
+    assert pack.diagnosis == "FM-PACK-ISOLATION" and pack.measurements["leak_no_mask_no_cache"].value > 1e-2
+    assert pack.proposed_patch == "packing.block_mask" and pack.fixed
+    assert all(m.value == 0 for k, m in pack.fix.measurements_after.items() if k.startswith("leak_"))
+
+
+def test_a_leak_no_mask_can_close_stays_not_ready():
+    """Bloom's ALiBi positions come from a 2D mask it builds itself: a leak the loss test missed (8e-3 nats of
+    log-probability on tiny weights), and the 4D block mask cannot be given to it, so the fix fails."""
+    pack = run("tiny:bloom", [PackingCheck])["PACK001"]
+    assert pack.diagnosis == "FM-PACK-ISOLATION", pack.message
+    assert pack.fix is not None and not pack.fix.verified
+
+
+def test_a_hybrid_cache_makes_one_convention_not_applicable_not_a_crash():
+    """Bamba's cache cannot take a packed row in eval mode: that convention is reported as not applicable,
+    and the others still find the Mamba state carried across samples (a true leak)."""
+    pack = run("tiny:bamba", [PackingCheck])["PACK001"]
+    assert pack.status is Status.FAIL and pack.diagnosis == "FM-PACK-ISOLATION", pack.message
+    assert pack.measurements["leak_no_mask_default_cache"].value == "not applicable"
+    assert "no_mask_default_cache" in pack.evidence["not_applicable"]
+    assert pack.measurements["leak_no_mask_no_cache"].value > 1e-2
+
+
+def test_a_healthy_moe_is_isolated_exactly():
+    """Routing couples the tokens of a batch only numerically, if at all: the control stays at 0 on the CPU."""
+    pack = run("tiny:mixtral", [PackingCheck])["PACK001"]
+    assert pack.measurements["leak_no_mask_no_cache"].value == 0
+    assert pack.measurements["control_no_mask_no_cache"].value == 0
+    assert pack.fixed
+
