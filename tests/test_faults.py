@@ -66,6 +66,7 @@ PATCH_MODELS = {
     "inputs.token_type_ids": ("fault:input-extra", {}),
     "loss.num_items_in_batch": ("fault:loss-ga", {}),
     "lora.wrapped_linear_targets": ("fault:lora-wrapped", {}),
+    "lora.exclude_unwrappable": ("fault:lora-unsupported", {}),
     "lora.expert_parameters": ("fault:lora-experts", {}),
 }
 

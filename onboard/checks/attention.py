@@ -86,7 +86,7 @@ class AttentionCheck(Check):
         try:
             ref = _loss(model, batch)
         finally:
-            base.set_attn_implementation(wanted)
+            _switch_back(base, wanted)
         rtol = session.threshold("attention.loss_rtol")
         rel = abs(loss - ref) / max(abs(ref), 1e-12)
         res.measure("loss", round(loss, 6), "nats")
@@ -110,10 +110,15 @@ def _runs_with(base, backend: str, fn) -> bool:
     except Exception:  # noqa: BLE001
         return False
     finally:
-        try:
-            base.set_attn_implementation(old)
-        except (ImportError, ValueError):
-            base.config._attn_implementation = old
+        _switch_back(base, old)
+
+
+def _switch_back(base, backend: str) -> None:
+    """Back to `backend`; a sub-model that rejects it (a vision tokenizer without sdpa) keeps its own."""
+    try:
+        base.set_attn_implementation(backend)
+    except (ImportError, ValueError):
+        base.config._attn_implementation = backend
 
 
 def _packed_row(session) -> dict:

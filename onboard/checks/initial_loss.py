@@ -37,7 +37,7 @@ class InitialLossCheck(Check):
     code = "LOSS001"
     name = "initial_loss"
     summary = "pretrained SFT loss is far from ln(vocab_size); loss by token kind"
-    requires = ("LOAD001",)
+    requires = ("LOAD001", "ATTN001")  # a forward that cannot run says nothing more here
 
     def run(self, session):
         losses = session.reference_losses()

@@ -40,12 +40,17 @@ class LoraCheck(Check):
     a fraction of what was meant, with no error. An adapter without gradient never learns.
 
     Failure modes:
-    FM-LORA-WRAPPED (custom Linear wrappers rejected or skipped), FM-LORA-EXPERTS (fused MoE expert
-    parameters not targeted), FM-LORA-NOGRAD (adapters on the text path get no gradient).
+    FM-LORA-WRAPPED (custom Linear wrappers rejected or skipped), FM-LORA-UNSUPPORTED (a module the targets
+    select that PEFT cannot adapt: it refuses it, as Mamba's out_proj, or its LoRA layer crashes on it, as on
+    Llama 4's router, an nn.Linear whose forward returns a tuple), FM-LORA-EXPERTS (fused MoE expert
+    parameters not targeted), FM-LORA-NOGRAD (adapters whose output the loss depends on get no gradient;
+    a module whose output never reaches the loss, e.g. a pooler, or whose gradient a zero-initialised
+    random weight blocks, is evidence, not a finding).
 
     Fix:
     lora.wrapped_linear_targets (safe): target names that hit a custom Linear wrapper are pointed at the
-    wrapped nn.Linear; verified by applying LoRA again. lora.expert_parameters (unsafe, --unsafe-fixes):
+    wrapped nn.Linear; verified by applying LoRA again. lora.exclude_unwrappable (safe): the modules PEFT
+    cannot adapt are left out of LoRA (exclude_modules); verified likewise. lora.expert_parameters (unsafe, --unsafe-fixes):
     fused expert weights are added through PEFT's target_parameters; it changes what is trained (a much
     larger adapter), so without the flag the finding stays a WARN.
 
@@ -57,7 +62,7 @@ class LoraCheck(Check):
     code = "LORA001"
     name = "lora"
     summary = "PEFT LoRA applies; coverage by group; adapters get gradients"
-    requires = ("LOAD001",)
+    requires = ("LOAD001", "ATTN001")  # a forward that cannot run says nothing more here
     fix_availability = FixAvailability.SOMETIMES
 
     def run(self, session):
@@ -90,6 +95,8 @@ class LoraCheck(Check):
                 if redirects:
                     res.diagnosis, res.proposed_patch = "FM-LORA-WRAPPED", "lora.wrapped_linear_targets"
                     res.evidence["custom_linear_wrappers"] = [f"{k} -> {v}" for k, v in list(redirects.items())[:20]]
+                else:
+                    _unsupported(res, model)
                 return res
         peft_warnings = sorted({str(w.message).splitlines()[0] for w in caught if "peft" in (w.filename or "")})
 
@@ -128,7 +135,15 @@ class LoraCheck(Check):
             return res
         session.peft_model = peft_model
 
-        paths = _gradient_paths(peft_model, wrapped, session)
+        try:
+            paths = _gradient_paths(peft_model, wrapped, session)
+        except Exception as exc:  # noqa: BLE001 - a LoRA layer that cannot run its module is the finding
+            if not _raised_in_peft(exc):
+                raise
+            res.status = Status.FAIL
+            res.message = f"PEFT's LoRA layer cannot run a wrapped module: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+            _unsupported(res, model)
+            return res
         missing = paths["disconnected"] + paths["blocked"] + paths["detached"]
         res.measure("adapters_without_gradient", len(missing), "adapters", "0 among modules whose output reaches the loss")
         res.measure("adapters_not_run", len(paths["not_run"]), "adapters", "modules text-only training never calls")
@@ -161,6 +176,22 @@ class LoraCheck(Check):
             res.message += (f"; {len(experts)} fused expert tensors not covered "
                             f"({', '.join(expert_parameters(base))}; --unsafe-fixes adds them)")
         return res
+
+
+def _unsupported(res, model) -> None:
+    """Name the modules PEFT cannot adapt (FM-LORA-UNSUPPORTED) and propose leaving them out."""
+    from onboard.patches.peft_targets import unwrappable_modules
+
+    found = unwrappable_modules(model)
+    if found:
+        res.diagnosis, res.proposed_patch = "FM-LORA-UNSUPPORTED", "lora.exclude_unwrappable"
+        res.evidence["unsupported_modules"] = _summarise(found)
+
+
+def _raised_in_peft(exc: BaseException) -> bool:
+    import traceback
+
+    return any("/peft/tuners/" in frame.filename for frame in traceback.extract_tb(exc.__traceback__))
 
 
 def _describe_targets(targets) -> str:

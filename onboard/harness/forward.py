@@ -57,47 +57,55 @@ class PackedBatch:
         return cls(**{k: v.to(device) if k != "sample" else v for k, v in out.items()})
 
 
-@torch.no_grad()
-def packed_losses(model, batch: PackedBatch, device: torch.device, **forward_kwargs) -> dict[int, torch.Tensor]:
-    """Loss of each trained token in packed rows, split back into the examples they hold."""
-    out = model(input_ids=batch.input_ids, position_ids=batch.position_ids, **forward_kwargs)
-    losses = token_losses(out.logits, batch.labels).cpu()
+def split_losses(logits: torch.Tensor, batch: PackedBatch) -> dict[int, torch.Tensor]:
+    losses = token_losses(logits, batch.labels).cpu()
     trained = batch.labels.cpu() != IGNORE
     return {int(s): losses[trained & (batch.sample == s)] for s in batch.sample.unique() if s >= 0}
 
 
-@torch.no_grad()
-def perturbation_leak(model, batch: PackedBatch, vocab: list[int], seed: int, **forward_kwargs) -> tuple[float, float]:
-    """(leak, control) in nats: how far the log-probabilities of a packed row's samples move when another
-    sample of the row gets other tokens. Leak: the first sample of every row changes, the later samples
-    are measured. Control: the last sample changes, the earlier ones are measured; under a causal mask
-    nothing can flow backwards, so whatever moves there is numerical coupling of the batch, not attention.
-    An isolated model gives exactly 0 for both."""
-    sample = batch.sample.to(batch.input_ids.device)
-    first = sample[:, :1]
-    last = torch.stack([row[row >= 0].max() for row in sample])[:, None]
-    gen = torch.Generator().manual_seed(seed + 1)
-    pool = torch.tensor(vocab, dtype=torch.long)
+class Perturbation:
+    """How far a packed row's samples move when another sample of the row gets other tokens, in nats of
+    log-probability. Leak: the first sample of every row changes and the later samples are measured.
+    Control: the last sample changes and the earlier ones are measured; under a causal mask nothing can
+    flow backwards, so what moves there is numerical coupling of the batch, not attention. An isolated
+    model gives exactly 0 for both (masked keys add exact zeros)."""
 
-    def replaced(which: torch.Tensor) -> torch.Tensor:
-        ids = batch.input_ids.clone()
-        # another of the data's token ids at every position of the chosen samples
-        index = torch.randint(0, len(pool), ids.shape, generator=gen)
-        picks, after = pool[index].to(ids.device), pool[(index + 1) % len(pool)].to(ids.device)
+    def __init__(self, model, batch: PackedBatch, vocab: list[int], seed: int, **forward_kwargs):
+        self.model, self.batch, self.kwargs = model, batch, forward_kwargs
+        self.sample = batch.sample.to(batch.input_ids.device)
+        self.first = self.sample[:, :1]
+        self.last = torch.stack([row[row >= 0].max() for row in self.sample])[:, None]
+        self.pool = torch.tensor(vocab, dtype=torch.long)
+        self.gen = torch.Generator().manual_seed(seed + 1)
+        self.logits = self._logits(batch.input_ids)  # the unperturbed rows: also what the losses come from
+
+    @torch.no_grad()
+    def _logits(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=ids, position_ids=self.batch.position_ids, **self.kwargs).logits
+
+    def _replaced(self, which: torch.Tensor) -> torch.Tensor:
+        ids = self.batch.input_ids
+        index = torch.randint(0, len(self.pool), ids.shape, generator=self.gen)
+        picks, after = self.pool[index].to(ids.device), self.pool[(index + 1) % len(self.pool)].to(ids.device)
         picks = torch.where(picks == ids, after, picks)  # the ids are distinct: `after` differs where `picks` did not
         return torch.where(which, picks, ids)
 
-    def log_probs(ids: torch.Tensor) -> torch.Tensor:
-        out = model(input_ids=ids, position_ids=batch.position_ids, **forward_kwargs)
-        return out.logits.float().log_softmax(-1)
+    def _moved(self, changed: torch.Tensor, measured: torch.Tensor) -> float:
+        other = self._logits(self._replaced(changed))
+        worst = 0.0
+        for row in range(other.shape[0]):  # one row at a time: [T, V] in fp32, not the whole batch
+            keep = measured[row]
+            if keep.any():
+                a = self.logits[row][keep].float().log_softmax(-1)
+                b = other[row][keep].float().log_softmax(-1)
+                worst = max(worst, (a - b).abs().max().item())
+        return worst
 
-    base = log_probs(batch.input_ids)
-    real = sample >= 0
-    moved_first = (log_probs(replaced(sample == first)) - base).abs().amax(-1)
-    moved_last = (log_probs(replaced(sample == last)) - base).abs().amax(-1)
-    leak = moved_first[real & (sample != first)]
-    control = moved_last[real & (sample != last)]
-    return (leak.max().item() if leak.numel() else 0.0), (control.max().item() if control.numel() else 0.0)
+    def leak(self) -> float:
+        return self._moved(self.sample == self.first, (self.sample >= 0) & (self.sample != self.first))
+
+    def control(self) -> float:
+        return self._moved(self.sample == self.last, (self.sample >= 0) & (self.sample != self.last))
 
 
 def batch_tensors(examples: list[Example], device: torch.device, pad_id: int) -> dict[str, torch.Tensor]:

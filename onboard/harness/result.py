@@ -114,6 +114,21 @@ class RunReport:
         enabled = [c.enables for c in self.checks if c.enables and c.status in (Status.PASS, Status.WARN)]
         return list(dict.fromkeys(fixes + enabled))
 
+    @property
+    def reason(self) -> str:
+        """One line: each blocking finding with its message (the cause, in the check's words) and the fix that
+        was tried; or, for a ready model, the patches that made it ready."""
+        blocking = [c for c in self.checks if c.blocking]
+        if not blocking:
+            return ", ".join(c.fix.patch_id for c in self.checks if c.fixed)
+        parts = []
+        for c in blocking:
+            text = f"{c.code} {c.diagnosis or c.status.value}: {c.message}"
+            if c.fix is not None:
+                text += f" [{c.fix.patch_id} tried, not verified: {c.fix.error or c.fix.message_after}]"
+            parts.append(text)
+        return "; ".join(parts)
+
     def exit_code(self, strict: bool = False) -> ExitCode:
         verdict = self.verdict
         if verdict is Verdict.INCONCLUSIVE:

@@ -41,11 +41,14 @@ def try_fix(check, session, result: CheckResult) -> FixRecord:
     except Exception as exc:  # noqa: BLE001
         return FixRecord(patch.id, applied=False, verified=False, error=f"{type(exc).__name__}: {exc}")
     after = run_check(check, session)
+    # a fix is verified when the finding is gone: PASS, or a WARN about something else
+    verified = after.status is Status.PASS or (after.status is Status.WARN and after.diagnosis != result.diagnosis)
+    if not verified:  # what did not fix the finding is not left to shape the checks after it
+        session.revert_patch(patch.id)
     return FixRecord(
         patch_id=patch.id,
         applied=True,
-        # a fix is verified when the finding is gone: PASS, or a WARN about something else
-        verified=after.status is Status.PASS or (after.status is Status.WARN and after.diagnosis != result.diagnosis),
+        verified=verified,
         status_after=after.status,
         message_after=after.message,
         measurements_after=after.measurements,

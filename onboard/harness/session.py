@@ -129,17 +129,26 @@ class ModelSession:
         from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-        from onboard.fixtures.models import tiny_config, tiny_tokenizer
+        from onboard.fixtures.models import tiny_tokenizer
+        from onboard.fixtures.tiny import build_tiny, config_for
 
         tokenizer = tiny_tokenizer()
-        config = tiny_config(self.spec.target, vocab_size=len(tokenizer))
-        self.progress(f"Building tiny {self.spec.target} with random weights")
+        arch = self.spec.target
+        self.progress(f"Building tiny {arch} with random weights")
         # image-text-to-text architectures (llava, qwen2_vl, ...) have no ForCausalLM class: the text checks
         # run on their ForConditionalGeneration model, as a multimodal fine-tune would train it
-        auto = AutoModelForCausalLM if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else AutoModelForImageTextToText
-        model = _as_causal_lm(lambda: self._with_attn(lambda attn: auto.from_config(
-            config, dtype=self.dtype, attn_implementation=attn)), self.spec.display, config)
-        return tokenizer, self._place(model)
+        auto = AutoModelForCausalLM if arch in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else AutoModelForImageTextToText
+
+        def make(config):
+            try:
+                cls = auto._model_mapping[type(config)]
+            except KeyError:
+                raise BadInput(f"{self.spec.display} (model_type {config.model_type}) is not a causal LM: "
+                               "transformers has no ForCausalLM or ForConditionalGeneration class for it") from None
+            return self._with_attn(lambda attn: cls._from_config(config_for(cls, config), dtype=self.dtype,
+                                                                 attn_implementation=attn))
+
+        return tokenizer, self._place(build_tiny(arch, len(tokenizer), make))
 
     def _load_config(self):
         """A released model's shape with random weights, built straight on the target device: the
@@ -263,6 +272,12 @@ class ModelSession:
         if patch.id in self.applied:
             return
         self.applied[patch.id] = patch.apply(self.train_model, self)
+
+    def revert_patch(self, patch_id: str) -> None:
+        """Take back one patch (a fix that did not verify must not shape the checks after it)."""
+        handle = self.applied.pop(patch_id, None)
+        if handle is not None:
+            handle.revert()
 
     def revert_patches(self) -> None:
         for handle in reversed(list(self.applied.values())):

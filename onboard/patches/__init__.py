@@ -6,10 +6,12 @@ from onboard.patches.cce import CcePatch
 from onboard.patches.extra_inputs import ExtraInputsPatch
 from onboard.patches.loss_kwargs import LossKwargsPatch
 from onboard.patches.packing import BlockMaskPatch, PackingPatch
-from onboard.patches.peft_targets import ExpertParametersPatch, WrappedLinearTargetsPatch, lora_config
+from onboard.patches.peft_targets import (ExcludeUnwrappablePatch, ExpertParametersPatch, WrappedLinearTargetsPatch,
+                                         lora_config)
 
 PATCHES: dict[str, Patch] = {p.id: p for p in (
-    AttentionFallbackPatch(), WrappedLinearTargetsPatch(), ExpertParametersPatch(), ExtraInputsPatch(),
+    AttentionFallbackPatch(), WrappedLinearTargetsPatch(), ExcludeUnwrappablePatch(), ExpertParametersPatch(),
+    ExtraInputsPatch(),
     PackingPatch(), BlockMaskPatch(), LossKwargsPatch(), CcePatch(),
 )}
 

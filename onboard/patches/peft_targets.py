@@ -4,11 +4,15 @@ lora.wrapped_linear_targets (FM-LORA-WRAPPED): a target name that matches a cust
 module holding a single nn.Linear, e.g. Gemma4ClippableLinear) makes PEFT refuse the whole model
 ("not supported"). The wrapper's inner nn.Linear is what the name means: target it instead.
 
+lora.exclude_unwrappable (FM-LORA-UNSUPPORTED): a target PEFT cannot adapt stops the whole run: PEFT refuses
+Mamba's out_proj and conv1d ("incompatible with Mamba-based models"), and its LoRA Linear crashes on an
+nn.Linear subclass whose forward returns a tuple (Llama 4's router). Such modules are left out of LoRA.
+
 lora.expert_parameters (FM-LORA-EXPERTS): fused MoE experts keep their weights as 3D parameters, which no
 target_modules entry reaches; PEFT's target_parameters does. This adds every expert weight to the adapter
 (larger adapter, more memory), so it changes what is trained: unsafe, applied with --unsafe-fixes.
 
-Both leave the model untouched until LoRA is applied again with the rewritten config.
+All leave the model untouched until LoRA is applied again with the rewritten config.
 """
 
 from __future__ import annotations
@@ -141,5 +145,67 @@ def strip_lora(model) -> None:
                 setattr(parent, child, module.get_base_layer())
 
 
-__all__ = ["ExpertParametersPatch", "WrappedLinearTargetsPatch", "expert_parameters", "inner_linear",
-           "lora_config", "strip_lora", "wrapper_redirects"]
+
+
+def unwrappable_modules(model) -> dict[str, str]:
+    """Module name -> why PEFT's LoRA cannot adapt it, found by asking PEFT and by calling the module:
+    names PEFT's own checks refuse for this model (Mamba's out_proj and conv1d), and nn.Linear subclasses
+    whose forward does not return one tensor of out_features (Llama 4's router returns scores and logits)."""
+    import torch
+    from peft import LoraConfig
+    from peft.tuners import tuners_utils
+
+    base = unwrap(model)
+    found: dict[str, str] = {}
+    check = getattr(tuners_utils, "_check_lora_target_modules_mamba", None)
+    probe_config = LoraConfig(target_modules="all-linear")
+    for name, module in base.named_modules():
+        if not name or "lora_" in name:
+            continue
+        leaf = name.rpartition(".")[2]
+        if check is not None and isinstance(module, (nn.Linear, nn.Conv1d)):
+            try:
+                check(probe_config, base, leaf)
+            except ValueError as exc:
+                found[name] = f"PEFT refuses it: {str(exc).split('.')[0]}"
+                continue
+        if isinstance(module, nn.Linear) and type(module).forward is not nn.Linear.forward:
+            weight = module.weight
+            try:
+                with torch.no_grad():
+                    out = module(torch.zeros(1, weight.shape[1], dtype=weight.dtype, device=weight.device))
+                ok = isinstance(out, torch.Tensor) and out.shape[-1] == weight.shape[0]
+            except Exception:  # noqa: BLE001 - a forward that cannot take a plain input cannot be wrapped either
+                ok = False
+            if not ok:
+                found[name] = f"{type(module).__name__}.forward does not return one tensor of its out_features"
+    return found
+
+
+class ExcludeUnwrappablePatch:
+    id = "lora.exclude_unwrappable"
+    applicability = Applicability.SAFE
+    summary = "leave out of LoRA the modules PEFT cannot adapt (it refuses them, or their forward is not a Linear's)"
+
+    def applies_to(self, model) -> str | None:
+        return None if unwrappable_modules(model) else "PEFT can adapt every linear module of the model"
+
+    def configure(self, config, model):
+        found = unwrappable_modules(model)
+        if not found:
+            return config
+        leaves = sorted({name.rpartition(".")[2] for name in found})
+        if isinstance(config.target_modules, str) and config.target_modules != "all-linear":
+            return config
+        excluded = set(config.exclude_modules or []) | set(leaves)
+        if isinstance(config.target_modules, (list, set, tuple)):  # named targets: drop the ones PEFT cannot take
+            kept = [t for t in config.target_modules if t not in excluded]
+            return dataclasses.replace(config, target_modules=kept or config.target_modules, exclude_modules=sorted(excluded))
+        return dataclasses.replace(config, exclude_modules=sorted(excluded))
+
+    def apply(self, model, context=None) -> PatchHandle:
+        return PatchHandle(self.id)  # takes effect through configure() when LoRA is applied again
+
+
+__all__ = ["ExcludeUnwrappablePatch", "ExpertParametersPatch", "WrappedLinearTargetsPatch", "expert_parameters",
+           "inner_linear", "lora_config", "strip_lora", "unwrappable_modules", "wrapper_redirects"]

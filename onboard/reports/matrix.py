@@ -13,7 +13,8 @@ from onboard.harness.errors import BadInput
 from onboard.harness.result import CheckResult, RunReport, Status
 from onboard.reports import html as html_report
 
-OUTCOME_COLOR = {"READY": "#1f883d", "READY_WITH_FIXES": "#8ddb8c", "NOT_READY": "#cf222e", "BUILD_ERROR": "#8250df",
+OUTCOME_COLOR = {"READY": "#1f883d", "READY_WITH_FIXES": "#8ddb8c", "NOT_READY": "#cf222e", "INCONCLUSIVE": "#a475f9",
+                 "BUILD_ERROR": "#8250df",
                  "NEEDS_DEPENDENCY": "#afb8c1", "TIMEOUT": "#d4a72c", "CRASH": "#8250df"}
 
 
@@ -71,10 +72,7 @@ def _sweep_row(data: dict, path: Path, number: int) -> Row:
 
 def _run_row(data: dict, path: Path) -> Row:
     report = _report(data, str(path))
-    blocking = [c for c in report.checks if c.blocking]
-    reason = ("; ".join(f"{c.code} {c.diagnosis or c.status.value}" for c in blocking) if blocking
-              else ", ".join(c.fix.patch_id for c in report.checks if c.fixed))
-    return Row(str(report.model.get("id")), str(report.model.get("model_type", "")), report.verdict.value, reason,
+    return Row(str(report.model.get("id")), str(report.model.get("model_type", "")), report.verdict.value, report.reason,
                report, str(path))
 
 

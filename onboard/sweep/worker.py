@@ -36,13 +36,7 @@ def check_architecture(arch: str) -> dict[str, Any]:
     build = time.perf_counter() - start
     report = run_checks(session, CHECKS)
     report.timings["build"] = build
-    blocking = [c for c in report.checks if c.blocking]
-    if blocking:
-        reason = "; ".join(f"{c.code} {c.diagnosis or c.status.value}" + (f": {c.message}" if not c.diagnosis else "")
-                           for c in blocking)
-    else:
-        reason = ", ".join(c.fix.patch_id for c in report.checks if c.fixed)
-    return {"outcome": report.verdict.value, "reason": reason, "report": report.to_dict()}
+    return {"outcome": report.verdict.value, "reason": report.reason, "report": report.to_dict()}
 
 
 def _first_line(exc: BaseException) -> str:

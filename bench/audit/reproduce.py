@@ -1,0 +1,317 @@
+"""Audit of a support matrix: every finding of every non-READY row reproduced with plain torch / transformers /
+peft, none of onboard's check code (only its tiny builder, so the model is the one the sweep checked).
+
+For each blocking finding of a sweep record, the matching plain measurement runs in its own process and
+the finding is classified:
+- TRUE: the plain script sees the same thing (the cause, with the line of transformers source, comes from
+  bench/audit/causes.py; a TRUE finding without a named cause is listed as such);
+- ARTIFACT: the plain script does not see it: onboard's false alarm, to be fixed at its mechanism;
+- LIMIT: the row is onboard's limit (cannot build small, missing library, crashed check, time limit), not a
+  claim about the architecture; the audit records that the build or run fails outside onboard's checks too.
+
+Run: python bench/audit/reproduce.py SWEEP.jsonl [--out bench/audit/results] [--arch a,b] [--timeout 120]
+Writes OUT.jsonl (one line per finding) and OUT.md (the table), and prints the counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+HERE = Path(__file__).resolve().parent
+LIMIT_OUTCOMES = ("INCONCLUSIVE", "BUILD_ERROR", "NEEDS_DEPENDENCY", "TIMEOUT", "CRASH")
+FP32_ZERO = 1e-5  # an isolated sample moves by exactly 0; anything above this in fp32 is a real move
+
+
+# ---- the model, exactly as the sweep built it ------------------------------------------------------------
+
+def build(arch: str):
+    """tiny:ARCH through onboard's tiny builder (the same config and weights seed as the sweep), fp32, eval."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    from onboard.fixtures.models import tiny_tokenizer
+    from onboard.fixtures.tiny import build_tiny, config_for
+
+    tok = tiny_tokenizer()
+    auto = AutoModelForCausalLM if arch in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else AutoModelForImageTextToText
+    torch.manual_seed(0)
+
+    def make(config):
+        cls = auto._model_mapping[type(config)]
+        return cls._from_config(config_for(cls, config), dtype=torch.float32)
+
+    return tok, build_tiny(arch, len(tok), make).eval()
+
+
+def sequences(tok, n: int = 3):
+    import torch
+
+    gen = torch.Generator().manual_seed(1)
+    vocab = len(tok)
+    return [torch.randint(5, vocab - 5, (length,), generator=gen) for length in (21, 17, 24)[:n]]
+
+
+# ---- plain reproductions, one per kind of finding --------------------------------------------------------
+
+def packing(model, tok) -> dict:
+    """Three samples in one row, position_ids restarting, no mask, use_cache=False; the first sample's tokens
+    changed; how far the later samples' log-probs move. Then the same with an explicit block-diagonal 4D mask."""
+    import torch
+
+    seqs = sequences(tok)
+    ids = torch.cat(seqs)[None]
+    pos = torch.cat([torch.arange(len(s)) for s in seqs])[None]
+    other = ids.clone()
+    other[0, : len(seqs[0])] = (other[0, : len(seqs[0])] + 7) % (len(tok) - 10) + 5
+    later = slice(len(seqs[0]), None)
+
+    def moved(**kw):
+        with torch.no_grad():
+            a = model(input_ids=ids, position_ids=pos, **kw).logits.float().log_softmax(-1)
+            b = model(input_ids=other, position_ids=pos, **kw).logits.float().log_softmax(-1)
+        return (a[0, later] - b[0, later]).abs().max().item()
+
+    out = {}
+    for name, kw in (("leak_default_cache", {}), ("leak_ones_mask", {"attention_mask": torch.ones_like(ids), "use_cache": False}),
+                     ("leak", {"use_cache": False})):
+        try:
+            out[name] = moved(**kw)
+        except Exception as exc:  # noqa: BLE001 - a convention the model cannot run
+            out[name + "_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+    n = ids.shape[1]
+    doc = torch.cat([torch.full((len(s),), i) for i, s in enumerate(seqs)])
+    allowed = (doc[:, None] == doc[None, :]) & torch.ones(n, n, dtype=torch.bool).tril()
+    mask = torch.zeros(n, n).masked_fill(~allowed, torch.finfo(torch.float32).min)[None, None]
+    try:
+        out["leak_with_block_mask"] = moved(attention_mask=mask, use_cache=False)
+    except Exception as exc:  # noqa: BLE001
+        out["block_mask_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+    return out
+
+
+# which plain measurement shows each packing failure mode
+PACK_KEYS = {"FM-PACK-CACHE": "leak_default_cache", "FM-PACK-MASK": "leak_ones_mask", "FM-PACK-ISOLATION": "leak"}
+
+
+def fused_loss(model, tok) -> dict:
+    """The model's loss on a labelled sequence against the cross-entropy of its own logits, shifted and not;
+    and whether the logits are a scale (or softcap) of what the output layer returns."""
+    import torch
+    import torch.nn.functional as F
+
+    ids = sequences(tok, 1)[0][None]
+    head = model.get_output_embeddings()
+    seen = []
+    hook = head.register_forward_hook(lambda _m, _a, out: seen.append(out.detach()))
+    with torch.no_grad():
+        out = model(input_ids=ids, labels=ids, use_cache=False)
+    hook.remove()
+    logits = out.logits.float()
+    shifted = F.cross_entropy(logits[0, :-1], ids[0, 1:]).item()
+    unshifted = F.cross_entropy(logits[0], ids[0]).item()
+    res = {"model_loss": out.loss.item(), "ce_shifted": shifted, "ce_unshifted": unshifted, "head_calls": len(seen)}
+    if len(seen) == 1:
+        z = seen[0].float()[..., : logits.shape[-1]]
+        scale = float((logits * z).sum() / (z * z).sum())
+        res["logits_scale_fit_error"] = float((scale * z - logits).abs().max() / logits.abs().max())
+        res["logits_scale"] = scale
+    rel = abs(res["model_loss"] - shifted) / abs(shifted)
+    # a fused next-token loss on the output layer can equal the model's loss only if the model's loss is the
+    # shifted CE of its logits and the logits are a scale (or softcap) of the layer's output
+    res["true"] = rel > 1e-4 or res.get("logits_scale_fit_error", 1.0) > 1e-4 and not _softcap(model)
+    return res
+
+
+def _softcap(model) -> bool:
+    cfg = model.config.get_text_config()
+    return bool(getattr(cfg, "final_logit_softcapping", None))
+
+
+def train_loss(model, tok) -> dict:
+    """A row packed by DataCollatorWithFlattening, in eval mode (no dropout): the model's loss against the
+    token-mean shifted CE of the samples run alone."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import DataCollatorWithFlattening
+
+    seqs = sequences(tok)
+    batch = DataCollatorWithFlattening(return_position_ids=True)([{"input_ids": s.tolist()} for s in seqs])
+    with torch.no_grad():
+        packed = model(**batch, use_cache=False).loss.item()
+        alone = []
+        for s in seqs:
+            logits = model(input_ids=s[None], use_cache=False).logits.float()
+            alone.append(F.cross_entropy(logits[0, :-1], s[1:], reduction="none"))
+    ref = torch.cat(alone).mean().item()
+    return {"packed_loss": packed, "alone_loss": ref, "rel": abs(packed - ref) / ref, "true": abs(packed - ref) / ref > 1e-4}
+
+
+def lora_gradients(model, tok) -> dict:
+    """PEFT all-linear LoRA; one backward; adapters whose B got no gradient, split into those the loss does
+    not depend on (scaling the module's output leaves the loss exactly equal) and those it does."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    try:
+        peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
+    except Exception as exc:  # noqa: BLE001 - PEFT refusing the model is the finding
+        return {"peft_error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}", "true": True}
+    ids = sequences(tok, 1)[0][None]
+    out = peft(input_ids=ids, labels=ids, use_cache=False)
+    out.loss.backward()
+    base = out.loss.detach()
+    silent = [n for n, m in peft.named_modules() if hasattr(m, "lora_B") and "default" in getattr(m, "lora_B", {})
+              and (m.lora_B["default"].weight.grad is None or not m.lora_B["default"].weight.grad.any())]
+    on_path = []
+    for name in silent:
+        module = peft.get_submodule(name)
+        hook = module.register_forward_hook(lambda _m, _a, o: o * 1.5)
+        with torch.no_grad():
+            moved = not torch.equal(peft(input_ids=ids, labels=ids, use_cache=False).loss, base)
+        hook.remove()
+        if moved:
+            on_path.append(name)
+    return {"no_gradient": silent[:10], "on_loss_path": on_path[:10], "true": bool(on_path)}
+
+
+def forward(model, tok) -> dict:
+    import torch
+
+    ids = sequences(tok, 1)[0][None]
+    try:
+        with torch.no_grad():
+            model(input_ids=ids, labels=ids, use_cache=False)
+        return {"runs": True, "true": False}
+    except Exception as exc:  # noqa: BLE001
+        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}", "true": True}
+
+
+PLAIN = {"PACK001": packing, "CCE001": fused_loss, "TRAIN001": train_loss, "LORA001": lora_gradients,
+         "ATTN001": forward}
+
+
+def _audit_one(arch: str, codes: list[str], conn) -> None:
+    import warnings
+
+    import torch
+
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    out = {}
+    try:
+        tok, model = build(arch)
+    except Exception as exc:  # noqa: BLE001
+        conn.send({"build_error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"})
+        return
+    for code in codes:
+        fn = PLAIN.get(code)
+        if fn is None:
+            out[code] = {"note": "no plain reproduction for this check"}
+            continue
+        try:
+            out[code] = fn(model, tok)
+        except Exception as exc:  # noqa: BLE001
+            out[code] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+        model.zero_grad(set_to_none=True)
+    conn.send(out)
+
+
+def audit(records: list[dict], timeout: float) -> list[dict]:
+    sys.path.insert(0, str(HERE))
+    from causes import CAUSES  # noqa: E402 - the curated causes beside this script
+
+    ctx = mp.get_context("spawn")
+    rows = []
+    for rec in records:
+        arch, outcome = rec["arch"], rec["outcome"]
+        # every finding: the blocking ones, and those a verified patch fixed (READY_WITH_FIXES rows)
+        blocking = [c for c in (rec.get("report") or {}).get("checks", []) if c["status"] in ("FAIL", "ERROR")]
+        if outcome in LIMIT_OUTCOMES or not blocking:
+            rows.append({"arch": arch, "outcome": outcome, "check": "-", "finding": outcome, "class": "LIMIT",
+                         "evidence": rec["reason"][:300], "cause": CAUSES.get((arch, outcome), "")})
+            continue
+        codes = [c["code"] for c in blocking if c["status"] == "FAIL"]
+        receiver, sender = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_audit_one, args=(arch, codes, sender))
+        start = time.monotonic()
+        proc.start()
+        sender.close()
+        result = receiver.recv() if receiver.poll(timeout) else {"timeout": f"no result within {timeout:g} s"}
+        proc.kill()
+        proc.join()
+        for c in blocking:
+            finding = f"{c['code']} {c.get('diagnosis') or c['status']}"
+            plain = result.get(c["code"], result)
+            if c["code"] == "PACK001" and c.get("diagnosis") in PACK_KEYS and PACK_KEYS[c["diagnosis"]] in plain:
+                plain = {**plain, "true": plain[PACK_KEYS[c["diagnosis"]]] > FP32_ZERO}
+            if c["status"] == "ERROR":
+                klass = "LIMIT"
+            elif "true" in plain:
+                klass = "TRUE" if plain["true"] else "ARTIFACT"
+            else:
+                klass = "UNREPRODUCED"
+            cause = CAUSES.get((arch, c.get("diagnosis") or c["code"])) or CAUSES.get(c.get("diagnosis") or "", "")
+            if (c.get("fix") or {}).get("verified"):
+                finding += f" (fixed: {c['fix']['patch_id']})"
+            rows.append({"arch": arch, "outcome": outcome, "check": c["code"], "finding": finding, "class": klass,
+                         "plain": plain, "cause": cause, "seconds": round(time.monotonic() - start, 1)})
+        print(f"{arch:28} " + ", ".join(f"{r['finding']} {r['class']}" for r in rows if r["arch"] == arch), flush=True)
+    return rows
+
+
+def render(rows: list[dict], source: str) -> str:
+    from collections import Counter
+
+    counts = Counter(r["class"] for r in rows)
+    lines = [f"# Audit of {source}", "",
+             "Every finding of every non-READY row, reproduced with plain torch / transformers / peft "
+             "(`bench/audit/reproduce.py`), classified TRUE (the plain script sees it; the cause names the "
+             "transformers source), ARTIFACT (it does not: onboard's false alarm) or LIMIT (onboard's limit: "
+             "cannot build small, missing library, crashed check, time limit; no claim about the architecture).", "",
+             ", ".join(f"{k} **{v}**" for k, v in counts.most_common()), "",
+             "| architecture | outcome | finding | class | plain measurement | cause |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        plain = r.get("plain") or {}
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in plain.items() if k != "true")[:220] or r.get("evidence", "")[:220]
+        lines.append(f"| {r['arch']} | {r['outcome']} | {r['finding']} | {r['class']} | {_cell(shown)} | {_cell(r['cause'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v):
+    return f"{v:.3g}" if isinstance(v, float) else v
+
+
+def _cell(text) -> str:
+    return str(text).replace("|", "/").replace("\n", " ")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep", type=Path)
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--arch", default=None)
+    parser.add_argument("--timeout", type=float, default=120.0)
+    args = parser.parse_args()
+    records = [json.loads(line) for line in args.sweep.read_text().splitlines() if line.strip()]
+    records = [r for r in records if r["outcome"] != "READY"]
+    if args.arch:
+        wanted = set(args.arch.split(","))
+        records = [r for r in records if r["arch"] in wanted]
+    rows = audit(sorted(records, key=lambda r: r["arch"]), args.timeout)
+    args.out.with_suffix(".jsonl").write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
+    args.out.with_suffix(".md").write_text(render(rows, args.sweep.name))
+    from collections import Counter
+
+    print(Counter(r["class"] for r in rows))
+
+
+if __name__ == "__main__":
+    main()
