@@ -62,6 +62,36 @@ def test_sweep_then_report_matrix(tmp_path):
     assert 'href="#run-llama"' in page and 'id="run-llama"' in page and "<script src" not in page
 
 
+def test_report_diff_shows_what_changed_per_architecture_and_check(tmp_path):
+    """`onboard report --diff OLD NEW`: the gate before an upgrade. NEW is a real sweep; OLD is the same sweep
+    as an onboard that lacked the packing fix would have written it, plus an architecture NEW does not have."""
+    new = tmp_path / "new.jsonl"
+    done = runner.invoke(app, ["sweep", "--arch", "llama", "--out", str(new), "--timeout", "120"])
+    assert done.exit_code == ExitCode.OK, done.output
+    record = json.loads(new.read_text())
+    old_record = json.loads(json.dumps(record))
+    pack = next(c for c in old_record["report"]["checks"] if c["code"] == "PACK001")
+    pack["fix"] = None
+    old_record["outcome"], old_record["reason"] = "NOT_READY", "PACK001 FM-PACK-CACHE"
+    gone = {"arch": "gone_arch", "task": "causal-lm", "outcome": "BUILD_ERROR", "reason": "x", "seconds": 0, "report": None}
+    old = tmp_path / "old.jsonl"
+    old.write_text(json.dumps(old_record) + "\n" + json.dumps(gone) + "\n")
+
+    md = tmp_path / "diff.md"
+    shown = runner.invoke(app, ["report", "--diff", str(old), str(new), "--markdown", str(md), "--html",
+                                str(tmp_path / "diff.html")])
+    assert shown.exit_code == ExitCode.OK, shown.output
+    text = md.read_text()
+    assert "### improved (1)" in text and "| llama | NOT_READY | READY_WITH_FIXES | PACK001: FAIL FM-PACK-CACHE → fixed: " \
+        "packing.no_cache_no_mask |" in text, text
+    assert "### removed (1)" in text and "| gone_arch | BUILD_ERROR | — |" in text
+    assert "transformers" in text  # each side's versions
+    # the other way round it is a regression, and --fail-on-regression gates on it
+    back = runner.invoke(app, ["report", "--diff", str(new), str(old), "--fail-on-regression"])
+    assert back.exit_code == 1 and "### regressed (1)" in back.stdout
+    assert runner.invoke(app, ["report", "--diff", str(new)]).exit_code == ExitCode.USAGE_ERROR
+
+
 def test_report_of_a_file_that_is_not_a_run_is_one_line(tmp_path):
     (tmp_path / "x.json").write_text('{"hello": 1}')
     (tmp_path / "y.jsonl").write_text('{"arch": "llama"}\n')

@@ -177,9 +177,8 @@ def _eval_loss(trainer, model, inputs) -> float:
 def _reference_loss(session, examples) -> float:
     """Token-mean loss of the samples run one by one, from the session's cached reference losses."""
     index = {id(ex): i for i, ex in enumerate(session.examples)}
-    reference = session.reference_losses()
-    losses = torch.cat([reference[index[id(ex)]] for ex in examples])
-    return float(losses.mean())
+    reference = session.reference_losses([index[id(ex)] for ex in examples])
+    return float(torch.cat(list(reference.values())).mean())
 
 
 @torch.no_grad()

@@ -77,7 +77,7 @@ class ModelSession:
         self.timings: dict[str, float] = {}
         self.peft_model = None  # set by the lora check; later checks train through it
         self.applied: dict[str, object] = {}  # patch id -> handle, in the order applied
-        self._reference: list[torch.Tensor] | None = None
+        self._reference: dict[int, torch.Tensor] = {}  # example index -> its per-token losses run alone
 
         if spec.kind is SourceKind.FAULT:  # a fault may need its trigger: LoRA targets or a backend
             from onboard.fixtures.faults import get_fault
@@ -252,14 +252,15 @@ class ModelSession:
         tok = self.tokenizer
         return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
 
-    def reference_losses(self) -> list[torch.Tensor]:
-        """Per-token losses of every example run alone: computed once, shared by the checks."""
-        if self._reference is None:
-            from onboard.harness.forward import example_losses
+    def reference_losses(self, indices=None) -> dict[int, torch.Tensor]:
+        """Per-token losses of examples run alone (all, or those of `indices`): each computed once, shared."""
+        from onboard.harness.forward import example_losses
 
-            model = self.train_model
-            self._reference = [example_losses(model, ex, self.device) for ex in self.examples]
-        return self._reference
+        wanted = range(len(self.examples)) if indices is None else indices
+        for i in wanted:
+            if i not in self._reference:
+                self._reference[i] = example_losses(self.train_model, self.examples[i], self.device)
+        return {i: self._reference[i] for i in wanted}
 
     def probe_batch(self, n: int = 1) -> dict[str, torch.Tensor]:
         """The n shortest examples as a padded, labelled batch: what patches probe a forward with."""

@@ -120,16 +120,19 @@ def packing_plots(pack: CheckResult | None) -> list[str]:
     """Each sample's loss alone and in its packed row, per convention; then the gap against the tolerance."""
     if pack is None or "per_sample_diff" not in pack.evidence:
         return []
-    alone = pack.evidence.get("per_sample_unpacked_loss", [])
+    alone = pack.evidence.get("per_sample_unpacked_loss", {})
+    if isinstance(alone, list):  # reports written before onboard 0.2 list every sample
+        alone = {str(i): v for i, v in enumerate(alone)}
     diffs: dict[str, dict[str, float]] = pack.evidence["per_sample_diff"]
     samples = sorted({int(s) for d in diffs.values() for s in d})
     if not samples or not alone:
         return []
-    series = {PACK_SERIES["alone"][0]: [alone[s] for s in samples]}
+    series = {PACK_SERIES["alone"][0]: [alone.get(str(s)) for s in samples]}
     gaps = {}
     for conv, per in diffs.items():
         legend = PACK_SERIES.get(conv, (conv, "#6e7781"))[0]
-        series[legend] = [alone[s] + per[str(s)] if str(s) in per and alone[s] is not None else None for s in samples]
+        series[legend] = [alone[str(s)] + per[str(s)] if str(s) in per and alone.get(str(s)) is not None else None
+                          for s in samples]
         gaps[legend] = [abs(per[str(s)]) if str(s) in per else None for s in samples]
     colors = {legend: color for legend, color in PACK_SERIES.values()} | {k: "#6e7781" for k in series
                                                                           if k not in {v[0] for v in PACK_SERIES.values()}}

@@ -1,0 +1,474 @@
+"""Curated causes for the audit's TRUE findings, read by bench/audit/reproduce.py. Each key is (model_type,
+failure_mode), or a bare failure mode for a generic cause; each value names the source line behind the finding as
+path:line relative to site-packages, followed by the mechanism in one sentence. All line numbers were read in
+transformers 5.24.0 and PEFT 0.21.2 as installed in /work/main/.venv and will differ in other versions.
+"""
+
+CAUSES: dict = {
+    # --- generic causes (looked up by failure mode when no (arch, mode) entry exists) -----------------------
+    "FM-PACK-MASK": (
+        "transformers/masking_utils.py:865 — packed-sequence detection from position_ids runs only when "
+        "attention_mask is None and cache is None, so passing an all-ones 2D attention_mask disables it and "
+        "samples attend across boundaries."
+    ),
+    "FM-PACK-CACHE": (
+        "transformers/models/llama/modeling_llama.py:375 — the model forward builds a DynamicCache whenever "
+        "use_cache is truthy (the config default), so cache is not None at transformers/masking_utils.py:865 and "
+        "the packed-sequence mask is never built."
+    ),
+    "FM-LORA-UNSUPPORTED": (
+        "peft/tuners/tuners_utils.py:160 — PEFT raises for LoRA on out_proj/conv1d of mamba-type models (model "
+        "types listed at :152); transformers/models/llama4/modeling_llama4.py:141 — Llama4Router subclasses "
+        "nn.Linear but returns a tuple (:152), so LoRA wraps it and adds a tensor to that tuple "
+        "(peft/tuners/lora/layer.py:1102)."
+    ),
+    # --- FM-PACK-ISOLATION ----------------------------------------------------------------------------------
+    ("opt", "FM-PACK-ISOLATION"): (
+        "transformers/models/opt/modeling_opt.py:363 — create_causal_mask is called without position_ids, so the "
+        "packed-sequence mask is never built and later samples attend to earlier ones."
+    ),
+    ("afmoe", "FM-PACK-ISOLATION"): (
+        "transformers/models/afmoe/modeling_afmoe.py:554 — mask_kwargs for create_causal_mask / "
+        "create_sliding_window_causal_mask omit position_ids, so the packed-sequence mask is never built."
+    ),
+    ("gpt_oss", "FM-PACK-ISOLATION"): (
+        "transformers/models/gpt_oss/modeling_gpt_oss.py:461 — mask_kwargs for create_causal_mask / "
+        "create_sliding_window_causal_mask omit position_ids, so the packed-sequence mask is never built."
+    ),
+    ("biogpt", "FM-PACK-ISOLATION"): (
+        "transformers/models/biogpt/modeling_biogpt.py:380 — a None mask is replaced by ones (:376) and "
+        "create_causal_mask is called without position_ids, so the packed-sequence mask is never built."
+    ),
+    ("xglm", "FM-PACK-ISOLATION"): (
+        "transformers/models/xglm/modeling_xglm.py:440 — create_causal_mask is called without position_ids, so "
+        "the packed-sequence mask is never built."
+    ),
+    ("mpt", "FM-PACK-ISOLATION"): (
+        "transformers/models/mpt/modeling_mpt.py:322 — create_causal_mask is called without position_ids (MPT "
+        "takes none; ALiBi is relative), so the packed-sequence mask is never built."
+    ),
+    ("trocr", "FM-PACK-ISOLATION"): (
+        "transformers/models/trocr/modeling_trocr.py:553 — create_causal_mask is called without position_ids "
+        "(positions come from cache_length, not position_ids), so the packed-sequence mask is never built."
+    ),
+    ("mvp", "FM-PACK-ISOLATION"): (
+        "transformers/models/mvp/modeling_mvp.py:790 — MvpDecoder takes no position_ids and calls "
+        "create_causal_mask without them, so the packed-sequence mask is never built."
+    ),
+    ("bart", "FM-PACK-ISOLATION"): (
+        "transformers/models/bart/modeling_bart.py:631 — the decoder takes no position_ids: it builds its own "
+        "arange positions and fills a None mask with ones, then calls create_causal_mask without position_ids, so "
+        "the packed-sequence mask is never built."
+    ),
+    ("bigbird_pegasus", "FM-PACK-ISOLATION"): (
+        "transformers/models/bigbird_pegasus/modeling_bigbird_pegasus.py:1765 — the decoder takes no "
+        "position_ids: it builds its own arange positions and fills a None mask with ones, then calls "
+        "create_causal_mask without position_ids, so the packed-sequence mask is never built."
+    ),
+    ("blenderbot", "FM-PACK-ISOLATION"): (
+        "transformers/models/blenderbot/modeling_blenderbot.py:596 — the decoder takes no position_ids: it builds "
+        "its own arange positions and fills a None mask with ones, then calls create_causal_mask without "
+        "position_ids, so the packed-sequence mask is never built."
+    ),
+    ("blenderbot-small", "FM-PACK-ISOLATION"): (
+        "transformers/models/blenderbot_small/modeling_blenderbot_small.py:562 — the decoder takes no "
+        "position_ids: it builds its own arange positions and fills a None mask with ones, then calls "
+        "create_causal_mask without position_ids, so the packed-sequence mask is never built."
+    ),
+    ("mbart", "FM-PACK-ISOLATION"): (
+        "transformers/models/mbart/modeling_mbart.py:709 — the decoder takes no position_ids: it builds its own "
+        "arange positions and fills a None mask with ones, then calls create_causal_mask without position_ids, so "
+        "the packed-sequence mask is never built."
+    ),
+    ("pegasus", "FM-PACK-ISOLATION"): (
+        "transformers/models/pegasus/modeling_pegasus.py:657 — the decoder takes no position_ids: it builds its "
+        "own arange positions and fills a None mask with ones, then calls create_causal_mask without "
+        "position_ids, so the packed-sequence mask is never built."
+    ),
+    ("plbart", "FM-PACK-ISOLATION"): (
+        "transformers/models/plbart/modeling_plbart.py:564 — the decoder takes no position_ids: it builds its own "
+        "arange positions and fills a None mask with ones, then calls create_causal_mask without position_ids, "
+        "so the packed-sequence mask is never built."
+    ),
+    ("qwen2_vl", "FM-PACK-ISOLATION"): (
+        "transformers/models/qwen2_vl/modeling_qwen2_vl.py:786 — 2D position_ids are expanded to the mrope rows "
+        "and, because no leading text row exists, text_position_ids is set to None, so create_causal_mask gets no "
+        "positions and builds a plain causal mask over the packed row."
+    ),
+    ("qwen2_5_vl", "FM-PACK-ISOLATION"): (
+        "transformers/models/qwen2_5_vl/modeling_qwen2_5_vl.py:823 — 2D position_ids are expanded to the mrope "
+        "rows and, because no leading text row exists, text_position_ids is set to None, so create_causal_mask "
+        "gets no positions and builds a plain causal mask over the packed row."
+    ),
+    ("glm4v", "FM-PACK-ISOLATION"): (
+        "transformers/models/glm4v/modeling_glm4v.py:854 — 2D position_ids are expanded to the mrope rows and, "
+        "because no leading text row exists, text_position_ids is set to None, so create_causal_mask gets no "
+        "positions and builds a plain causal mask over the packed row."
+    ),
+    ("glm46v", "FM-PACK-ISOLATION"): (
+        "transformers/models/glm4v/modeling_glm4v.py:854 (text model built at glm46v/modeling_glm46v.py:73) — 2D "
+        "position_ids are expanded to the mrope rows and, because no leading text row exists, text_position_ids "
+        "is set to None, so create_causal_mask gets no positions and builds a plain causal mask over the packed "
+        "row."
+    ),
+    ("glmga", "FM-PACK-ISOLATION"): (
+        "transformers/models/glm4v/modeling_glm4v.py:854 (glmga maps to Glm46V, text model glm4v_text) — 2D "
+        "position_ids are expanded to the mrope rows and, because no leading text row exists, text_position_ids "
+        "is set to None, so create_causal_mask gets no positions and builds a plain causal mask over the packed "
+        "row."
+    ),
+    ("glm_ocr", "FM-PACK-ISOLATION"): (
+        "transformers/models/glm_ocr/modeling_glm_ocr.py:774 — 2D position_ids are expanded to the mrope rows "
+        "and, because no leading text row exists, text_position_ids is set to None, so create_causal_mask gets no "
+        "positions and builds a plain causal mask over the packed row."
+    ),
+    ("hunyuan_vl", "FM-PACK-ISOLATION"): (
+        "transformers/models/hunyuan_vl/modeling_hunyuan_vl.py:807 — 2D position_ids are expanded to the mrope "
+        "rows and, because no leading text row exists, text_position_ids is set to None, so create_causal_mask "
+        "gets no positions and builds a plain causal mask over the packed row."
+    ),
+    ("hy_v4_vl", "FM-PACK-ISOLATION"): (
+        "transformers/models/hy_v4_vl/modeling_hy_v4_vl.py:1188 — 2D position_ids are expanded to the mrope rows "
+        "and, because no leading text row exists, text_position_ids is set to None, so create_causal_mask gets no "
+        "positions and builds a plain causal mask over the packed row."
+    ),
+    ("cosmos3_edge", "FM-PACK-ISOLATION"): (
+        "transformers/models/cosmos3_edge/modeling_cosmos3_edge.py:689 — 2D position_ids are expanded to the "
+        "mrope rows and, because no leading text row exists, text_position_ids is set to None, so "
+        "create_causal_mask gets no positions and builds a plain causal mask over the packed row."
+    ),
+    ("ernie4_5_vl_moe", "FM-PACK-ISOLATION"): (
+        "transformers/models/ernie4_5_vl_moe/modeling_ernie4_5_vl_moe.py:772 — 2D position_ids are expanded to "
+        "the mrope rows and, because no leading text row exists, text_position_ids is set to None, so "
+        "create_causal_mask gets no positions and builds a plain causal mask over the packed row."
+    ),
+    ("bloom", "FM-PACK-ISOLATION"): (
+        "transformers/models/bloom/modeling_bloom.py:517 — create_causal_mask is called without position_ids, and "
+        "a 4D mask cannot be used instead because build_alibi_tensor unpacks the mask as 2D (:79) to cumsum "
+        "ALiBi positions."
+    ),
+    ("openai-gpt", "FM-PACK-ISOLATION"): (
+        "transformers/models/openai/modeling_openai.py:71 — attention uses a fixed tril buffer, not "
+        "create_causal_mask, so position_ids never reach the mask; a 4D mask is mis-broadcast as a 2D one (:357)."
+    ),
+    ("rwkv", "FM-PACK-ISOLATION"): (
+        "transformers/models/rwkv/modeling_rwkv.py:270 — the RWKV linear-attention state (and time_shift) runs "
+        "over the whole row; the model ignores attention_mask (:547) and has no notion of sample boundaries."
+    ),
+    ("xlstm", "FM-PACK-ISOLATION"): (
+        "transformers/models/xlstm/modeling_xlstm.py:1476 — every mLSTM block scans the whole row with one state "
+        "(the chunked eval path at :1461 carries it too); xLSTMModel.forward takes neither position_ids nor "
+        "attention_mask."
+    ),
+    ("recurrent_gemma", "FM-PACK-ISOLATION"): (
+        "transformers/models/recurrent_gemma/modeling_recurrent_gemma.py:455 — the temporal conv1d spans sample "
+        "boundaries; the RG-LRU does reset where position_ids == 0 (:307), so only this conv leaks the previous "
+        "sample's tail."
+    ),
+    ("minimax", "FM-PACK-ISOLATION"): (
+        "transformers/models/minimax/modeling_minimax.py:243 — lightning attention accumulates the KV state block "
+        "by block over the whole row with no reset at sample boundaries, and a 4D mask never reaches it."
+    ),
+    ("inkling_text", "FM-PACK-ISOLATION"): (
+        "transformers/models/inkling/modeling_inkling.py:527 — the k/v/attn/mlp short convolutions run over the "
+        "whole row (seq_idx only from kwargs, not passed at :579), and relative-logit positions come from arange, "
+        "not position_ids (:241)."
+    ),
+    ("lara_mini", "FM-PACK-ISOLATION"): (
+        "transformers/models/lara_mini/modeling_lara_mini.py:698 — the gated-delta-net layer (and its causal "
+        "conv1d) scans the whole row with one recurrent state; cu_seqlens comes only from a cu_seq_lens_q kwarg, "
+        "is never derived from position_ids, and a 4D mask cannot reset the state."
+    ),
+    ("qwen3_next", "FM-PACK-ISOLATION"): (
+        "transformers/models/qwen3_next/modeling_qwen3_next.py:743 — the gated-delta-net layer (and its causal "
+        "conv1d) scans the whole row with one recurrent state; cu_seqlens comes only from a cu_seq_lens_q kwarg, "
+        "is never derived from position_ids, and a 4D mask cannot reset the state."
+    ),
+    ("olmo_hybrid", "FM-PACK-ISOLATION"): (
+        "transformers/models/olmo_hybrid/modeling_olmo_hybrid.py:724 — the gated-delta-net layer (and its causal "
+        "conv1d) scans the whole row with one recurrent state; cu_seqlens comes only from a cu_seq_lens_q kwarg, "
+        "is never derived from position_ids, and a 4D mask cannot reset the state."
+    ),
+    ("qwen3_5", "FM-PACK-ISOLATION"): (
+        "transformers/models/qwen3_5/modeling_qwen3_5.py:632 — the gated-delta-net layer (and its causal conv1d) "
+        "scans the whole row with one recurrent state; cu_seqlens comes only from a cu_seq_lens_q kwarg, is never "
+        "derived from position_ids, and a 4D mask cannot reset the state."
+    ),
+    ("qwen3_5_text", "FM-PACK-ISOLATION"): (
+        "transformers/models/qwen3_5/modeling_qwen3_5.py:632 — the gated-delta-net layer (and its causal conv1d) "
+        "scans the whole row with one recurrent state; cu_seqlens comes only from a cu_seq_lens_q kwarg, is never "
+        "derived from position_ids, and a 4D mask cannot reset the state."
+    ),
+    ("qwen3_5_moe", "FM-PACK-ISOLATION"): (
+        "transformers/models/qwen3_5_moe/modeling_qwen3_5_moe.py:649 — the gated-delta-net layer (and its causal "
+        "conv1d) scans the whole row with one recurrent state; cu_seqlens comes only from a cu_seq_lens_q kwarg, "
+        "is never derived from position_ids, and a 4D mask cannot reset the state."
+    ),
+    ("qwen3_5_moe_text", "FM-PACK-ISOLATION"): (
+        "transformers/models/qwen3_5_moe/modeling_qwen3_5_moe.py:649 — the gated-delta-net layer (and its causal "
+        "conv1d) scans the whole row with one recurrent state; cu_seqlens comes only from a cu_seq_lens_q kwarg, "
+        "is never derived from position_ids, and a 4D mask cannot reset the state."
+    ),
+    ("minicpmv4_6", "FM-PACK-ISOLATION"): (
+        "transformers/models/qwen3_5/modeling_qwen3_5.py:632 (text model is qwen3_5_text, "
+        "minicpmv4_6/configuration_minicpmv4_6.py:88) — the gated-delta-net layer (and its causal conv1d) scans "
+        "the whole row with one recurrent state; cu_seqlens comes only from a cu_seq_lens_q kwarg, is never "
+        "derived from position_ids, and a 4D mask cannot reset the state."
+    ),
+    ("minicpm_ocr", "FM-PACK-ISOLATION"): (
+        "transformers/models/qwen3_5/modeling_qwen3_5.py:632 (text model is qwen3_5_text, "
+        "minicpm_ocr/configuration_minicpm_ocr.py:81) — the gated-delta-net layer (and its causal conv1d) scans "
+        "the whole row with one recurrent state; cu_seqlens comes only from a cu_seq_lens_q kwarg, is never "
+        "derived from position_ids, and a 4D mask cannot reset the state."
+    ),
+    ("minicpmv4_7", "FM-PACK-ISOLATION"): (
+        "transformers/models/qwen3_5/modeling_qwen3_5.py:632 (text model is qwen3_5_text, "
+        "minicpmv4_7/configuration_minicpmv4_7.py:100) — the gated-delta-net layer (and its causal conv1d) scans "
+        "the whole row with one recurrent state; cu_seqlens comes only from a cu_seq_lens_q kwarg, is never "
+        "derived from position_ids, and a 4D mask cannot reset the state."
+    ),
+    ("lfm2_moe", "FM-PACK-ISOLATION"): (
+        "transformers/models/lfm2_moe/modeling_lfm2_moe.py:459 — the short-conv layer convolves the whole row "
+        "(kernel spans sample boundaries); seq_idx arrives only as an explicit kwarg and is never derived from "
+        "position_ids, and a 4D mask cannot cut the convolution."
+    ),
+    ("lfm3", "FM-PACK-ISOLATION"): (
+        "transformers/models/lfm3/modeling_lfm3.py:401 — the short-conv layer convolves the whole row (kernel "
+        "spans sample boundaries); seq_idx arrives only as an explicit kwarg and is never derived from "
+        "position_ids, and a 4D mask cannot cut the convolution."
+    ),
+    ("lfm3_vl", "FM-PACK-ISOLATION"): (
+        "transformers/models/lfm3/modeling_lfm3.py:401 (text model is lfm3, lfm3_vl/configuration_lfm3_vl.py:67) "
+        "— the short-conv layer convolves the whole row (kernel spans sample boundaries); seq_idx arrives only as "
+        "an explicit kwarg and is never derived from position_ids, and a 4D mask cannot cut the convolution."
+    ),
+    ("mamba", "FM-PACK-ISOLATION"): (
+        "transformers/models/mamba/modeling_mamba.py:461 — the Mamba mixer runs causal_conv1d_fn and "
+        "mamba_selective_scan over the whole row with one state; no sequence boundaries are derived from "
+        "position_ids, and a 4D mask cannot reset the SSM state."
+    ),
+    ("falcon_mamba", "FM-PACK-ISOLATION"): (
+        "transformers/models/falcon_mamba/modeling_falcon_mamba.py:499 — the Mamba mixer runs causal_conv1d_fn "
+        "and mamba_selective_scan over the whole row with one state; no sequence boundaries are derived from "
+        "position_ids, and a 4D mask cannot reset the SSM state."
+    ),
+    ("jamba", "FM-PACK-ISOLATION"): (
+        "transformers/models/jamba/modeling_jamba.py:601 — the Mamba mixer runs causal_conv1d_fn and "
+        "mamba_selective_scan over the whole row with one state; no sequence boundaries are derived from "
+        "position_ids, and a 4D mask cannot reset the SSM state."
+    ),
+    ("zamba", "FM-PACK-ISOLATION"): (
+        "transformers/models/zamba/modeling_zamba.py:586 — the Mamba mixer scans the whole row with one state; "
+        "seq_idx reaches only the conv (:526) and only as an explicit kwarg, never derived from position_ids; a "
+        "4D mask cannot reset the state."
+    ),
+    ("mamba2", "FM-PACK-ISOLATION"): (
+        "transformers/models/mamba2/modeling_mamba2.py:577 — the Mamba-2 mixer runs causal_conv1d_fn and "
+        "mamba2_chunk_scan over the whole row with one state; no seq_idx is derived from position_ids, and a 4D "
+        "mask cannot reset the SSM state."
+    ),
+    ("bamba", "FM-PACK-ISOLATION"): (
+        "transformers/models/bamba/modeling_bamba.py:773 — the Mamba-2 mixer runs causal_conv1d_fn and "
+        "mamba2_chunk_scan over the whole row with one state; no seq_idx is derived from position_ids, and a 4D "
+        "mask cannot reset the SSM state."
+    ),
+    ("zamba2", "FM-PACK-ISOLATION"): (
+        "transformers/models/zamba2/modeling_zamba2.py:839 — the Mamba-2 mixer runs causal_conv1d_fn and "
+        "mamba2_chunk_scan over the whole row with one state; no seq_idx is derived from position_ids, and a 4D "
+        "mask cannot reset the SSM state."
+    ),
+    ("falcon_h1", "FM-PACK-ISOLATION"): (
+        "transformers/models/falcon_h1/modeling_falcon_h1.py:792 — the Mamba-2 mixer runs causal_conv1d_fn and "
+        "mamba2_chunk_scan over the whole row with one state; no seq_idx is derived from position_ids, and a 4D "
+        "mask cannot reset the SSM state."
+    ),
+    ("nemotron_h", "FM-PACK-ISOLATION"): (
+        "transformers/models/nemotron_h/modeling_nemotron_h.py:584 — the Mamba-2 mixer runs causal_conv1d_fn and "
+        "mamba2_chunk_scan over the whole row with one state; no seq_idx is derived from position_ids, and a 4D "
+        "mask cannot reset the SSM state."
+    ),
+    ("granitemoehybrid", "FM-PACK-ISOLATION"): (
+        "transformers/models/granitemoehybrid/modeling_granitemoehybrid.py:694 — the Mamba-2 mixer runs "
+        "causal_conv1d_fn and mamba2_chunk_scan over the whole row with one state; no seq_idx is derived from "
+        "position_ids, and a 4D mask cannot reset the SSM state."
+    ),
+    # --- FM-CCE-MATH: encoder-decoder families used as decoder-only -----------------------------------------
+    ("bart", "FM-CCE-MATH"): (
+        "transformers/models/bart/modeling_bart.py:1299 — the ForCausalLM loss is CrossEntropy(logits, labels) "
+        "with no shift, so position t is trained to predict token t (copy) instead of token t+1."
+    ),
+    ("mbart", "FM-CCE-MATH"): (
+        "transformers/models/mbart/modeling_mbart.py:1372 — the ForCausalLM loss is CrossEntropy(logits, labels) "
+        "with no shift, so position t is trained to predict token t (copy) instead of token t+1."
+    ),
+    ("blenderbot", "FM-CCE-MATH"): (
+        "transformers/models/blenderbot/modeling_blenderbot.py:1002 — the ForCausalLM loss is "
+        "CrossEntropy(logits, labels) with no shift, so position t is trained to predict token t (copy) instead "
+        "of token t+1."
+    ),
+    ("blenderbot-small", "FM-CCE-MATH"): (
+        "transformers/models/blenderbot_small/modeling_blenderbot_small.py:966 — the ForCausalLM loss is "
+        "CrossEntropy(logits, labels) with no shift, so position t is trained to predict token t (copy) instead "
+        "of token t+1."
+    ),
+    ("pegasus", "FM-CCE-MATH"): (
+        "transformers/models/pegasus/modeling_pegasus.py:1124 — the ForCausalLM loss is CrossEntropy(logits, "
+        "labels) with no shift, so position t is trained to predict token t (copy) instead of token t+1."
+    ),
+    ("plbart", "FM-CCE-MATH"): (
+        "transformers/models/plbart/modeling_plbart.py:1135 — the ForCausalLM loss is CrossEntropy(logits, "
+        "labels) with no shift, so position t is trained to predict token t (copy) instead of token t+1."
+    ),
+    ("mvp", "FM-CCE-MATH"): (
+        "transformers/models/mvp/modeling_mvp.py:1611 — the ForCausalLM loss is CrossEntropy(logits, labels) with "
+        "no shift, so position t is trained to predict token t (copy) instead of token t+1."
+    ),
+    ("bigbird_pegasus", "FM-CCE-MATH"): (
+        "transformers/models/bigbird_pegasus/modeling_bigbird_pegasus.py:2370 — the ForCausalLM loss is "
+        "CrossEntropy(logits, labels) with no shift, so position t is trained to predict token t (copy) instead "
+        "of token t+1."
+    ),
+    ("marian", "FM-CCE-MATH"): (
+        "transformers/models/marian/modeling_marian.py:1099 — the ForCausalLM loss is CrossEntropy(logits, "
+        "labels) with no shift, so position t is trained to predict token t (copy) instead of token t+1."
+    ),
+    ("trocr", "FM-CCE-MATH"): (
+        "transformers/models/trocr/modeling_trocr.py:769 — the ForCausalLM loss is CrossEntropy(logits, labels) "
+        "with no shift, so position t is trained to predict token t (copy) instead of token t+1."
+    ),
+    ("cpmant", "FM-CCE-MATH"): (
+        "transformers/models/cpmant/modeling_cpmant.py:765 — the ForCausalLM loss is CrossEntropy(logits, labels) "
+        "with no shift, so position t is trained to predict token t (copy) instead of token t+1."
+    ),
+    # --- FM-TRAIN-LOSS: the same unshifted loss line --------------------------------------------------------
+    ("bart", "FM-TRAIN-LOSS"): (
+        "transformers/models/bart/modeling_bart.py:1299 — the ForCausalLM loss is CrossEntropy(logits, labels) "
+        "with no shift, so position t is trained to predict token t (copy) instead of token t+1."
+    ),
+    ("mbart", "FM-TRAIN-LOSS"): (
+        "transformers/models/mbart/modeling_mbart.py:1372 — the ForCausalLM loss is CrossEntropy(logits, labels) "
+        "with no shift, so position t is trained to predict token t (copy) instead of token t+1."
+    ),
+    ("blenderbot", "FM-TRAIN-LOSS"): (
+        "transformers/models/blenderbot/modeling_blenderbot.py:1002 — the ForCausalLM loss is "
+        "CrossEntropy(logits, labels) with no shift, so position t is trained to predict token t (copy) instead "
+        "of token t+1."
+    ),
+    ("blenderbot-small", "FM-TRAIN-LOSS"): (
+        "transformers/models/blenderbot_small/modeling_blenderbot_small.py:966 — the ForCausalLM loss is "
+        "CrossEntropy(logits, labels) with no shift, so position t is trained to predict token t (copy) instead "
+        "of token t+1."
+    ),
+    ("pegasus", "FM-TRAIN-LOSS"): (
+        "transformers/models/pegasus/modeling_pegasus.py:1124 — the ForCausalLM loss is CrossEntropy(logits, "
+        "labels) with no shift, so position t is trained to predict token t (copy) instead of token t+1."
+    ),
+    ("plbart", "FM-TRAIN-LOSS"): (
+        "transformers/models/plbart/modeling_plbart.py:1135 — the ForCausalLM loss is CrossEntropy(logits, "
+        "labels) with no shift, so position t is trained to predict token t (copy) instead of token t+1."
+    ),
+    ("mvp", "FM-TRAIN-LOSS"): (
+        "transformers/models/mvp/modeling_mvp.py:1611 — the ForCausalLM loss is CrossEntropy(logits, labels) with "
+        "no shift, so position t is trained to predict token t (copy) instead of token t+1."
+    ),
+    ("bigbird_pegasus", "FM-TRAIN-LOSS"): (
+        "transformers/models/bigbird_pegasus/modeling_bigbird_pegasus.py:2370 — the ForCausalLM loss is "
+        "CrossEntropy(logits, labels) with no shift, so position t is trained to predict token t (copy) instead "
+        "of token t+1."
+    ),
+    ("marian", "FM-TRAIN-LOSS"): (
+        "transformers/models/marian/modeling_marian.py:1099 — the ForCausalLM loss is CrossEntropy(logits, "
+        "labels) with no shift, so position t is trained to predict token t (copy) instead of token t+1."
+    ),
+    ("trocr", "FM-TRAIN-LOSS"): (
+        "transformers/models/trocr/modeling_trocr.py:769 — the ForCausalLM loss is CrossEntropy(logits, labels) "
+        "with no shift, so position t is trained to predict token t (copy) instead of token t+1."
+    ),
+    ("cpmant", "FM-TRAIN-LOSS"): (
+        "transformers/models/cpmant/modeling_cpmant.py:765 — the ForCausalLM loss is CrossEntropy(logits, labels) "
+        "with no shift, so position t is trained to predict token t (copy) instead of token t+1."
+    ),
+    # --- FM-LORA-UNSUPPORTED --------------------------------------------------------------------------------
+    ("llama4", "FM-LORA-UNSUPPORTED"): (
+        "transformers/models/llama4/modeling_llama4.py:141 — Llama4Router subclasses nn.Linear, so all-linear "
+        "LoRA wraps it, but its forward returns a tuple (:152) that LoRA then adds a tensor to "
+        "(peft/tuners/lora/layer.py:1102)."
+    ),
+    ("phimoe", "FM-LORA-UNSUPPORTED"): (
+        "transformers/models/phimoe/modeling_phimoe.py:463 — PhimoeTopKRouter subclasses nn.Linear, so all-linear "
+        "LoRA wraps it, but its forward returns a 3-tuple (:480) that LoRA then adds a tensor to "
+        "(peft/tuners/lora/layer.py:1102)."
+    ),
+    ("mamba", "FM-LORA-UNSUPPORTED"): (
+        "peft/tuners/tuners_utils.py:160 — _check_lora_target_modules_mamba raises for LoRA on out_proj/conv1d "
+        "when model_type is mamba (one of the mamba model types at :152)."
+    ),
+    ("mamba2", "FM-LORA-UNSUPPORTED"): (
+        "peft/tuners/tuners_utils.py:160 — _check_lora_target_modules_mamba raises for LoRA on out_proj/conv1d "
+        "when model_type is mamba2 (one of the mamba model types at :152)."
+    ),
+    ("falcon_mamba", "FM-LORA-UNSUPPORTED"): (
+        "peft/tuners/tuners_utils.py:160 — _check_lora_target_modules_mamba raises for LoRA on out_proj/conv1d "
+        "when model_type is falcon_mamba (one of the mamba model types at :152)."
+    ),
+    ("falcon_h1", "FM-LORA-UNSUPPORTED"): (
+        "peft/tuners/tuners_utils.py:160 — _check_lora_target_modules_mamba raises for LoRA on out_proj/conv1d "
+        "when model_type is falcon_h1 (one of the mamba model types at :152)."
+    ),
+    ("nemotron_h", "FM-LORA-UNSUPPORTED"): (
+        "peft/tuners/tuners_utils.py:160 — _check_lora_target_modules_mamba raises for LoRA on out_proj/conv1d "
+        "when model_type is nemotron_h (one of the mamba model types at :152)."
+    ),
+    # --- ATTN001 FM-MODEL-FORWARD: a text-only input_ids + labels call cannot run ---------------------------
+    ("blip", "FM-MODEL-FORWARD"): (
+        "transformers/models/blip/modeling_blip.py:798 — BlipForConditionalGeneration.forward takes pixel_values "
+        "as a required argument and always runs the vision model on it (:828), so a text-only call fails."
+    ),
+    ("blip-2", "FM-MODEL-FORWARD"): (
+        "transformers/models/blip_2/modeling_blip_2.py:1589 — Blip2ForConditionalGeneration.forward takes "
+        "pixel_values as a required argument and always encodes it via get_image_features (:1680), so a text-only "
+        "call fails."
+    ),
+    ("instructblip", "FM-MODEL-FORWARD"): (
+        "transformers/models/instructblip/modeling_instructblip.py:1177 — forward requires pixel_values and "
+        "qformer_input_ids (no defaults), so a text-only call fails."
+    ),
+    ("instructblipvideo", "FM-MODEL-FORWARD"): (
+        "transformers/models/instructblipvideo/modeling_instructblipvideo.py:1123 — forward requires pixel_values "
+        "and qformer_input_ids (no defaults), so a text-only call fails."
+    ),
+    ("kosmos-2", "FM-MODEL-FORWARD"): (
+        "transformers/models/kosmos2/modeling_kosmos2.py:1612 — Kosmos2ForConditionalGeneration.forward raises "
+        "when neither pixel_values nor image_embeds is given."
+    ),
+    ("idefics", "FM-MODEL-FORWARD"): (
+        "transformers/models/idefics/modeling_idefics.py:955 — IdeficsModel.forward raises unless exactly one of "
+        "pixel_values, image_encoder_embeddings or perceiver_embeddings is given."
+    ),
+    ("pix2struct", "FM-MODEL-FORWARD"): (
+        "transformers/models/pix2struct/modeling_pix2struct.py:1282 — the encoder always runs on "
+        "flattened_patches (input_ids is not a parameter), and the vision encoder raises when they are None "
+        "(:462)."
+    ),
+    ("git", "FM-MODEL-FORWARD"): (
+        "transformers/models/git/modeling_git.py:1082 — the loss always drops the first image_patch_tokens logits "
+        "(:1079) even without pixel_values, so text-only logits and labels[:, 1:] no longer line up."
+    ),
+    ("musicgen", "FM-MODEL-FORWARD"): (
+        "transformers/models/musicgen/modeling_musicgen.py:495 — input_ids must be (batch*num_codebooks, seq) and "
+        "labels (batch, seq, num_codebooks) (:746), so plain text token ids and labels do not fit."
+    ),
+    ("udop", "FM-MODEL-FORWARD"): (
+        "transformers/models/udop/modeling_udop.py:1219 — the encoder always computes the 2D layout bias from "
+        "bbox, and the horizontal bias raises when bbox is None (:991)."
+    ),
+    ("xmod", "FM-MODEL-FORWARD"): (
+        "transformers/models/xmod/modeling_xmod.py:734 — XmodModel.forward raises when lang_ids is None and the "
+        "config has no default_language (the default is None)."
+    ),
+}
+
+# Not explained (no line found; left out rather than guessed):
+# - florence2 (FM-MODEL-FORWARD): Florence2ForConditionalGeneration.forward has a text-only path (pixel_values is
+#   optional, florence2/modeling_florence2.py:738; decoder inputs come from shift_tokens_right(labels) at :876);
+#   no line that requires a non-text input was found.
