@@ -1,7 +1,6 @@
 import pytest
 
 from onboard.harness.errors import BadInput
-from onboard.harness.result import ExitCode
 from onboard.harness.spec import ModelSpec, SourceKind
 
 
@@ -26,7 +25,7 @@ def test_kinds(tmp_path):
 def test_bad_input_is_exit_code_2(text):
     with pytest.raises(BadInput) as info:
         ModelSpec.parse(text)
-    assert info.value.exit_code == ExitCode.USAGE_ERROR
+    assert info.value.exit_code == 2
 
 
 def test_folder_without_config_is_bad_input(tmp_path):

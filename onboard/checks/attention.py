@@ -79,12 +79,28 @@ class AttentionCheck(Check):
                     res.message = f"a text-only forward on {kind} fails with every backend tried ({wanted}, eager): {text}"
                 return res
         loss = _loss(model, batch)
+        try:
+            positions = _logit_positions(model, batch)
+        except Exception as exc:  # noqa: BLE001 - the model's own need, not the backend's
+            res.status, res.diagnosis = Status.FAIL, "FM-MODEL-FORWARD"
+            res.message = f"a text-only forward without labels fails: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+            return res
+        if positions < batch["input_ids"].shape[1]:  # the text goes in, no next-token logits come out for it
+            res.status, res.diagnosis = Status.FAIL, "FM-MODEL-FORWARD"
+            res.message = (f"a text-only forward gives logits for {positions} of {batch['input_ids'].shape[1]} "
+                           "positions: the model does not predict the text it is given (an encoder-decoder that "
+                           "feeds text to its encoder)")
+            return res
         if wanted == "eager":
             res.message = f"{wanted} runs (loss {loss:.4f})"
             return res
         base.set_attn_implementation("eager")
         try:
             ref = _loss(model, batch)
+        except Exception as exc:  # noqa: BLE001 - the reference cannot run: nothing to compare against
+            res.measure("loss_eager", "not run", "", f"eager fails: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
+            res.message = f"{wanted} runs (loss {loss:.4f}); eager attention cannot run this model, so not compared"
+            return res
         finally:
             _switch_back(base, wanted)
         rtol = session.threshold("attention.loss_rtol")
@@ -130,6 +146,14 @@ def _packed_row(session) -> dict:
     ids = torch.tensor([[t for ex in two for t in ex.input_ids]], device=session.device)
     positions = torch.tensor([[p for ex in two for p in range(len(ex))]], device=session.device)
     return {"input_ids": ids, "position_ids": positions, "labels": ids}
+
+
+def _logit_positions(model, batch) -> int:
+    import torch
+
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits
+    return logits.shape[1] if logits is not None and logits.dim() == 3 else 0
 
 
 def _loss(model, batch) -> float:

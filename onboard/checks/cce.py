@@ -85,8 +85,15 @@ class CceCheck(Check):
                 res.diagnosis = "FM-CCE-MATH"
                 res.message = f"the fused loss cannot reproduce {cls}'s logits: {text}"
             return res
-        with handle:
-            fused_loss, fused_grads, fused = _loss_and_grads(model, batch)
+        try:
+            with handle:
+                fused_loss, fused_grads, fused = _loss_and_grads(model, batch)
+        except (IndexError, RuntimeError) as exc:  # the model post-processes logits the fused path never makes
+            res.status, res.enables, res.diagnosis = Status.FAIL, None, "FM-CCE-MATH"
+            res.message = (f"the fused loss cannot run on {cls}: its forward works on the logits after the output "
+                           f"layer ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}), which the fused loss "
+                           "never makes")
+            return res
         stats = handle.stats
         rtol = session.threshold("cce.loss_rtol")
         rel = abs(fused_loss - ref_loss) / max(abs(ref_loss), 1e-12)

@@ -39,7 +39,7 @@ class LoadCheck(Check):
         model, tok = session.model, session.tokenizer
         config = model.config
         text = config.get_text_config()
-        rows = model.get_input_embeddings().weight.shape[0]
+        rows = _embedding_rows(model)
         max_id = max(max(ex.input_ids) for ex in session.examples)
         res = self.result(Status.PASS, "")
         res.measure("class", type(model).__name__)
@@ -97,6 +97,18 @@ class LoadCheck(Check):
                 res.status = Status.WARN
                 res.message += "; " + "; ".join(notes)
         return res
+
+
+def _embedding_rows(model) -> int:
+    """Rows of the input embedding; a model without one plain embedding (MusicGen's one per codebook, or none
+    exposed) is measured by its config's vocabulary instead."""
+    try:
+        weight = getattr(model.get_input_embeddings(), "weight", None)
+    except NotImplementedError:
+        weight = None
+    if weight is not None:
+        return weight.shape[0]
+    return int(getattr(model.config.get_text_config(), "vocab_size", 0) or 0)
 
 
 def _group(names: list[str]) -> list[str]:

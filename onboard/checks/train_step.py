@@ -8,7 +8,6 @@ import time
 import torch
 
 from onboard.checks.base import Check, FixAvailability
-from onboard.harness.data import IGNORE
 from onboard.harness.result import Status
 from onboard.patches.base import unwrap
 

@@ -46,7 +46,8 @@ def softcap_candidates(config) -> list[float]:
     found = []
     for cfg in {id(c): c for c in (config, config.get_text_config())}.values():
         for key, value in cfg.to_dict().items():
-            if "logit" in key and "softcap" in key and isinstance(value, (int, float)) and value > 0:
+            flat = key.replace("_", "")  # final_logit_softcapping, output_logit_soft_cap (xLSTM)
+            if "logit" in flat and "softcap" in flat and isinstance(value, (int, float)) and value > 0:
                 found.append(float(value))
     return sorted(set(found))
 

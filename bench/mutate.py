@@ -1,0 +1,262 @@
+"""Mutation run: break one verdict-deciding line at a time and see whether the tests notice.
+
+Each mutation replaces one snippet of onboard's source (it must occur exactly once in its file) in a copy of
+the repository, then runs the tests that should catch it (pytest node ids or -k expressions). A mutation is
+KILLED when those tests fail, SURVIVED when they pass. The score is killed / all. The list is the record of
+what onboard's tests guard: extend it with every new check, patch and report.
+
+Run: python bench/mutate.py [--only ID,ID] [--list FILE.py] [--workers 1]
+  --list FILE.py: mutations from another file (a MUTATIONS list of the same tuples), e.g. ones written by
+  someone who did not write the tests. Prints one line per mutation and the score; exit 1 below --target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    id: str
+    file: str  # relative to the repository root
+    old: str
+    new: str
+    tests: tuple[str, ...]  # pytest arguments: node ids, files, or "-k expr"
+    why: str = ""
+
+
+M = Mutation
+MUTATIONS = [
+    # ---- runner: the fix loop and the verdict ----
+    M("runner-verified-always", "onboard/harness/runner.py",
+      "    verified = after.status is Status.PASS or (after.status is Status.WARN and after.diagnosis != result.diagnosis)",
+      "    verified = True", ("tests/test_verdicts.py::test_a_leak_no_mask_can_close_stays_not_ready",),
+      "a fix is trusted without its re-check passing"),
+    M("runner-keep-unverified", "onboard/harness/runner.py",
+      "    if not verified:  # what did not fix the finding is not left to shape the checks after it\n"
+      "        session.revert_patch(patch.id)", "    pass",
+      ("tests/test_runner.py::test_a_fix_that_does_not_verify_is_taken_back",), "an unverified patch stays applied"),
+    M("runner-unsafe-applied", "onboard/harness/runner.py",
+      "if patch.applicability is Applicability.SAFE or unsafe_fixes:", "if True:",
+      ("tests/test_faults.py::test_unsafe_fix_waits_for_the_flag",), "unsafe patches applied without the flag"),
+    M("runner-no-skip-after-failure", "onboard/harness/runner.py",
+      "        missing = [code for code in check.requires if code in unmet]", "        missing = []",
+      ("tests/test_checks_tiny.py::test_lora_fails_when_targets_match_nothing",), "prerequisites ignored"),
+    M("verdict-error-is-not-ready", "onboard/harness/result.py",
+      "        if any(c.blocking and c.status is Status.FAIL for c in self.checks):",
+      "        if any(c.blocking for c in self.checks):",
+      ("tests/test_checks_tiny.py::test_a_crashing_check_is_an_error_and_the_others_still_run",),
+      "a crash blamed on the model"),
+    M("verdict-fixed-is-ready", "onboard/harness/result.py",
+      "        if any(c.fixed for c in self.checks):\n            return Verdict.READY_WITH_FIXES",
+      "        if False:\n            return Verdict.READY_WITH_FIXES",
+      ("tests/test_cli.py::test_tiny_run_writes_every_report",), "fixes hidden from the verdict"),
+    M("exit-strict-ignored", "onboard/harness/result.py",
+      "        if verdict is Verdict.NOT_READY or (strict and verdict is Verdict.READY_WITH_FIXES):",
+      "        if verdict is Verdict.NOT_READY:", ("tests/test_cli.py::test_strict_and_no_fix_gate",), "--strict ignored"),
+    M("exit-inconclusive-ok", "onboard/harness/result.py",
+      "            return ExitCode.ENVIRONMENT_ERROR\n        if verdict is Verdict.NOT_READY",
+      "            return ExitCode.OK\n        if verdict is Verdict.NOT_READY",
+      ("tests/test_checks_tiny.py::test_a_crashing_check_is_an_error_and_the_others_still_run",),
+      "a crashed run exits 0"),
+    M("exit-enum-renumbered", "onboard/harness/result.py", "    NOT_READY = 1\n", "    NOT_READY = 4\n",
+      ("tests/test_cli.py::test_strict_and_no_fix_gate",), "the documented exit code changes"),
+    M("exit-usage-renumbered", "onboard/harness/result.py", "    USAGE_ERROR = 2 ", "    USAGE_ERROR = 5 ",
+      ("tests/test_cli.py::test_bad_input_is_one_line_and_exit_code",), "bad input no longer exits 2"),
+    # ---- checks ----
+    M("pack-leak-ignored", "onboard/checks/packing.py", "            if leak > tol:", "            if leak > tol * 1e6:",
+      ("tests/test_checks_tiny.py::test_checklist_on_tiny_architectures",), "packing leaks pass"),
+    M("pack-isolation-as-cache", "onboard/checks/packing.py", '        if "no_mask_no_cache" in names:',
+      '        if False:', ("tests/test_verdicts.py::test_a_true_leak_is_fixed_by_the_block_mask",),
+      "a mask-independent leak reported as a cache leak"),
+    M("pack-control-hides", "onboard/checks/packing.py", "            tol = max(floor, factor * control)",
+      "            tol = max(floor, factor * control, 1.0)",
+      ("tests/test_verdicts.py::test_a_true_leak_is_fixed_by_the_block_mask",), "tolerance swamped"),
+    M("cce-loss-branch", "onboard/checks/cce.py", "        if rel > rtol or grad_rel > rtol * 10:",
+      "        if grad_rel > rtol * 10:", ("tests/test_cce.py::test_a_loss_that_differs_only_in_value_is_caught",),
+      "the loss comparison never decides"),
+    M("cce-grad-branch", "onboard/checks/cce.py", "        if rel > rtol or grad_rel > rtol * 10:",
+      "        if rel > rtol:", ("tests/test_cce.py::test_gradients_that_differ_with_an_equal_loss_are_caught",),
+      "the gradient comparison never decides"),
+    M("cce-inactive-ignored", "onboard/checks/cce.py", '            if "ran 0 times" in text:', "            if False:",
+      ("tests/test_faults.py::test_fault_is_found_and_fixed",), "a bypassed output layer reads as math"),
+    M("cce-transform-config", "onboard/patches/cce.py", "    if torch.equal(z, logits):\n        return 1.0, None, 0.0",
+      "    return 1.0, None, 0.0", ("tests/test_verdicts.py::test_fused_loss_follows_the_model_not_its_config_names",),
+      "the measured logit transform is ignored"),
+    M("lora-offpath-as-nograd", "onboard/checks/lora.py", '            paths["off_path"].append(name)',
+      '            paths["detached"].append(name)',
+      ("tests/test_verdicts.py::test_a_pooler_whose_output_never_reaches_the_loss_is_no_finding",),
+      "a pooler reported as a broken adapter"),
+    M("lora-detached-ignored", "onboard/checks/lora.py", '            paths["detached"].append(name)\n',
+      '            paths["off_path"].append(name)\n', ("tests/test_faults.py::test_fault_is_found_and_fixed",),
+      "a detached adapter passes"),
+    M("lora-init-blamed", "onboard/checks/lora.py",
+      'paths["init_blocked" if session.spec.random_weights else "blocked"].append(name)',
+      'paths["blocked"].append(name)', ("tests/test_verdicts.py::test_a_gradient_blocked_by_random_init_is_no_finding",),
+      "random init blamed on the architecture"),
+    M("train-dropout-compared", "onboard/checks/train_step.py", "        if stochastic:\n            loss = eval_loss",
+      "        if False:\n            loss = eval_loss",
+      ("tests/test_verdicts.py::test_dropout_under_any_config_name_is_compared_with_dropout_off",),
+      "dropout read as a packing bug"),
+    M("train-noupdate-ignored", "onboard/checks/train_step.py", "        if changed == 0:", "        if changed < 0:",
+      ("tests/test_runner.py::test_a_step_that_changes_no_adapter_weight_is_caught",), "a frozen adapter passes"),
+    M("ga-ratio-ignored", "onboard/checks/grad_accum.py", "        if rel <= rtol and grad_rel <= rtol * 10:",
+      "        if True:", ("tests/test_faults.py::test_fault_is_found_and_fixed",), "GA loss inflation passes"),
+    M("load-missing-ignored", "onboard/checks/load.py", "        if missing or reshaped:", "        if False:",
+      ("tests/test_faults.py::test_checkpoint_missing_its_head_is_named_at_load",), "a missing head passes LOAD001"),
+    M("loss-random-threshold", "onboard/checks/initial_loss.py", "        if mean >= random_fraction * ln_v:",
+      "        if mean >= 1.1 * ln_v:", ("tests/test_faults.py::test_planted_weight_fault_reads_as_random",),
+      "the random-loss threshold loosened"),
+    M("attn-kernel-blamed", "onboard/checks/attention.py",
+      '                if wanted != "eager" and _runs_with(base, "eager", lambda: _loss(model, inputs)):',
+      "                if True:", ("tests/test_checks_tiny.py::test_forward_that_fails_with_eager_too_is_not_blamed_on_the_backend",),
+      "the backend blamed for the model's forward"),
+    M("attn-fallback-unchecked", "onboard/checks/attention.py", "        if rel > rtol:\n            res.status, res.diagnosis = Status.FAIL, \"FM-ATTN-MISMATCH\"",
+      "        if False:\n            res.status, res.diagnosis = Status.FAIL, \"FM-ATTN-MISMATCH\"",
+      ("tests/test_runner.py::test_a_backend_that_disagrees_with_eager_is_a_mismatch",), "a mismatching backend passes"),
+    # ---- patches ----
+    M("patch-cache-kept", "onboard/patches/packing.py", '            set_attr(handle, config, "use_cache", False)\n\n        def pre_hook',
+      "            pass\n\n        def pre_hook", ("tests/test_checks_tiny.py::test_packing_patch_reverts_cleanly",),
+      "the packing patch leaves the cache on"),
+    M("patch-block-mask-noop", "onboard/patches/packing.py",
+      "            kwargs[\"attention_mask\"] = block_causal_mask(positions, dtype, mask)", "            pass",
+      ("tests/test_verdicts.py::test_a_true_leak_is_fixed_by_the_block_mask",), "the block mask never applied"),
+    M("patch-revert-leaks", "onboard/patches/base.py", "        while self._undo:\n            self._undo.pop()()",
+      "        self._undo.clear()", ("tests/test_faults.py::test_apply_then_revert_leaves_the_model_unchanged",),
+      "revert does nothing"),
+    M("patch-types-ids-missing", "onboard/patches/extra_inputs.py",
+      "                if kwargs.get(name) is None:\n                    kwargs[name] = torch.zeros_like(ids)",
+      "                pass", ("tests/test_faults.py::test_fault_is_found_and_fixed",), "token_type_ids never injected"),
+    M("patch-ga-noop", "onboard/patches/loss_kwargs.py",
+      '        set_attr(handle, unwrap(model), "accepts_loss_kwargs", False)', "        pass",
+      ("tests/test_faults.py::test_fault_is_found_and_fixed",), "the GA patch changes nothing"),
+    # ---- reports ----
+    M("junit-failure-dropped", "onboard/reports/junit.py",
+      "        if r.status is Status.FAIL and (not r.fixed or report.options.get(\"strict\")):",
+      "        if False:", ("tests/test_reports.py::test_every_report_shows_an_unfixed_failure",),
+      "JUnit shows no failure for a NOT_READY run"),
+    M("markdown-verdict-wrong", "onboard/reports/markdown.py", "report.verdict.value", "\"READY\"",
+      ("tests/test_reports.py::test_every_report_shows_an_unfixed_failure",), "the Markdown verdict is wrong"),
+    M("json-patches-all", "onboard/harness/result.py",
+      "        fixes = [c.fix.patch_id for c in self.checks if c.fixed]",
+      "        fixes = [c.fix.patch_id for c in self.checks if c.fix]",
+      ("tests/test_reports.py::test_every_report_shows_an_unfixed_failure",),
+      "an unverified patch listed for training"),
+    # ---- train ----
+    M("train-refuse-ignored", "onboard/cli.py", "            if not force:", "            if False:",
+      ("tests/test_train.py::test_not_ready_model_is_refused_unless_forced",), "a NOT_READY model trains"),
+]
+
+
+# the tests a mutation without its own list runs, by the module it changes (mutations written blind)
+DEFAULT_TESTS = {
+    "onboard/checks/packing.py": ("tests/test_verdicts.py", "tests/test_checks_tiny.py"),
+    "onboard/checks/cce.py": ("tests/test_cce.py", "tests/test_verdicts.py", "tests/test_faults.py"),
+    "onboard/checks/lora.py": ("tests/test_verdicts.py", "tests/test_faults.py", "tests/test_checks_tiny.py"),
+    "onboard/checks/train_step.py": ("tests/test_verdicts.py", "tests/test_runner.py", "tests/test_faults.py"),
+    "onboard/checks/grad_accum.py": ("tests/test_faults.py",),
+    "onboard/checks/attention.py": ("tests/test_runner.py", "tests/test_checks_tiny.py", "tests/test_faults.py"),
+    "onboard/checks/load.py": ("tests/test_faults.py", "tests/test_checks_tiny.py"),
+    "onboard/checks/initial_loss.py": ("tests/test_faults.py", "tests/test_gguf.py"),
+    "onboard/harness/runner.py": ("tests/test_runner.py", "tests/test_checks_tiny.py", "tests/test_faults.py"),
+    "onboard/harness/result.py": ("tests/test_result.py", "tests/test_cli.py", "tests/test_reports.py"),
+    "onboard/patches/": ("tests/test_faults.py", "tests/test_verdicts.py", "tests/test_checks_tiny.py"),
+    "onboard/reports/": ("tests/test_reports.py", "tests/test_cli.py", "tests/test_html.py"),
+    "onboard/fixtures/tiny.py": ("tests/test_tiny.py",),
+    "onboard/cli.py": ("tests/test_cli.py", "tests/test_reports.py"),
+}
+
+
+def tests_for(m: Mutation) -> tuple[str, ...]:
+    if m.tests:
+        return m.tests
+    return next((tests for prefix, tests in DEFAULT_TESTS.items() if m.file.startswith(prefix)), ("tests",))
+
+
+def _apply(copy: Path, m: Mutation) -> None:
+    path = copy / m.file
+    text = path.read_text()
+    count = text.count(m.old)
+    if count != 1:
+        raise ValueError(f"{m.id}: the snippet occurs {count} times in {m.file}")
+    path.write_text(text.replace(m.old, m.new))
+
+
+def _copy_repo(dest: Path) -> None:
+    for name in ("onboard", "tests", "bench", "pyproject.toml"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+
+
+def run(m: Mutation, timeout: float) -> tuple[str, float, str]:
+    with tempfile.TemporaryDirectory(prefix=f"mutant-{m.id}-") as tmp:
+        copy = Path(tmp)
+        _copy_repo(copy)
+        _apply(copy, m)
+        args = []
+        for t in tests_for(m):
+            args += t.split(" ", 1) if t.startswith("-k ") else [t]
+        env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
+        start = time.perf_counter()
+        try:
+            done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *args],
+                                  cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return "TIMEOUT", time.perf_counter() - start, ""
+        seconds = time.perf_counter() - start
+        tail = (done.stdout.strip().splitlines() or [""])[-1]
+        if "no tests ran" in tail or done.returncode in (4, 5):
+            return "BROKEN", seconds, tail  # the named tests do not exist: the list is out of date
+        return ("KILLED" if done.returncode != 0 else "SURVIVED"), seconds, tail
+
+
+def _load(path: Path) -> list[Mutation]:
+    spec = importlib.util.spec_from_file_location("extra_mutations", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return [m if isinstance(m, Mutation) else Mutation(*m) for m in module.MUTATIONS]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=None)
+    parser.add_argument("--list", type=Path, default=None)
+    parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--target", type=float, default=0.9)
+    args = parser.parse_args()
+    mutations = _load(args.list) if args.list else MUTATIONS
+    if args.only:
+        wanted = set(args.only.split(","))
+        mutations = [m for m in mutations if m.id in wanted]
+    results = []
+    for m in mutations:
+        outcome, seconds, tail = run(m, args.timeout)
+        results.append((m, outcome))
+        print(f"{outcome:9} {seconds:6.1f} s  {m.id:30} {m.why}  [{tail[:80]}]", flush=True)
+    judged = [o for _, o in results if o in ("KILLED", "SURVIVED")]
+    killed = judged.count("KILLED")
+    score = killed / len(judged) if judged else 0.0
+    print(f"\nscore {killed}/{len(judged)} = {score:.0%} killed"
+          + (f"; {len(results) - len(judged)} not judged (BROKEN/TIMEOUT)" if len(judged) < len(results) else ""))
+    for m, o in results:
+        if o != "KILLED":
+            print(f"  {o}: {m.id} ({m.file}): {m.why}")
+    return 0 if score >= args.target else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
