@@ -110,7 +110,7 @@ MUTATIONS = [
       ("tests/test_verdicts.py::test_dropout_under_any_config_name_is_compared_with_dropout_off",),
       "dropout read as a packing bug"),
     M("train-noupdate-ignored", "onboard/checks/train_step.py", "        if changed == 0:", "        if changed < 0:",
-      ("tests/test_runner.py::test_a_step_that_changes_no_adapter_weight_is_caught",), "a frozen adapter passes"),
+      ("tests/test_faults.py::test_fault_is_found_and_fixed",), "a frozen adapter passes"),
     M("ga-ratio-ignored", "onboard/checks/grad_accum.py", "        if rel <= rtol and grad_rel <= rtol * 10:",
       "        if True:", ("tests/test_faults.py::test_fault_is_found_and_fixed",), "GA loss inflation passes"),
     M("load-missing-ignored", "onboard/checks/load.py", "        if missing or reshaped:", "        if False:",

@@ -132,7 +132,7 @@ def test_load_fails_on_a_tokenizer_without_merges():
     state["model"]["merges"] = []
     session.tokenizer._tokenizer = Tokenizer.from_str(json.dumps(state))
     chats = read_chats(session.data_path)
-    session.examples = [tokenize_chat(session.tokenizer, c, session.chat_template, 1024) for c in chats]
+    session.set_examples([tokenize_chat(session.tokenizer, c, session.chat_template, 1024) for c in chats])
     load = run_checks(session, [LoadCheck]).checks[0]
     assert load.status is Status.FAIL and load.diagnosis == "FM-LOAD-TOKENIZER", load.message
 

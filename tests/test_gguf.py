@@ -74,8 +74,7 @@ def test_base_model_with_chat_template_reads_as_untrained_template_tokens(gemma_
     from onboard.harness.data import read_chats, tokenize_chat
 
     chats = read_chats(gemma_session.data_path)
-    gemma_session.examples = [tokenize_chat(gemma_session.tokenizer, c, GEMMA_TEMPLATE, 1024) for c in chats]
-    gemma_session._reference = None
+    gemma_session.set_examples([tokenize_chat(gemma_session.tokenizer, c, GEMMA_TEMPLATE, 1024) for c in chats])
     loss = run_checks(gemma_session, [InitialLossCheck]).checks[0]
     assert loss.measurements["loss_template"].value > 3 * loss.measurements["loss_content"].value
     assert loss.status is Status.WARN and loss.diagnosis == "FM-LOSS-TEMPLATE", loss.message

@@ -15,7 +15,9 @@ def test_verdicts_and_exit_codes():
     assert report(check(Status.PASS), check(Status.WARN), check(Status.SKIP)).verdict is Verdict.READY
     assert report(check(Status.PASS), fixed).verdict is Verdict.READY_WITH_FIXES
     assert report(fixed, unfixed).verdict is Verdict.NOT_READY
-    assert report(check(Status.ERROR)).verdict is Verdict.NOT_READY
+    assert report(check(Status.ERROR)).verdict is Verdict.INCONCLUSIVE  # a crash says nothing of the model
+    assert report(check(Status.ERROR), unfixed).verdict is Verdict.NOT_READY  # a finding still does
+    assert report(check(Status.ERROR)).exit_code() == 3
     assert report(fixed).exit_code() == 0
     assert report(fixed).exit_code(strict=True) == 1
     assert report(unfixed).exit_code() == 1

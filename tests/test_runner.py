@@ -2,7 +2,7 @@
 a training step that changes nothing is caught, a backend that disagrees with eager attention is caught."""
 
 from conftest import by_code, make_session, run_all
-from onboard.checks import AttentionCheck, LoadCheck, LoraCheck, TrainStepCheck
+from onboard.checks import AttentionCheck, LoadCheck, LoraCheck
 from onboard.harness.result import Status, Verdict
 from onboard.harness.runner import run_checks
 
@@ -19,32 +19,34 @@ def test_a_fix_that_does_not_verify_is_taken_back():
     assert train.diagnosis != "FM-TRAIN-STEP", train.message
 
 
-def test_a_step_that_changes_no_adapter_weight_is_caught():
-    """LoRA only on BigBird's pooler, whose output never reaches the loss: LORA001 lets it pass (no adapter is
-    broken), and the real training step then changes no weight: FM-TRAIN-NOUPDATE."""
+def test_lora_on_modules_the_loss_never_sees_is_caught():
+    """LoRA only on BigBird's pooler, whose output never reaches the loss: no adapter can learn anything."""
     session = make_session("tiny:big_bird", lora_targets=["pooler"])
-    checks = by_code(run_checks(session, [LoadCheck, LoraCheck, TrainStepCheck]))
-    assert checks["LORA001"].status is Status.PASS and checks["LORA001"].measurements["adapters_off_loss_path"].value == 1
-    train = checks["TRAIN001"]
-    assert train.status is Status.FAIL and train.diagnosis == "FM-TRAIN-NOUPDATE", train.message
+    lora = by_code(run_checks(session, [LoadCheck, LoraCheck]))["LORA001"]
+    assert lora.status is Status.FAIL and lora.diagnosis == "FM-LORA-NOGRAD", lora.message
+    assert "no adapter" in lora.message
 
 
-def _wrong_scale_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
-    """sdpa with the softmax scale doubled: a kernel that runs and is wrong."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+def _non_causal_attention(module, query, key, value, attention_mask, **kwargs):
+    """sdpa that drops the causal mask (a kernel called without causal=True): it runs, and every position
+    sees the tokens after it."""
+    import torch.nn.functional as F
 
-    return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=(scaling or 1.0) * 2, **kwargs)
+    key = key.repeat_interleave(query.shape[1] // key.shape[1], dim=1)
+    value = value.repeat_interleave(query.shape[1] // value.shape[1], dim=1)
+    out = F.scaled_dot_product_attention(query, key, value, is_causal=False, scale=kwargs.get("scaling"))
+    return out.transpose(1, 2).contiguous(), None
 
 
 def test_a_backend_that_disagrees_with_eager_is_a_mismatch():
-    """A kernel registered through transformers' attention interface that scales its scores wrongly:
-    ATTN001 compares it with eager attention and reports FM-ATTN-MISMATCH, with no patch."""
+    """A kernel registered through transformers' attention interface that ignores the causal mask: ATTN001
+    compares it with eager attention and reports FM-ATTN-MISMATCH, with no patch."""
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
-    AttentionInterface.register("sdpa_wrong_scale", _wrong_scale_attention)
-    ALL_MASK_ATTENTION_FUNCTIONS.register("sdpa_wrong_scale", sdpa_mask)
-    session = make_session("tiny:llama", attn="sdpa_wrong_scale")
+    AttentionInterface.register("sdpa_non_causal", _non_causal_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register("sdpa_non_causal", sdpa_mask)
+    session = make_session("tiny:llama", attn="sdpa_non_causal")
     attn = by_code(run_checks(session, [LoadCheck, AttentionCheck]))["ATTN001"]
     assert attn.status is Status.FAIL and attn.diagnosis == "FM-ATTN-MISMATCH", attn.message
     assert attn.proposed_patch is None and attn.measurements["loss_rel_diff"].value > 1e-3

@@ -159,6 +159,11 @@ class LoraCheck(Check):
                  for n in paths["init_blocked"]})
         summary = (f"{len(wrapped)} modules wrapped ({', '.join(f'{g} {c}' for g, c in sorted(groups.items()))}), "
                    f"{trainable / 1e6:.2f}M trainable params")
+        if not paths["ok"] and not missing:
+            res.status, res.diagnosis = Status.FAIL, "FM-LORA-NOGRAD"
+            res.message = (f"no adapter gets a gradient: the loss depends on none of the {len(wrapped)} wrapped modules "
+                           "(targets that miss the text path), so training would change nothing")
+            return res
         if missing:
             res.status, res.diagnosis = Status.FAIL, "FM-LORA-NOGRAD"
             why = {"disconnected": "its module's output gets a gradient, the adapter none",
@@ -256,7 +261,8 @@ def _gradient_paths(peft_model, wrapped, session) -> dict[str, list[str]]:
     finally:
         for hook in hooks:
             hook.remove()
-    out.loss.backward()
+    if out.loss.requires_grad:  # no adapter on the path of the loss: nothing to differentiate
+        out.loss.backward()
     loss = out.loss.detach()
     paths: dict[str, list[str]] = {k: [] for k in ("ok", "not_run", "off_path", "init_blocked", "blocked", "detached",
                                                    "disconnected")}

@@ -40,7 +40,8 @@ class TrainStepCheck(Check):
     Failure modes:
     FM-INPUT-EXTRA (a training forward requires token_type_ids / mm_token_type_ids that text-only data
     lacks), FM-TRAIN-STEP (any other error of a real training step), FM-TRAIN-NOUPDATE (the adapter did
-    not change), FM-TRAIN-LOSS (the packed training loss is not the samples' loss).
+    not change, or the training loss depends on no adapter: a train-mode path that bypasses the wrapped
+    modules), FM-TRAIN-LOSS (the packed training loss is not the samples' loss).
 
     Fix:
     inputs.token_type_ids (safe): inject all-zero type ids that the forward is found to require, by
@@ -85,6 +86,10 @@ class TrainStepCheck(Check):
             res.evidence["error"] = text
             if _names_missing_input(exc, unwrap(model)):
                 res.diagnosis, res.proposed_patch = "FM-INPUT-EXTRA", "inputs.token_type_ids"
+            elif "does not require grad" in str(exc):  # torch: the training loss depends on no trainable weight
+                res.diagnosis = "FM-TRAIN-NOUPDATE"
+                res.message = ("the training step's loss depends on no adapter: in train mode the model does not "
+                               f"call the modules LoRA wrapped (a fused training path), so nothing updates ({text})")
             else:
                 res.diagnosis = "FM-TRAIN-STEP"
             return res

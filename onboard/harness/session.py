@@ -99,6 +99,11 @@ class ModelSession:
         self.examples: list[Example] = self.tokenize(chats)
         self.timings["tokenize"] = time.perf_counter() - start
 
+    def set_examples(self, examples: list[Example]) -> None:
+        """Replace the data the checks run on; what was computed on the old data is dropped."""
+        self.examples = examples
+        self._reference = {}
+
     def tokenize(self, chats: list[list[dict[str, str]]]) -> list[Example]:
         """Chats as the checks and training see them: this session's template, labels and max_length."""
         template = self.chat_template or FALLBACK_TEMPLATE
