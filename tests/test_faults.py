@@ -45,7 +45,8 @@ def test_planted_weight_fault_reads_as_random():
     report = run_all(make_session("fault:loss-random"), fix=False)
     loss = by_code(report)["LOSS001"]
     assert loss.status is Status.FAIL and loss.diagnosis == "FM-LOSS-RANDOM"
-    assert loss.measurements["loss_over_ln_vocab"].value >= 0.8
+    # 0.96 x ln V: above the 0.8 threshold and below 1.0, so a threshold moved to 1.0 or 1.1 lets it pass
+    assert 0.8 <= loss.measurements["loss_over_ln_vocab"].value < 1.0
 
 
 def test_unsafe_fix_waits_for_the_flag():

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from conftest import by_code, make_session
 from onboard.checks import InitialLossCheck, LoadCheck
@@ -37,19 +36,6 @@ def test_gguf_conversion_drops_the_quantizer(smollm2_report):
     session = make_session("smollm2")  # loads the cached folder
     assert getattr(session.model, "hf_quantizer", None) is None
     assert session.timings["model_load"] < 20
-
-
-def test_shuffled_weights_read_as_random():
-    """FM-LOSS-RANDOM: every o_proj shuffled (measured 11.8 nats on SmolLM2 in FAILURE_MODES)."""
-    session = make_session("smollm2")
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for layer in session.model.model.layers:
-            w = layer.self_attn.o_proj.weight
-            w.copy_(w.flatten()[torch.randperm(w.numel(), generator=gen)].view_as(w))
-    loss = run_checks(session, [LoadCheck, InitialLossCheck]).checks[1]
-    assert loss.status is Status.FAIL and loss.diagnosis == "FM-LOSS-RANDOM"
-    assert loss.measurements["loss_over_ln_vocab"].value >= 0.8
 
 
 def test_gemma_tokenizer_is_rebuilt_and_loss_is_pretrained(gemma_session):

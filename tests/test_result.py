@@ -31,3 +31,11 @@ def test_json_round_trip_keeps_everything():
     data = r.to_dict()
     assert data["patches"] == ["packing.no_cache_no_mask", "cce.fused_loss"]
     assert RunReport.from_dict(data).to_dict() == data
+
+
+def test_only_verified_fixes_are_patches_for_training():
+    tried = check(Status.FAIL, FixRecord("packing.block_mask", applied=True, verified=False, status_after=Status.FAIL))
+    worked = check(Status.FAIL, FixRecord("packing.no_cache_no_mask", applied=True, verified=True,
+                                          status_after=Status.PASS))
+    assert report(worked, tried).verified_patches == ["packing.no_cache_no_mask"]
+    assert report(tried).verified_patches == []

@@ -1,8 +1,10 @@
 """The fix loop and the checks' deciding branches on real models: a fix that does not verify is taken back,
 a training step that changes nothing is caught, a backend that disagrees with eager attention is caught."""
 
+import torch
+
 from conftest import by_code, make_session, run_all
-from onboard.checks import AttentionCheck, LoadCheck, LoraCheck
+from onboard.checks import AttentionCheck, LoadCheck, LoraCheck, TrainStepCheck
 from onboard.harness.result import Status, Verdict
 from onboard.harness.runner import run_checks
 
@@ -17,6 +19,40 @@ def test_a_fix_that_does_not_verify_is_taken_back():
     assert "packing.block_mask" not in session.applied and "packing.block_mask" not in report.verified_patches
     assert report.verdict is Verdict.NOT_READY and report.exit_code() == 1
     assert train.diagnosis != "FM-TRAIN-STEP", train.message
+    from onboard.reports import html, markdown
+
+    page = html.render(report)  # the reports say so too
+    assert "<code>packing.block_mask</code> not verified" in page and "packing.block_mask</code> verified" not in page
+    assert "fix `packing.block_mask` verified: False" in markdown.render(report)
+
+
+def test_a_training_path_that_never_calls_the_adapted_layers_is_caught():
+    """A train-mode MLP that multiplies by down_proj.weight and never calls the layer: the training loss then
+    depends on no adapter at all; TRAIN001 says so (FM-TRAIN-NOUPDATE), not that the step crashed."""
+    from transformers import LlamaForCausalLM
+
+    from onboard.fixtures.faults import _tiny
+
+    class LlamaNeverCallingDownProj(LlamaForCausalLM):
+        def __init__(self, config):
+            super().__init__(config)
+            for layer in self.model.layers:
+                mlp = layer.mlp
+
+                def forward(x, mlp=mlp):
+                    hidden = mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x)
+                    return torch.nn.functional.linear(hidden, mlp.down_proj.weight) if mlp.training else mlp.down_proj(hidden)
+
+                mlp.forward = forward
+
+    session = make_session("tiny:llama", lora_targets=["down_proj"])
+    _, session.model = _tiny("llama", lambda: LlamaNeverCallingDownProj)(torch.float32, lambda make: make(None), print)
+    session.model.eval()
+    checks = by_code(run_checks(session, [LoadCheck, LoraCheck, TrainStepCheck]))
+    assert checks["LORA001"].status is Status.PASS  # in eval mode the layer runs and its adapter learns
+    train = checks["TRAIN001"]
+    assert train.status is Status.FAIL and train.diagnosis == "FM-TRAIN-NOUPDATE", train.message
+    assert "depends on no adapter" in train.message
 
 
 def test_lora_on_modules_the_loss_never_sees_is_caught():
@@ -62,3 +98,67 @@ def test_the_same_kernel_at_the_right_scale_passes():
     attn = by_code(run_checks(make_session("tiny:llama", attn="sdpa_again"), [LoadCheck, AttentionCheck]))["ATTN001"]
     assert attn.status is Status.PASS, attn.message
 
+
+
+def test_head_dim_at_the_flash_limit_is_no_head_size_finding():
+    """flash-attn kernels take head_dim up to 256 inclusive: a head of 256 is not FM-ATTN-HEADDIM. On this CPU
+    box the kernel is not installed, which is the finding (FM-ATTN-KERNEL), fixed by the fallback."""
+    from onboard.fixtures.faults import _tiny
+
+    session = make_session("tiny:gemma3_text", attn="flash_attention_2")
+    _, session.model = _tiny("gemma3_text", head_dim=256)(torch.float32, lambda make: make("sdpa"), print)
+    session.model.eval()
+    attn = by_code(run_checks(session, [LoadCheck, AttentionCheck]))["ATTN001"]
+    assert attn.measurements["head_dim"].value == "256"
+    assert attn.diagnosis == "FM-ATTN-KERNEL" and attn.fixed, attn.message
+
+
+def _gradient_scaled_by_steps():
+    """A forward that takes **kwargs and normalises its loss value by num_items_in_batch, but whose gradient
+    is each micro-batch's own mean: GA gives the right loss and k times the gradient."""
+    from transformers import LlamaForCausalLM
+
+    from onboard.fixtures.faults import _same_signature
+
+    class LlamaWithMeanGradient(LlamaForCausalLM):
+        def forward(self, *args, labels=None, num_items_in_batch=None, **kwargs):
+            out = super().forward(*args, labels=labels, **kwargs)
+            if labels is not None and num_items_in_batch is not None:
+                mean = out.loss
+                count = (labels[:, 1:] != -100).sum()
+                value = mean * count / num_items_in_batch
+                out.loss = value.detach() + (mean - mean.detach())
+            return out
+
+    return _same_signature(LlamaWithMeanGradient, LlamaForCausalLM)
+
+
+def test_accumulation_that_keeps_the_loss_but_not_the_gradients_is_caught():
+    from onboard.checks import GradAccumCheck
+    from onboard.fixtures.faults import _tiny
+
+    session = make_session("tiny:llama")
+    _, session.model = _tiny("llama", _gradient_scaled_by_steps)(torch.float32, lambda make: make(None), print)
+    session.model.eval()
+    ga = by_code(run_checks(session, [LoadCheck, LoraCheck, GradAccumCheck]))["GA001"]
+    assert ga.measurements["loss_rel_diff"].value <= 1e-4, ga.message
+    assert ga.status is Status.FAIL and ga.measurements["grad_rel_diff"].value > 1e-3, ga.message
+
+
+def test_a_fix_after_which_the_same_warning_stays_is_not_verified():
+    """The fix loop on a real model and a real patch, for a WARN: a warning that is still there, with the same
+    failure mode, after the patch means the patch did not fix it."""
+    from onboard.checks.base import Check, FixAvailability
+
+    class AlwaysWarns(Check):
+        code, name, summary = "WARN001", "warns", "warns whatever the patch does"
+        fix_availability = FixAvailability.SOMETIMES
+
+        def run(self, session):
+            return self.result(Status.WARN, "still here", diagnosis="FM-TEST-WARN",
+                               proposed_patch="loss.num_items_in_batch")
+
+    session = make_session("tiny:llama")
+    result = run_checks(session, [LoadCheck, AlwaysWarns]).checks[1]
+    assert result.fix is not None and result.fix.applied and not result.fix.verified
+    assert "loss.num_items_in_batch" not in session.applied  # taken back

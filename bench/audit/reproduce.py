@@ -183,15 +183,38 @@ def lora_gradients(model, tok) -> dict:
 
 
 def forward(model, tok) -> dict:
+    """A text-only forward with labels, and one without: does it run, and does it predict the text it is given
+    (logits for every input position)? Then the loss with sdpa against eager attention, where both run."""
     import torch
 
     ids = sequences(tok, 1)[0][None]
+    out = {}
     try:
         with torch.no_grad():
             model(input_ids=ids, labels=ids, use_cache=False)
-        return {"runs": True, "true": False}
+            logits = model(input_ids=ids, use_cache=False).logits
+        out["logit_positions"] = f"{logits.shape[1]} of {ids.shape[1]}"
+        out["forward_fails"] = logits.shape[1] < ids.shape[1]
     except Exception as exc:  # noqa: BLE001
-        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}", "true": True}
+        out["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        out["forward_fails"] = True
+    if not out["forward_fails"]:
+        losses = {}
+        for backend in ("sdpa", "eager"):
+            try:
+                model.set_attn_implementation(backend)
+                with torch.no_grad():
+                    losses[backend] = model(input_ids=ids, labels=ids, use_cache=False).loss.item()
+            except Exception as exc:  # noqa: BLE001
+                out[f"{backend}_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+        if len(losses) == 2:
+            out["sdpa_vs_eager_rel"] = abs(losses["sdpa"] - losses["eager"]) / abs(losses["eager"])
+    return out
+
+
+# which plain measurement shows each ATTN001 failure mode
+ATTN_KEYS = {"FM-MODEL-FORWARD": lambda p: p.get("forward_fails"),
+             "FM-ATTN-MISMATCH": lambda p: p.get("sdpa_vs_eager_rel", 0) > 1e-4}
 
 
 PLAIN = {"PACK001": packing, "CCE001": fused_loss, "TRAIN001": train_loss, "LORA001": lora_gradients,
@@ -252,6 +275,8 @@ def audit(records: list[dict], timeout: float) -> list[dict]:
             plain = result.get(c["code"], result)
             if c["code"] == "PACK001" and c.get("diagnosis") in PACK_KEYS and PACK_KEYS[c["diagnosis"]] in plain:
                 plain = {**plain, "true": plain[PACK_KEYS[c["diagnosis"]]] > FP32_ZERO}
+            if c["code"] == "ATTN001" and c.get("diagnosis") in ATTN_KEYS:
+                plain = {**plain, "true": bool(ATTN_KEYS[c["diagnosis"]](plain))}
             if c["status"] == "ERROR":
                 klass = "LIMIT"
             elif "true" in plain:

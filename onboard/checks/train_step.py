@@ -122,8 +122,14 @@ class TrainStepCheck(Check):
         res.measure("loss_rel_diff", float(f"{rel:.3g}"), "", f"<= {rtol:g}")
         if rel > rtol:
             res.status, res.diagnosis = Status.FAIL, "FM-TRAIN-LOSS"
-            res.message = (f"the packed training step's loss {loss:.4f} is not the samples' loss {ref:.4f}: "
-                           "the training path differs from the reference (packing leak or loss bug)")
+            own = _own_loss_unpacked(model, session, examples)
+            res.measure("own_loss_unpacked", round(own, 6), "nats", "the model's own loss, the samples padded, not packed")
+            if abs(own - ref) <= rtol * max(abs(ref), 1e-12):
+                why = "the model's own loss is right on the samples unpacked, so packing mixes them (see PACK001)"
+            else:
+                why = (f"the model's own loss is {own:.4f} on the samples unpacked too: its loss is not the "
+                       "next-token loss of its logits (e.g. labels not shifted)")
+            res.message = f"the packed training step's loss {loss:.4f} is not the samples' loss {ref:.4f}: {why}"
             return res
         res.message = (f"one step on {tokens} packed tokens ran in {seconds:.1f} s; {changed} adapter tensors "
                        f"updated; loss {loss:.4f} = reference {ref:.4f}")
@@ -176,6 +182,15 @@ def _eval_loss(trainer, model, inputs) -> float:
         return float(trainer.compute_loss(model, dict(inputs)))
     finally:
         model.train(was_training)
+
+
+@torch.no_grad()
+def _own_loss_unpacked(model, session, examples) -> float:
+    """The model's own loss on the samples as one right-padded batch, in eval mode: no packing involved."""
+    from onboard.harness.forward import batch_tensors
+
+    model.eval()
+    return float(model(**batch_tensors(examples, session.device, session.pad_id), use_cache=False).loss)
 
 
 def _reference_loss(session, examples) -> float:
