@@ -64,6 +64,7 @@ PATCH_MODELS = {
     "packing.block_mask": ("fault:pack-isolation", {}),
     "cce.fused_loss": ("tiny:llama", {}),
     "attention.fallback": ("tiny:llama", {"attn": "eager"}),
+    "attention.causal": ("fault:attn-noncausal", {}),
     "inputs.token_type_ids": ("fault:input-extra", {}),
     "loss.num_items_in_batch": ("fault:loss-ga", {}),
     "lora.wrapped_linear_targets": ("fault:lora-wrapped", {}),

@@ -63,9 +63,15 @@ def test_lora_on_modules_the_loss_never_sees_is_caught():
     assert "no adapter" in lora.message
 
 
+def _swapped_heads_attention(module, query, key, value, attention_mask, **kwargs):
+    """sdpa with the value heads in reverse order (a kernel with a head-layout bug): causal, runs, wrong."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    return sdpa_attention_forward(module, query, key, value.flip(1), attention_mask, **kwargs)
+
+
 def _non_causal_attention(module, query, key, value, attention_mask, **kwargs):
-    """sdpa that drops the causal mask (a kernel called without causal=True): it runs, and every position
-    sees the tokens after it."""
+    """sdpa called without its causal mask: every position sees the tokens after it."""
     import torch.nn.functional as F
 
     key = key.repeat_interleave(query.shape[1] // key.shape[1], dim=1)
@@ -74,30 +80,38 @@ def _non_causal_attention(module, query, key, value, attention_mask, **kwargs):
     return out.transpose(1, 2).contiguous(), None
 
 
+def _attention_with(name, fn):
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(name, fn)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(name, sdpa_mask)
+    return by_code(run_checks(make_session("tiny:llama", attn=name), [LoadCheck, AttentionCheck]))["ATTN001"]
+
+
 def test_a_backend_that_disagrees_with_eager_is_a_mismatch():
-    """A kernel registered through transformers' attention interface that ignores the causal mask: ATTN001
-    compares it with eager attention and reports FM-ATTN-MISMATCH, with no patch."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
-
-    AttentionInterface.register("sdpa_non_causal", _non_causal_attention)
-    ALL_MASK_ATTENTION_FUNCTIONS.register("sdpa_non_causal", sdpa_mask)
-    session = make_session("tiny:llama", attn="sdpa_non_causal")
-    attn = by_code(run_checks(session, [LoadCheck, AttentionCheck]))["ATTN001"]
+    """A kernel registered through transformers' attention interface that swaps heads: ATTN001 compares it
+    with eager attention and reports FM-ATTN-MISMATCH, with no patch."""
+    attn = _attention_with("sdpa_swapped_heads", _swapped_heads_attention)
     assert attn.status is Status.FAIL and attn.diagnosis == "FM-ATTN-MISMATCH", attn.message
-    assert attn.proposed_patch is None and attn.measurements["loss_rel_diff"].value > 1e-3
+    assert attn.proposed_patch is None and attn.measurements["loss_rel_diff"].value > 1e-4
 
 
-def test_the_same_kernel_at_the_right_scale_passes():
-    from transformers import AttentionInterface
+def test_a_backend_that_ignores_the_causal_mask_is_not_causal():
+    """The same interface, a kernel without its causal mask: the earlier predictions move when later tokens
+    change, an exact-0 test, whatever the loss says."""
+    attn = _attention_with("sdpa_non_causal", _non_causal_attention)
+    assert attn.status is Status.FAIL and attn.diagnosis == "FM-ATTN-NONCAUSAL", attn.message
+    assert attn.measurements["future_leak"].value > 1e-3
+    assert not attn.fixed  # is_decoder cannot make a custom kernel causal: the fix is tried and taken back
+
+
+def test_the_same_interface_with_a_correct_kernel_passes():
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
-    AttentionInterface.register("sdpa_again", sdpa_attention_forward)
-    ALL_MASK_ATTENTION_FUNCTIONS.register("sdpa_again", sdpa_mask)
-    attn = by_code(run_checks(make_session("tiny:llama", attn="sdpa_again"), [LoadCheck, AttentionCheck]))["ATTN001"]
+    attn = _attention_with("sdpa_again", sdpa_attention_forward)
     assert attn.status is Status.PASS, attn.message
-
+    assert attn.measurements["future_leak"].value == 0
 
 
 def test_head_dim_at_the_flash_limit_is_no_head_size_finding():

@@ -10,8 +10,8 @@ from onboard.harness.runner import run_checks
 from onboard.harness.result import Status
 
 
-def run(model, checks, **kwargs):
-    return by_code(run_checks(make_session(model, **kwargs), [LoadCheck, LoraCheck, *checks]))
+def run(model, checks, fix=True, **kwargs):
+    return by_code(run_checks(make_session(model, **kwargs), [LoadCheck, LoraCheck, *checks], fix=fix))
 
 
 # ---- CCE001: ground truth is what enters the output layer and what comes out ------------------------
@@ -122,3 +122,13 @@ def test_a_healthy_moe_is_isolated_exactly():
     assert pack.measurements["control_no_mask_no_cache"].value == 0
     assert pack.fixed
 
+
+
+def test_a_bidirectional_model_leaks_both_ways_across_packed_samples():
+    """MegatronBERT from its default config attends both ways: a later sample moves an earlier one as much as
+    the reverse. The control is the row again in the same batch (rows never attend to each other), so a
+    backward leak cannot pass for noise: it read 0.0102 nats and once hid a 0.0108-nat leak."""
+    checks = run("tiny:megatron-bert", [PackingCheck], fix=False)
+    pack = checks["PACK001"]
+    assert pack.diagnosis == "FM-PACK-ISOLATION" and pack.measurements["leak_no_mask_no_cache"].value > 1e-3
+    assert pack.measurements["control_no_mask_no_cache"].value == 0

@@ -199,6 +199,13 @@ def forward(model, tok) -> dict:
         out["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
         out["forward_fails"] = True
     if not out["forward_fails"]:
+        half = ids.shape[1] // 2
+        other = ids.clone()
+        other[0, half:] = (other[0, half:] + 7) % (len(tok) - 10) + 5
+        with torch.no_grad():
+            a = model(input_ids=ids, use_cache=False).logits[0, :half].float().log_softmax(-1)
+            b = model(input_ids=other, use_cache=False).logits[0, :half].float().log_softmax(-1)
+        out["future_leak"] = (a - b).abs().max().item()  # a causal model: exactly 0
         losses = {}
         for backend in ("sdpa", "eager"):
             try:
@@ -214,7 +221,8 @@ def forward(model, tok) -> dict:
 
 # which plain measurement shows each ATTN001 failure mode
 ATTN_KEYS = {"FM-MODEL-FORWARD": lambda p: p.get("forward_fails"),
-             "FM-ATTN-MISMATCH": lambda p: p.get("sdpa_vs_eager_rel", 0) > 1e-4}
+             "FM-ATTN-MISMATCH": lambda p: p.get("sdpa_vs_eager_rel", 0) > 1e-4,
+             "FM-ATTN-NONCAUSAL": lambda p: p.get("future_leak", 0) > FP32_ZERO}
 
 
 PLAIN = {"PACK001": packing, "CCE001": fused_loss, "TRAIN001": train_loss, "LORA001": lora_gradients,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from onboard.checks.base import Check, FixAvailability
 from onboard.harness.result import Status
 from onboard.patches.attention import current_backend, head_dims, unusable_reason
+from onboard.patches import get_patch
 from onboard.patches.base import unwrap
 
 
@@ -25,13 +26,17 @@ class AttentionCheck(Check):
     FM-ATTN-HEADDIM (head_dim above the kernel's limit, e.g. Gemma 4's 512), FM-ATTN-KERNEL (the kernel
     cannot load here, e.g. flash-attn not installed, or crashes on the model: flex_attention's Inductor
     lowering failed on packed rows of head_dim 16 and 128 on an H200 with torch 2.11),
-    FM-ATTN-MISMATCH (the loss differs from eager), FM-MODEL-FORWARD (the forward fails with eager
+    FM-ATTN-MISMATCH (the loss differs from eager), FM-ATTN-NONCAUSAL (changing the later tokens of a sample
+    moves the predictions before them: the model attends both ways, as BERT-style causal-LM classes do
+    without is_decoder, and next-token training reads the answer; an exact-0 test), FM-MODEL-FORWARD (the forward fails with eager
     attention too: not the backend's fault; the model cannot run text-only training inputs, e.g. a
     vision-language class that requires pixel inputs).
 
     Fix:
     attention.fallback (safe): switch to sdpa, else flex_attention, else eager; verified by re-running
-    the check on the new backend. A mismatch or a failing forward has no automatic fix.
+    the check on the new backend. attention.causal (safe): set is_decoder (BERT-style classes) so the model
+    attends only to earlier tokens; verified by the same probe. A mismatch or a failing forward has no
+    automatic fix.
     """
 
     code = "ATTN001"
@@ -91,6 +96,16 @@ class AttentionCheck(Check):
                            "positions: the model does not predict the text it is given (an encoder-decoder that "
                            "feeds text to its encoder)")
             return res
+        future = _future_leak(model, batch)
+        res.measure("future_leak", float(f"{future:.3g}"), "nats",
+                    f"<= {session.threshold('attention.future_tolerance'):g}: later tokens changed, earlier logits moved")
+        if future > session.threshold("attention.future_tolerance"):
+            res.status, res.diagnosis = Status.FAIL, "FM-ATTN-NONCAUSAL"
+            res.message = (f"the model is not causal: changing later tokens moves earlier predictions by {future:.3g} "
+                           "nats, so next-token training reads the answer")
+            if get_patch("attention.causal").applies_to(model) is None:
+                res.proposed_patch = "attention.causal"
+            return res
         if wanted == "eager":
             res.message = f"{wanted} runs (loss {loss:.4f})"
             return res
@@ -146,6 +161,25 @@ def _packed_row(session) -> dict:
     ids = torch.tensor([[t for ex in two for t in ex.input_ids]], device=session.device)
     positions = torch.tensor([[p for ex in two for p in range(len(ex))]], device=session.device)
     return {"input_ids": ids, "position_ids": positions, "labels": ids}
+
+
+def _future_leak(model, batch) -> float:
+    """How far the log-probabilities at the first half of a sample move when its second half changes: exactly
+    0 for a causal model (a prediction at t reads tokens up to t only)."""
+    import torch
+
+    ids = batch["input_ids"][:1]
+    mask = batch.get("attention_mask")
+    length = int(mask[0].sum()) if mask is not None else ids.shape[1]
+    ids = ids[:, :length]
+    half = length // 2
+    other = ids.clone()
+    other[0, half:] = torch.flip(ids[0, half:], dims=[0]) + 1  # other tokens from the second half on
+    other[0, half:] = torch.where(other[0, half:] == ids[0, half:], other[0, half:] + 1, other[0, half:])
+    with torch.no_grad():
+        a = model(input_ids=ids, use_cache=False).logits[0, :half].float().log_softmax(-1)
+        b = model(input_ids=other, use_cache=False).logits[0, :half].float().log_softmax(-1)
+    return (a - b).abs().max().item()
 
 
 def _logit_positions(model, batch) -> int:

@@ -118,7 +118,7 @@ class PackingCheck(Check):
         if "no_mask_no_cache" in names:
             res.diagnosis, res.proposed_patch = "FM-PACK-ISOLATION", "packing.block_mask"
             leak = res.measurements["leak_no_mask_no_cache"].value
-            res.message = (f"samples see the samples before them even with no mask and use_cache=False "
+            res.message = (f"samples see each other even with no mask and use_cache=False "
                            f"(log-probs move by {leak:.3g} nats){skipped}")
             if masked:
                 res.message = (f"samples still see each other under an explicit block-diagonal mask (log-probs move "

@@ -65,47 +65,54 @@ def split_losses(logits: torch.Tensor, batch: PackedBatch) -> dict[int, torch.Te
 
 class Perturbation:
     """How far a packed row's samples move when another sample of the row gets other tokens, in nats of
-    log-probability. Leak: the first sample of every row changes and the later samples are measured.
-    Control: the last sample changes and the earlier ones are measured; under a causal mask nothing can
-    flow backwards, so what moves there is numerical coupling of the batch, not attention. An isolated
-    model gives exactly 0 for both (masked keys add exact zeros)."""
+    log-probability. Leak: the first sample changes and the later samples are measured, then the last sample
+    changes and the earlier ones are measured (a model that is not causal leaks backwards too). Control: the
+    row twice in one batch, the first copy's first sample changed, the second copy measured: rows never attend
+    to each other, so what moves there is numerical coupling of the batch (MoE kernels), not attention. An
+    isolated model gives exactly 0 for both (masked keys add exact zeros)."""
 
     def __init__(self, model, batch: PackedBatch, vocab: list[int], seed: int, **forward_kwargs):
         self.model, self.batch, self.kwargs = model, batch, forward_kwargs
-        self.sample = batch.sample.to(batch.input_ids.device)
+        self.sample = batch.sample[:1].to(batch.input_ids.device)  # the first row
         self.first = self.sample[:, :1]
-        self.last = torch.stack([row[row >= 0].max() for row in self.sample])[:, None]
+        self.last = self.sample[self.sample >= 0].max()
         self.pool = torch.tensor(vocab, dtype=torch.long)
         self.gen = torch.Generator().manual_seed(seed + 1)
-        self.logits = self._logits(batch.input_ids)  # the unperturbed rows: also what the losses come from
+        self.logits = self._logits(batch.input_ids, batch.position_ids)  # unperturbed: also what the losses come from
 
     @torch.no_grad()
-    def _logits(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=ids, position_ids=self.batch.position_ids, **self.kwargs).logits
+    def _logits(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=ids, position_ids=positions, **self.kwargs).logits
 
-    def _replaced(self, which: torch.Tensor) -> torch.Tensor:
-        ids = self.batch.input_ids
+    def _replaced(self, ids: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
         index = torch.randint(0, len(self.pool), ids.shape, generator=self.gen)
         picks, after = self.pool[index].to(ids.device), self.pool[(index + 1) % len(self.pool)].to(ids.device)
         picks = torch.where(picks == ids, after, picks)  # the ids are distinct: `after` differs where `picks` did not
         return torch.where(which, picks, ids)
 
-    def _moved(self, changed: torch.Tensor, measured: torch.Tensor) -> float:
-        other = self._logits(self._replaced(changed))
-        worst = 0.0
-        for row in range(other.shape[0]):  # one row at a time: [T, V] in fp32, not the whole batch
-            keep = measured[row]
-            if keep.any():
-                a = self.logits[row][keep].float().log_softmax(-1)
-                b = other[row][keep].float().log_softmax(-1)
-                worst = max(worst, (a - b).abs().max().item())
-        return worst
+    @staticmethod
+    def _distance(a: torch.Tensor, b: torch.Tensor) -> float:
+        """Largest change of a log-probability over the positions given ([T, V] each, in fp32)."""
+        return (a.float().log_softmax(-1) - b.float().log_softmax(-1)).abs().max().item() if a.numel() else 0.0
 
     def leak(self) -> float:
-        return self._moved(self.sample == self.first, (self.sample >= 0) & (self.sample != self.first))
+        ids, positions = self.batch.input_ids[:1], self.batch.position_ids[:1]
+        base = self.logits[:1]
+        worst = 0.0
+        for changed in (self.sample == self.first, self.sample == self.last):  # forwards, then backwards
+            other = self._logits(self._replaced(ids, changed), positions)
+            measured = (self.sample >= 0) & ~changed
+            worst = max(worst, self._distance(base[measured], other[measured]))
+        return worst
 
     def control(self) -> float:
-        return self._moved(self.sample == self.last, (self.sample >= 0) & (self.sample != self.last))
+        ids = self.batch.input_ids[:1].repeat(2, 1)
+        positions = self.batch.position_ids[:1].repeat(2, 1)
+        base = self._logits(ids, positions)
+        changed = torch.zeros_like(ids, dtype=torch.bool)
+        changed[0] = self.sample[0] == self.first[0]
+        other = self._logits(self._replaced(ids, changed), positions)
+        return self._distance(base[1], other[1])
 
 
 def batch_tensors(examples: list[Example], device: torch.device, pad_id: int) -> dict[str, torch.Tensor]:

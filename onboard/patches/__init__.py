@@ -1,6 +1,6 @@
 """The patch layer: one registry of revertible fixes, shared by `onboard check` and `onboard train`."""
 
-from onboard.patches.attention import AttentionFallbackPatch
+from onboard.patches.attention import AttentionFallbackPatch, CausalAttentionPatch
 from onboard.patches.base import Applicability, Patch, PatchHandle, unwrap
 from onboard.patches.cce import CcePatch
 from onboard.patches.extra_inputs import ExtraInputsPatch
@@ -10,7 +10,7 @@ from onboard.patches.peft_targets import (ExcludeUnwrappablePatch, ExpertParamet
                                          lora_config)
 
 PATCHES: dict[str, Patch] = {p.id: p for p in (
-    AttentionFallbackPatch(), WrappedLinearTargetsPatch(), ExcludeUnwrappablePatch(), ExpertParametersPatch(),
+    AttentionFallbackPatch(), CausalAttentionPatch(), WrappedLinearTargetsPatch(), ExcludeUnwrappablePatch(), ExpertParametersPatch(),
     ExtraInputsPatch(),
     PackingPatch(), BlockMaskPatch(), LossKwargsPatch(), CcePatch(),
 )}

@@ -72,3 +72,37 @@ def _restore(base, backend: str) -> None:
         base.set_attn_implementation(backend)
     except (ImportError, ValueError):  # the old kernel never loaded here: it was only a request
         base.config._attn_implementation = backend
+
+
+class CausalAttentionPatch:
+    """attention.causal: make a model that attends to later tokens causal (FM-ATTN-NONCAUSAL).
+
+    BERT-style classes (BertLMHeadModel, RobertaForCausalLM, ...) are causal only with `config.is_decoder`;
+    loaded from an encoder checkpoint, or from the default config, they attend both ways, and next-token
+    training then reads the answer (transformers warns "add `is_decoder=True`"). The patch sets `is_decoder`
+    (the mask is built from it at each forward) and marks the self-attention modules causal (flash kernels
+    read that flag)."""
+
+    id = "attention.causal"
+    applicability = Applicability.SAFE
+    summary = "set is_decoder so a BERT-style model attends only to earlier tokens, as next-token training needs"
+
+    def applies_to(self, model) -> str | None:
+        config = unwrap(model).config.get_text_config()
+        if not hasattr(config, "is_decoder"):
+            return f"{type(unwrap(model)).__name__} has no is_decoder switch"
+        return None
+
+    def apply(self, model, context=None) -> PatchHandle:
+        reason = self.applies_to(model)
+        if reason:
+            raise ValueError(f"{self.id} does not apply: {reason}")
+        base = unwrap(model)
+        handle = PatchHandle(self.id)
+        for config in {id(c): c for c in (base.config, base.config.get_text_config())}.values():
+            if hasattr(config, "is_decoder"):
+                set_attr(handle, config, "is_decoder", True)
+        for name, module in base.named_modules():
+            if getattr(module, "is_causal", None) is False and "cross" not in name.lower():
+                set_attr(handle, module, "is_causal", True)
+        return handle
