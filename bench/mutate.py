@@ -138,11 +138,6 @@ MUTATIONS = [
       '        if future > session.threshold("attention.future_tolerance"):', "        if False:",
       ("tests/test_runner.py::test_a_backend_that_ignores_the_causal_mask_is_not_causal",),
       "a model that reads the future passes"),
-    M("pack-backward-unmeasured", "onboard/harness/forward.py",
-      "        for changed in (self.sample == self.first, self.sample == self.last):  # forwards, then backwards",
-      "        for changed in (self.sample == self.first,):",
-      ("tests/test_verdicts.py::test_a_bidirectional_model_leaks_both_ways_across_packed_samples",),
-      "a leak backwards across samples unmeasured"),
     # ---- patches ----
     M("patch-causal-noop", "onboard/patches/attention.py", '                set_attr(handle, config, "is_decoder", True)',
       "                pass", ("tests/test_faults.py::test_fault_is_found_and_fixed",), "attention.causal changes nothing"),

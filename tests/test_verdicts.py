@@ -125,9 +125,9 @@ def test_a_healthy_moe_is_isolated_exactly():
 
 
 def test_a_bidirectional_model_leaks_both_ways_across_packed_samples():
-    """MegatronBERT from its default config attends both ways: a later sample moves an earlier one as much as
-    the reverse. The control is the row again in the same batch (rows never attend to each other), so a
-    backward leak cannot pass for noise: it read 0.0102 nats and once hid a 0.0108-nat leak."""
+    """MegatronBERT from its default config attends both ways. The control is the row again in the same batch
+    (rows never attend to each other), so its backward leak cannot pass for noise: taken from the earlier
+    samples of the row, the control read 0.0102 nats and hid a 0.0108-nat leak."""
     checks = run("tiny:megatron-bert", [PackingCheck], fix=False)
     pack = checks["PACK001"]
     assert pack.diagnosis == "FM-PACK-ISOLATION" and pack.measurements["leak_no_mask_no_cache"].value > 1e-3

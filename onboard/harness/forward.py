@@ -65,17 +65,16 @@ def split_losses(logits: torch.Tensor, batch: PackedBatch) -> dict[int, torch.Te
 
 class Perturbation:
     """How far a packed row's samples move when another sample of the row gets other tokens, in nats of
-    log-probability. Leak: the first sample changes and the later samples are measured, then the last sample
-    changes and the earlier ones are measured (a model that is not causal leaks backwards too). Control: the
-    row twice in one batch, the first copy's first sample changed, the second copy measured: rows never attend
-    to each other, so what moves there is numerical coupling of the batch (MoE kernels), not attention. An
-    isolated model gives exactly 0 for both (masked keys add exact zeros)."""
+    log-probability. Leak: the first sample changes and the later samples are measured (a model that attends
+    backwards too is ATTN001's finding: FM-ATTN-NONCAUSAL). Control: the row twice in one batch, the first
+    copy's first sample changed, the second copy measured: rows never attend to each other, so what moves
+    there is numerical coupling of the batch (MoE kernels), not attention. An isolated model gives exactly 0
+    for both (masked keys add exact zeros)."""
 
     def __init__(self, model, batch: PackedBatch, vocab: list[int], seed: int, **forward_kwargs):
         self.model, self.batch, self.kwargs = model, batch, forward_kwargs
         self.sample = batch.sample[:1].to(batch.input_ids.device)  # the first row
         self.first = self.sample[:, :1]
-        self.last = self.sample[self.sample >= 0].max()
         self.pool = torch.tensor(vocab, dtype=torch.long)
         self.gen = torch.Generator().manual_seed(seed + 1)
         self.logits = self._logits(batch.input_ids, batch.position_ids)  # unperturbed: also what the losses come from
@@ -97,13 +96,10 @@ class Perturbation:
 
     def leak(self) -> float:
         ids, positions = self.batch.input_ids[:1], self.batch.position_ids[:1]
-        base = self.logits[:1]
-        worst = 0.0
-        for changed in (self.sample == self.first, self.sample == self.last):  # forwards, then backwards
-            other = self._logits(self._replaced(ids, changed), positions)
-            measured = (self.sample >= 0) & ~changed
-            worst = max(worst, self._distance(base[measured], other[measured]))
-        return worst
+        changed = self.sample == self.first
+        other = self._logits(self._replaced(ids, changed), positions)
+        measured = (self.sample >= 0) & ~changed
+        return self._distance(self.logits[:1][measured], other[measured])
 
     def control(self) -> float:
         ids = self.batch.input_ids[:1].repeat(2, 1)
