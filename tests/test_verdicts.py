@@ -2,6 +2,8 @@
 on the true findings next to them: a check that falls back to reading config names, or stops measuring the
 model's behaviour, fails here."""
 
+import math
+
 import pytest
 
 from conftest import by_code, make_session
@@ -103,6 +105,10 @@ def test_a_leak_no_mask_can_close_stays_not_ready():
     pack = run("tiny:bloom", [PackingCheck])["PACK001"]
     assert pack.diagnosis == "FM-PACK-ISOLATION", pack.message
     assert pack.fix is not None and not pack.fix.verified
+    # every convention runs: the control's two rows get a mask of two rows (one built for the single row
+    # made Bloom's ALiBi index out of range, and the convention read "not applicable")
+    assert "not_applicable" not in pack.evidence, pack.evidence.get("not_applicable")
+    assert pack.measurements["leak_ones_mask_no_cache"].value > 1e-3
 
 
 def test_a_hybrid_cache_makes_one_convention_not_applicable_not_a_crash():
@@ -132,3 +138,25 @@ def test_a_bidirectional_model_leaks_both_ways_across_packed_samples():
     pack = checks["PACK001"]
     assert pack.diagnosis == "FM-PACK-ISOLATION" and pack.measurements["leak_no_mask_no_cache"].value > 1e-3
     assert pack.measurements["control_no_mask_no_cache"].value == 0
+
+
+def test_ln_vocab_comes_from_the_logits_when_the_output_layer_is_not_exposed():
+    """Nemotron-H Omni's get_output_embeddings() is None: LOSS001 crashed reading the vocabulary off it. The
+    loss of a uniform guess is ln of the logits' width, which a forward gives for every model."""
+    from onboard.checks import AttentionCheck, InitialLossCheck
+
+    session = make_session("tiny:nemotron_h_omni")
+    assert session.model.get_output_embeddings() is None
+    loss = by_code(run_checks(session, [LoadCheck, AttentionCheck, InitialLossCheck]))["LOSS001"]
+    assert loss.status is Status.SKIP, loss.message
+    assert loss.measurements["ln_vocab"].value == pytest.approx(math.log(len(session.tokenizer)), abs=0.2)
+
+
+def test_a_forward_that_returns_no_loss_is_named_as_such():
+    """DiffusionGemma, given labels, returns no loss: the Trainer has nothing to train on. ATTN001 says so,
+    rather than crashing on the missing loss's backward (which read as a backend failure)."""
+    from onboard.checks import AttentionCheck
+
+    attn = by_code(run_checks(make_session("tiny:diffusion_gemma"), [LoadCheck, AttentionCheck]))["ATTN001"]
+    assert attn.diagnosis == "FM-MODEL-FORWARD", attn.message
+    assert "returns no loss" in attn.message

@@ -9,7 +9,7 @@ the finding is classified:
 - LIMIT: the row is onboard's limit (cannot build small, missing library, crashed check, time limit), not a
   claim about the architecture; the audit records that the build or run fails outside onboard's checks too.
 
-Run: python bench/audit/reproduce.py SWEEP.jsonl [--out bench/audit/results] [--arch a,b] [--timeout 120]
+Run: python bench/audit/reproduce.py SWEEP.jsonl [--out bench/audit/results] [--arch a,b] [--timeout 120] [--workers 2]
 Writes OUT.jsonl (one line per finding) and OUT.md (the table), and prints the counts.
 """
 
@@ -87,9 +87,7 @@ def packing(model, tok) -> dict:
         except Exception as exc:  # noqa: BLE001 - a convention the model cannot run
             out[name + "_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
     n = ids.shape[1]
-    doc = torch.cat([torch.full((len(s),), i) for i, s in enumerate(seqs)])
-    allowed = (doc[:, None] == doc[None, :]) & torch.ones(n, n, dtype=torch.bool).tril()
-    mask = torch.zeros(n, n).masked_fill(~allowed, torch.finfo(torch.float32).min)[None, None]
+    mask = _block_mask([len(s) for s in seqs])
     try:
         out["leak_with_block_mask"] = moved(attention_mask=mask, use_cache=False)
     except Exception as exc:  # noqa: BLE001
@@ -124,9 +122,13 @@ def fused_loss(model, tok) -> dict:
         res["logits_scale_fit_error"] = float((scale * z - logits).abs().max() / logits.abs().max())
         res["logits_scale"] = scale
     rel = abs(res["model_loss"] - shifted) / abs(shifted)
+    # entries the model sets to the dtype's lowest value after the output layer (Chameleon masks its image
+    # tokens): no scale or softcap of the layer's output gives them, so a fused loss on it cannot either
+    res["masked_logits"] = int((logits <= torch.finfo(logits.dtype).min / 2).sum())
     # a fused next-token loss on the output layer can equal the model's loss only if the model's loss is the
     # shifted CE of its logits and the logits are a scale (or softcap) of the layer's output
-    res["true"] = rel > 1e-4 or res.get("logits_scale_fit_error", 1.0) > 1e-4 and not _softcap(model)
+    res["true"] = (rel > 1e-4 or res["masked_logits"] > 0
+                   or res.get("logits_scale_fit_error", 1.0) > 1e-4 and not _softcap(model))
     return res
 
 
@@ -135,37 +137,102 @@ def _softcap(model) -> bool:
     return bool(getattr(cfg, "final_logit_softcapping", None))
 
 
-def train_loss(model, tok) -> dict:
-    """A row packed by DataCollatorWithFlattening, in eval mode (no dropout): the model's loss against the
-    token-mean shifted CE of the samples run alone."""
+def _plain_fixes(model, fixes: list[str]) -> None:
+    """The verified fixes a row trained with, written plainly: `is_decoder` (and the modules' causal flag) for
+    attention.causal; the block-diagonal mask is given per call (train_loss); the cache off for
+    packing.no_cache_no_mask. TRAIN001 runs after them, so its finding is judged with them."""
+    if "attention.causal" in fixes:
+        for config in (model.config, model.config.get_text_config()):
+            if hasattr(config, "is_decoder"):
+                config.is_decoder = True
+        for name, module in model.named_modules():
+            if getattr(module, "is_causal", None) is False and "cross" not in name.lower():
+                module.is_causal = True
+    if "packing.no_cache_no_mask" in fixes:
+        model.config.use_cache = False
+        model.config.get_text_config().use_cache = False
+
+
+def _block_mask(lengths: list[int]):
+    import torch
+
+    n = sum(lengths)
+    doc = torch.cat([torch.full((k,), i) for i, k in enumerate(lengths)])
+    allowed = (doc[:, None] == doc[None, :]) & torch.ones(n, n, dtype=torch.bool).tril()
+    return torch.zeros(n, n).masked_fill(~allowed, torch.finfo(torch.float32).min)[None, None]
+
+
+def train_loss(model, tok, fixes: list[str] = ()) -> dict:
+    """A row packed by DataCollatorWithFlattening, called as the Trainer calls it (no use_cache argument: the
+    model's default cache), in eval mode (no dropout): the model's loss against the token-mean shifted CE of
+    the samples run alone. A forward that asks for an input text does not have is FM-INPUT-EXTRA's finding."""
     import torch
     import torch.nn.functional as F
     from transformers import DataCollatorWithFlattening
 
     seqs = sequences(tok)
     batch = DataCollatorWithFlattening(return_position_ids=True)([{"input_ids": s.tolist()} for s in seqs])
+    _plain_fixes(model, fixes)
+    if "packing.block_mask" in fixes:
+        batch["attention_mask"] = _block_mask([len(s) for s in seqs])
+    try:
+        with torch.no_grad():
+            model.train()  # the guard that asks for token_type_ids runs in training only
+            model(**batch)
+    except Exception as exc:  # noqa: BLE001
+        text = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        return {"train_forward_error": text, "input_extra": "token_type_ids" in text}
+    finally:
+        model.eval()
     with torch.no_grad():
-        packed = model(**batch, use_cache=False).loss.item()
+        packed = model(**batch).loss.item()
         alone = []
         for s in seqs:
             logits = model(input_ids=s[None], use_cache=False).logits.float()
             alone.append(F.cross_entropy(logits[0, :-1], s[1:], reduction="none"))
     ref = torch.cat(alone).mean().item()
-    return {"packed_loss": packed, "alone_loss": ref, "rel": abs(packed - ref) / ref, "true": abs(packed - ref) / ref > 1e-4}
+    return {"fixes": list(fixes), "packed_loss": packed, "alone_loss": ref, "rel": abs(packed - ref) / ref, "loss_differs": abs(packed - ref) / ref > 1e-4}
+
+
+TRAIN_KEYS = {"FM-TRAIN-LOSS": "loss_differs", "FM-INPUT-EXTRA": "input_extra"}
+
+
+def grad_accum(model, tok) -> dict:
+    """What the HF Trainer does with gradient accumulation: when the forward takes **kwargs (or the class sets
+    accepts_loss_kwargs) it passes num_items_in_batch and does not divide by the accumulation steps; a model that
+    then ignores num_items_in_batch (its own mean loss) trains on k times the loss."""
+    import inspect
+
+    import torch
+
+    ids = sequences(tok, 1)[0][None]
+    accepts = getattr(model, "accepts_loss_kwargs", None)
+    if accepts is None:
+        accepts = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(model.forward).parameters.values())
+    trained = ids.shape[1] - 1
+    with torch.no_grad():
+        mean = model(input_ids=ids, labels=ids, use_cache=False).loss.item()
+        given = model(input_ids=ids, labels=ids, use_cache=False, num_items_in_batch=torch.tensor(2 * trained)).loss.item()
+    honours = abs(given - mean / 2) <= 1e-5 * abs(mean)
+    return {"trainer_passes_num_items": bool(accepts), "loss_mean": mean, "loss_given_2n": given,
+            "honours_num_items": honours, "true": bool(accepts) and not honours}
 
 
 def lora_gradients(model, tok) -> dict:
     """PEFT all-linear LoRA; one backward; adapters whose B got no gradient, split into those the loss does
     not depend on (scaling the module's output leaves the loss exactly equal) and those it does."""
+    import copy
+
     import torch
     from peft import LoraConfig, get_peft_model
 
+    ids = sequences(tok, 1)[0][None]
+    model = copy.deepcopy(model)  # PEFT wraps in place; the other reproductions need the model as built
     try:
         peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
-    except Exception as exc:  # noqa: BLE001 - PEFT refusing the model is the finding
-        return {"peft_error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}", "true": True}
-    ids = sequences(tok, 1)[0][None]
-    out = peft(input_ids=ids, labels=ids, use_cache=False)
+        out = peft(input_ids=ids, labels=ids, use_cache=False)
+    except Exception as exc:  # noqa: BLE001 - PEFT refusing the model, or its layer crashing, is the finding
+        return {"peft_error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}", "unsupported": True}
     out.loss.backward()
     base = out.loss.detach()
     silent = [n for n, m in peft.named_modules() if hasattr(m, "lora_B") and "default" in getattr(m, "lora_B", {})
@@ -179,7 +246,10 @@ def lora_gradients(model, tok) -> dict:
         hook.remove()
         if moved:
             on_path.append(name)
-    return {"no_gradient": silent[:10], "on_loss_path": on_path[:10], "true": bool(on_path)}
+    return {"no_gradient": silent[:10], "on_loss_path": on_path[:10], "nograd": bool(on_path), "unsupported": False}
+
+
+LORA_KEYS = {"FM-LORA-NOGRAD": "nograd", "FM-LORA-UNSUPPORTED": "unsupported"}
 
 
 def forward(model, tok) -> dict:
@@ -191,7 +261,8 @@ def forward(model, tok) -> dict:
     out = {}
     try:
         with torch.no_grad():
-            model(input_ids=ids, labels=ids, use_cache=False)
+            if model(input_ids=ids, labels=ids, use_cache=False).loss is None:
+                raise ValueError("given labels, the forward returns no loss")
             logits = model(input_ids=ids, use_cache=False).logits
         out["logit_positions"] = f"{logits.shape[1]} of {ids.shape[1]}"
         out["forward_fails"] = logits.shape[1] < ids.shape[1]
@@ -226,10 +297,11 @@ ATTN_KEYS = {"FM-MODEL-FORWARD": lambda p: p.get("forward_fails"),
 
 
 PLAIN = {"PACK001": packing, "CCE001": fused_loss, "TRAIN001": train_loss, "LORA001": lora_gradients,
-         "ATTN001": forward}
+         "ATTN001": forward, "GA001": grad_accum}
 
 
-def _audit_one(arch: str, codes: list[str], conn) -> None:
+def _audit_one(arch: str, codes: list[str], fixes: list[str], conn) -> None:
+    import copy
     import warnings
 
     import torch
@@ -248,19 +320,20 @@ def _audit_one(arch: str, codes: list[str], conn) -> None:
             out[code] = {"note": "no plain reproduction for this check"}
             continue
         try:
-            out[code] = fn(model, tok)
+            out[code] = fn(copy.deepcopy(model), tok, fixes) if code == "TRAIN001" else fn(model, tok)
         except Exception as exc:  # noqa: BLE001
             out[code] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
         model.zero_grad(set_to_none=True)
     conn.send(out)
 
 
-def audit(records: list[dict], timeout: float) -> list[dict]:
+def audit(records: list[dict], timeout: float, workers: int = 2) -> list[dict]:
     sys.path.insert(0, str(HERE))
     from causes import CAUSES  # noqa: E402 - the curated causes beside this script
 
     ctx = mp.get_context("spawn")
-    rows = []
+    rows: list[dict] = []
+    todo = []
     for rec in records:
         arch, outcome = rec["arch"], rec["outcome"]
         # every finding: the blocking ones, and those a verified patch fixed (READY_WITH_FIXES rows)
@@ -269,34 +342,65 @@ def audit(records: list[dict], timeout: float) -> list[dict]:
             rows.append({"arch": arch, "outcome": outcome, "check": "-", "finding": outcome, "class": "LIMIT",
                          "evidence": rec["reason"][:300], "cause": CAUSES.get((arch, outcome), "")})
             continue
-        codes = [c["code"] for c in blocking if c["status"] == "FAIL"]
-        receiver, sender = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_audit_one, args=(arch, codes, sender))
-        start = time.monotonic()
-        proc.start()
-        sender.close()
-        result = receiver.recv() if receiver.poll(timeout) else {"timeout": f"no result within {timeout:g} s"}
-        proc.kill()
-        proc.join()
-        for c in blocking:
-            finding = f"{c['code']} {c.get('diagnosis') or c['status']}"
-            plain = result.get(c["code"], result)
-            if c["code"] == "PACK001" and c.get("diagnosis") in PACK_KEYS and PACK_KEYS[c["diagnosis"]] in plain:
-                plain = {**plain, "true": plain[PACK_KEYS[c["diagnosis"]]] > FP32_ZERO}
-            if c["code"] == "ATTN001" and c.get("diagnosis") in ATTN_KEYS:
-                plain = {**plain, "true": bool(ATTN_KEYS[c["diagnosis"]](plain))}
-            if c["status"] == "ERROR":
-                klass = "LIMIT"
-            elif "true" in plain:
-                klass = "TRUE" if plain["true"] else "ARTIFACT"
+        todo.append((rec, blocking))
+    running: list[tuple] = []  # (rec, blocking, process, receiver, start)
+    while todo or running:
+        while todo and len(running) < workers:  # each architecture in a fresh process, `workers` at a time
+            rec, blocking = todo.pop(0)
+            codes = [c["code"] for c in blocking if c["status"] == "FAIL"]
+            fixes = [c["fix"]["patch_id"] for c in rec["report"]["checks"] if (c.get("fix") or {}).get("verified")]
+            receiver, sender = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_audit_one, args=(rec["arch"], codes, fixes, sender))
+            proc.start()
+            sender.close()
+            running.append((rec, blocking, proc, receiver, time.monotonic()))
+        time.sleep(0.2)
+        for item in list(running):
+            rec, blocking, proc, receiver, start = item
+            if receiver.poll():
+                try:
+                    result = receiver.recv()
+                except EOFError:
+                    result = {"crash": f"the audit process died (exit {proc.exitcode})"}
+            elif time.monotonic() - start > timeout:
+                result = {"timeout": f"no result within {timeout:g} s"}
+            elif not proc.is_alive():
+                result = {"crash": f"the audit process died (exit {proc.exitcode})"}
             else:
-                klass = "UNREPRODUCED"
-            cause = CAUSES.get((arch, c.get("diagnosis") or c["code"])) or CAUSES.get(c.get("diagnosis") or "", "")
-            if (c.get("fix") or {}).get("verified"):
-                finding += f" (fixed: {c['fix']['patch_id']})"
-            rows.append({"arch": arch, "outcome": outcome, "check": c["code"], "finding": finding, "class": klass,
-                         "plain": plain, "cause": cause, "seconds": round(time.monotonic() - start, 1)})
-        print(f"{arch:28} " + ", ".join(f"{r['finding']} {r['class']}" for r in rows if r["arch"] == arch), flush=True)
+                continue
+            proc.kill()
+            proc.join()
+            running.remove(item)
+            rows.extend(_classify(rec, blocking, result, time.monotonic() - start, CAUSES))
+            arch = rec["arch"]
+            print(f"{arch:28} " + ", ".join(f"{r['finding']} {r['class']}" for r in rows if r["arch"] == arch), flush=True)
+    return sorted(rows, key=lambda r: r["arch"])
+
+
+def _classify(rec: dict, blocking: list[dict], result: dict, seconds: float, causes: dict) -> list[dict]:
+    arch, outcome = rec["arch"], rec["outcome"]
+    rows = []
+    for c in blocking:
+        finding = f"{c['code']} {c.get('diagnosis') or c['status']}"
+        plain = result.get(c["code"], result)
+        if c["code"] == "PACK001" and c.get("diagnosis") in PACK_KEYS and PACK_KEYS[c["diagnosis"]] in plain:
+            plain = {**plain, "true": plain[PACK_KEYS[c["diagnosis"]]] > FP32_ZERO}
+        for code, keys in (("TRAIN001", TRAIN_KEYS), ("LORA001", LORA_KEYS)):
+            if c["code"] == code and keys.get(c.get("diagnosis")) in plain:
+                plain = {**plain, "true": bool(plain[keys[c["diagnosis"]]])}
+        if c["code"] == "ATTN001" and c.get("diagnosis") in ATTN_KEYS:
+            plain = {**plain, "true": bool(ATTN_KEYS[c["diagnosis"]](plain))}
+        if c["status"] == "ERROR":
+            klass = "LIMIT"
+        elif "true" in plain:
+            klass = "TRUE" if plain["true"] else "ARTIFACT"
+        else:
+            klass = "UNREPRODUCED"
+        cause = causes.get((arch, c.get("diagnosis") or c["code"])) or causes.get(c.get("diagnosis") or "", "")
+        if (c.get("fix") or {}).get("verified"):
+            finding += f" (fixed: {c['fix']['patch_id']})"
+        rows.append({"arch": arch, "outcome": outcome, "check": c["code"], "finding": finding, "class": klass,
+                     "plain": plain, "cause": cause, "seconds": round(seconds, 1)})
     return rows
 
 
@@ -332,13 +436,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--arch", default=None)
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     records = [json.loads(line) for line in args.sweep.read_text().splitlines() if line.strip()]
     records = [r for r in records if r["outcome"] != "READY"]
     if args.arch:
         wanted = set(args.arch.split(","))
         records = [r for r in records if r["arch"] in wanted]
-    rows = audit(sorted(records, key=lambda r: r["arch"]), args.timeout)
+    rows = audit(sorted(records, key=lambda r: r["arch"]), args.timeout, args.workers)
     args.out.with_suffix(".jsonl").write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
     args.out.with_suffix(".md").write_text(render(rows, args.sweep.name))
     from collections import Counter

@@ -193,6 +193,8 @@ def _logit_positions(model, batch) -> int:
 def _loss(model, batch) -> float:
     model.zero_grad(set_to_none=True)
     loss = model(**batch, use_cache=False).loss
+    if loss is None:  # what the Trainer refuses too: it trains on the loss the model returns
+        raise ValueError("given labels, the forward returns no loss (the Trainer has nothing to train on)")
     loss.backward()
     model.zero_grad(set_to_none=True)
     return loss.item()

@@ -43,7 +43,7 @@ class InitialLossCheck(Check):
         if session.spec.random_weights:  # the loss of random weights says nothing: do not spend forwards on it
             some = list(session.reference_losses(range(min(4, len(session.examples)))).values())
             mean = torch.cat(some).mean().item() if some else float("nan")
-            ln_v = math.log(session.model.get_output_embeddings().weight.shape[0])
+            ln_v = math.log(session.logit_width)
             res = self.result(Status.SKIP, f"random weights: a loss of {mean:.2f} (ln V {ln_v:.2f}) says nothing "
                                            "about the model")
             res.measure("loss", round(mean, 4), "nats", f"not judged: random weights ({len(some)} samples)")
@@ -56,7 +56,7 @@ class InitialLossCheck(Check):
         if loss_all.numel() == 0:
             return self.result(Status.FAIL, "no assistant token was labelled: the template hides the answers",
                                diagnosis="FM-LOSS-MASK")
-        vocab = session.model.get_output_embeddings().weight.shape[0]
+        vocab = session.logit_width
         ln_v = math.log(vocab)
         random_fraction = session.threshold("initial_loss.random_fraction")
         suspect = session.threshold("initial_loss.suspect_loss")

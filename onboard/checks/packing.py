@@ -73,9 +73,8 @@ class PackingCheck(Check):
         vocab = sorted({t for ex in session.examples for t in ex.input_ids})
         leaking, not_applicable, harm = [], {}, {}
         for name, (kwargs_for, mode) in CONVENTIONS.items():
-            kwargs = kwargs_for(batch.input_ids)
             try:
-                probe = Perturbation(model, batch, vocab, session.seed, **kwargs)
+                probe = Perturbation(model, batch, vocab, session.seed, kwargs_for)
                 leak = probe.leak()
                 # the control only judges a move: an exact 0 needs no estimate of the noise
                 control = probe.control() if leak > floor else 0.0

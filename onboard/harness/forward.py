@@ -71,8 +71,10 @@ class Perturbation:
     there is numerical coupling of the batch (MoE kernels), not attention. An isolated model gives exactly 0
     for both (masked keys add exact zeros)."""
 
-    def __init__(self, model, batch: PackedBatch, vocab: list[int], seed: int, **forward_kwargs):
-        self.model, self.batch, self.kwargs = model, batch, forward_kwargs
+    def __init__(self, model, batch: PackedBatch, vocab: list[int], seed: int, kwargs_for=lambda ids: {}):
+        # kwargs_for(ids) builds the convention's forward arguments for each batch it runs (the control runs two
+        # rows: a mask built once for one row would not fit it)
+        self.model, self.batch, self.kwargs_for = model, batch, kwargs_for
         self.sample = batch.sample[:1].to(batch.input_ids.device)  # the first row
         self.first = self.sample[:, :1]
         self.pool = torch.tensor(vocab, dtype=torch.long)
@@ -81,7 +83,7 @@ class Perturbation:
 
     @torch.no_grad()
     def _logits(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=ids, position_ids=positions, **self.kwargs).logits
+        return self.model(input_ids=ids, position_ids=positions, **self.kwargs_for(ids)).logits
 
     def _replaced(self, ids: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
         index = torch.randint(0, len(self.pool), ids.shape, generator=self.gen)

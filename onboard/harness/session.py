@@ -78,6 +78,7 @@ class ModelSession:
         self.peft_model = None  # set by the lora check; later checks train through it
         self.applied: dict[str, object] = {}  # patch id -> handle, in the order applied
         self._reference: dict[int, torch.Tensor] = {}  # example index -> its per-token losses run alone
+        self._logit_width: int | None = None
 
         if spec.kind is SourceKind.FAULT:  # a fault may need its trigger: LoRA targets or a backend
             from onboard.fixtures.faults import get_fault
@@ -266,6 +267,17 @@ class ModelSession:
             if i not in self._reference:
                 self._reference[i] = example_losses(self.train_model, self.examples[i], self.device)
         return {i: self._reference[i] for i in wanted}
+
+    @property
+    def logit_width(self) -> int:
+        """How many classes the logits score (ln of it is the loss of a uniform guess), read off one forward:
+        not every model exposes its output layer through get_output_embeddings()."""
+        if self._logit_width is None:
+            batch = self.probe_batch(1)
+            with torch.no_grad():
+                out = self.train_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            self._logit_width = int(out.logits.shape[-1])
+        return self._logit_width
 
     def probe_batch(self, n: int = 1) -> dict[str, torch.Tensor]:
         """The n shortest examples as a padded, labelled batch: what patches probe a forward with."""
