@@ -275,7 +275,8 @@ class ModelSession:
         if self._logit_width is None:
             batch = self.probe_batch(1)
             with torch.no_grad():
-                out = self.train_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+                out = self.train_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                       use_cache=False)
             self._logit_width = int(out.logits.shape[-1])
         return self._logit_width
 
