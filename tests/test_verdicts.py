@@ -160,3 +160,17 @@ def test_a_forward_that_returns_no_loss_is_named_as_such():
     attn = by_code(run_checks(make_session("tiny:diffusion_gemma"), [LoadCheck, AttentionCheck]))["ATTN001"]
     assert attn.diagnosis == "FM-MODEL-FORWARD", attn.message
     assert "returns no loss" in attn.message
+
+
+def test_a_text_model_left_bidirectional_by_its_config_is_made_causal():
+    """PaliGemma's config sets its Gemma text model's use_bidirectional_attention (the prefix-LM it was
+    pretrained as): eager builds a causal mask anyway, sdpa without one attends both ways. ATTN001 finds it
+    on the training backend and attention.causal fixes it, leaving the vision tower bidirectional."""
+    from onboard.checks import AttentionCheck
+
+    session = make_session("tiny:paligemma")
+    attn = by_code(run_checks(session, [LoadCheck, AttentionCheck]))["ATTN001"]
+    assert attn.diagnosis == "FM-ATTN-NONCAUSAL" and attn.measurements["future_leak"].value > 1e-3, attn.message
+    assert attn.fixed and attn.fix.measurements_after["future_leak"].value == 0
+    tower = [m.is_causal for n, m in session.model.named_modules() if "vision_tower" in n and hasattr(m, "is_causal")]
+    assert tower and not any(tower)

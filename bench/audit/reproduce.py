@@ -331,7 +331,10 @@ def audit(records: list[dict], timeout: float, workers: int = 2) -> list[dict]:
     sys.path.insert(0, str(HERE))
     from causes import CAUSES  # noqa: E402 - the curated causes beside this script
 
-    ctx = mp.get_context("spawn")
+    # each architecture in a fresh process, forked from a server that has imported torch, transformers and peft
+    # once (a spawn per architecture spent most of its time importing them)
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "transformers", "peft", "onboard.fixtures.tiny", "onboard.fixtures.models"])
     rows: list[dict] = []
     todo = []
     for rec in records:

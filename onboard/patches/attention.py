@@ -79,19 +79,25 @@ class CausalAttentionPatch:
 
     BERT-style classes (BertLMHeadModel, RobertaForCausalLM, ...) are causal only with `config.is_decoder`;
     loaded from an encoder checkpoint, or from the default config, they attend both ways, and next-token
-    training then reads the answer (transformers warns "add `is_decoder=True`"). The patch sets `is_decoder`
-    (the mask is built from it at each forward) and marks the self-attention modules causal (flash kernels
-    read that flag)."""
+    training then reads the answer (transformers warns "add `is_decoder=True`"). PaliGemma's config sets its
+    Gemma text model's `use_bidirectional_attention` (the prefix-LM of its pretraining), so its attention
+    modules are not causal: eager builds a causal mask anyway, sdpa without a mask attends both ways. XLM is
+    causal only with `config.causal` (its CLM checkpoints set it, its MLM ones do not). The patch sets
+    `is_decoder` and `causal`, clears `use_bidirectional_attention`, and marks the text model's self-attention
+    modules causal (sdpa and flash kernels read that flag); a vision tower's attention is left as it is."""
 
     id = "attention.causal"
     applicability = Applicability.SAFE
-    summary = "set is_decoder so a BERT-style model attends only to earlier tokens, as next-token training needs"
+    summary = "make the text model's attention causal (is_decoder, use_bidirectional_attention, module flags)"
 
     def applies_to(self, model) -> str | None:
         config = unwrap(model).config.get_text_config()
-        if not hasattr(config, "is_decoder"):
-            return f"{type(unwrap(model)).__name__} has no is_decoder switch"
-        return None
+        if hasattr(config, "is_decoder") or getattr(config, "use_bidirectional_attention", None) or \
+                getattr(config, "causal", None) is False:
+            return None
+        if any(getattr(m, "is_causal", None) is False for _, m in _text_modules(unwrap(model))):
+            return None
+        return f"{type(unwrap(model)).__name__} has no switch that makes its attention causal"
 
     def apply(self, model, context=None) -> PatchHandle:
         reason = self.applies_to(model)
@@ -102,7 +108,25 @@ class CausalAttentionPatch:
         for config in {id(c): c for c in (base.config, base.config.get_text_config())}.values():
             if hasattr(config, "is_decoder"):
                 set_attr(handle, config, "is_decoder", True)
-        for name, module in base.named_modules():
+            if getattr(config, "use_bidirectional_attention", None):
+                set_attr(handle, config, "use_bidirectional_attention", False)
+            if getattr(config, "causal", None) is False:  # XLM: its masked-LM checkpoints attend both ways
+                set_attr(handle, config, "causal", True)
+        for name, module in _text_modules(base):
             if getattr(module, "is_causal", None) is False and "cross" not in name.lower():
                 set_attr(handle, module, "is_causal", True)
+            if getattr(module, "causal", None) is False:  # XLM's transformer copies config.causal at init
+                set_attr(handle, module, "causal", True)
         return handle
+
+
+def _text_modules(base):
+    """The text model's modules (get_decoder(): the language model of a VLM, the encoder stack of a BERT-style
+    class), so a vision tower's bidirectional attention is never touched; the whole model where there is none."""
+    import torch
+
+    try:
+        decoder = base.get_decoder()
+    except Exception:  # noqa: BLE001 - a class without a decoder accessor
+        decoder = None
+    return (decoder if isinstance(decoder, torch.nn.Module) else base).named_modules()
