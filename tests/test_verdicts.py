@@ -174,3 +174,12 @@ def test_a_text_model_left_bidirectional_by_its_config_is_made_causal():
     assert attn.fixed and attn.fix.measurements_after["future_leak"].value == 0
     tower = [m.is_causal for n, m in session.model.named_modules() if "vision_tower" in n and hasattr(m, "is_causal")]
     assert tower and not any(tower)
+
+
+def test_a_target_name_that_also_names_a_layer_is_left_out_by_full_name():
+    """Qwen3-Omni's thinker has Linears inside nn.Sequential (leaf name "0"); all-linear then also names layer 0
+    of its audio encoder, and PEFT refuses that layer. LORA001 names it FM-LORA-UNSUPPORTED and leaving it out
+    by its full name (not "0", which would drop the Linears too) verifies."""
+    lora = run("tiny:qwen3_omni_moe_thinker", [])["LORA001"]
+    assert lora.diagnosis == "FM-LORA-UNSUPPORTED" and lora.fixed, lora.message
+    assert any("also names this" in line for line in lora.evidence["unsupported_modules"]), lora.evidence

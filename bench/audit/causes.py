@@ -22,6 +22,30 @@ CAUSES: dict = {
         "nn.Linear but returns a tuple (:152), so LoRA wraps it and adds a tensor to that tuple "
         "(peft/tuners/lora/layer.py:1102)."
     ),
+    "FM-ATTN-NONCAUSAL": (
+        "transformers/models/bert/modeling_bert.py:700 — BERT-style models build a causal mask only when "
+        "config.is_decoder is True (create_bidirectional_mask otherwise, :708) and give self-attention "
+        "is_causal=config.is_decoder (:361), while BertLMHeadModel only logs a warning without it (:838), so a "
+        "*LMHeadModel / *ForCausalLM built from a default or encoder checkpoint config (is_decoder False in both) "
+        "attends both ways."
+    ),
+    "FM-LOSS-GA": (
+        "transformers/trainer.py:521 — a forward that takes **kwargs sets model_accepts_loss_kwargs (:517-523), so "
+        "the Trainer passes num_items_in_batch (:2167-2170) and skips dividing the loss by the accumulation steps "
+        "(:2115-2119), but forwards such as BartForCausalLM's compute their own mean CrossEntropyLoss "
+        "(models/bart/modeling_bart.py:1298) and ignore num_items_in_batch, so with k accumulation steps the loss "
+        "and gradients are k times too large."
+    ),
+    "FM-INPUT-EXTRA": (
+        "transformers/models/molmo2/modeling_molmo2.py:820 — Molmo2Model.forward raises in training mode when "
+        "mm_token_type_ids is None, although a text-only batch has no multimodal tokens to type."
+    ),
+    "FM-TRAIN-LOSS": (
+        "transformers/data/data_collator.py:1354 — DataCollatorWithFlattening marks sample boundaries only by "
+        "restarting position_ids (no mask, seq_idx or cu_seq_lens by default, :1304-1307), so where PACK001 found "
+        "the samples leaking (a mask built without position_ids, a recurrent or convolution state) the packed "
+        "training step mixes them the same way; the row's PACK001 cause names the line."
+    ),
     # --- FM-PACK-ISOLATION ----------------------------------------------------------------------------------
     ("opt", "FM-PACK-ISOLATION"): (
         "transformers/models/opt/modeling_opt.py:363 — create_causal_mask is called without position_ids, so the "
@@ -292,6 +316,87 @@ CAUSES: dict = {
         "causal_conv1d_fn and mamba2_chunk_scan over the whole row with one state; no seq_idx is derived from "
         "position_ids, and a 4D mask cannot reset the SSM state."
     ),
+    ("nemotron_h_omni", "FM-PACK-ISOLATION"): (
+        "transformers/models/nemotron_h/modeling_nemotron_h.py:584 (text model is nemotron_h, "
+        "nemotron_h_omni/configuration_nemotron_h_omni.py:61) — the Mamba-2 mixer runs causal_conv1d_fn and "
+        "mamba2_chunk_scan over the whole row with one state; no seq_idx is derived from position_ids, and a 4D "
+        "mask cannot reset the SSM state."
+    ),
+    ("bailing_hybrid", "FM-PACK-ISOLATION"): (
+        "transformers/models/bailing_hybrid/modeling_bailing_hybrid.py:769 — the linear-attention layer (KDA, after "
+        "its causal conv1d at :741) scans the whole row with one recurrent state; no cu_seqlens is ever passed (the "
+        "torch fallbacks ignore **kwargs), and create_recurrent_attention_mask returns None for a 4D mask "
+        "(masking_utils.py:1516), so nothing resets the state at a sample boundary."
+    ),
+    ("kimi_linear", "FM-PACK-ISOLATION"): (
+        "transformers/models/kimi_linear/modeling_kimi_linear.py:696 — the KDA delta-attention layer (after its "
+        "causal conv1d at :657) scans the whole row with one recurrent state; no cu_seqlens is ever passed (the "
+        "torch fallbacks ignore **kwargs), and create_recurrent_attention_mask returns None for a 4D mask "
+        "(masking_utils.py:1516), so nothing resets the state at a sample boundary."
+    ),
+    ("glm5_next", "FM-PACK-ISOLATION"): (
+        "transformers/models/glm5_next/modeling_glm5_next.py:749 — the KDA linear-attention layer (after its causal "
+        "conv1d at :710) scans the whole row with one recurrent state, and the text model reduces any mask to a 2D "
+        "padding mask (:1484, None for a 4D mask, then all ones at :1492), so the indexed attention too selects "
+        "keys by row causality alone (:854) and never sees a sample boundary."
+    ),
+    ("qwen4_exp", "FM-PACK-ISOLATION"): (
+        "transformers/models/qwen4_exp/modeling_qwen4_exp.py:616 — the gated-delta-net layer (and its causal conv1d "
+        "at :571) scans the whole row with one recurrent state; cu_seqlens comes only from a cu_seq_lens_q kwarg, "
+        "is never derived from position_ids, and a 4D mask cannot reset the state (a checkpoint with ple_layer_ids "
+        "also hashes n-grams across the boundary unless each sample ends in EOS, :1129)."
+    ),
+    ("qwen4_exp_text", "FM-PACK-ISOLATION"): (
+        "transformers/models/qwen4_exp/modeling_qwen4_exp.py:616 — the gated-delta-net layer (and its causal conv1d "
+        "at :571) scans the whole row with one recurrent state; cu_seqlens comes only from a cu_seq_lens_q kwarg, "
+        "is never derived from position_ids, and a 4D mask cannot reset the state (a checkpoint with ple_layer_ids "
+        "also hashes n-grams across the boundary unless each sample ends in EOS, :1129)."
+    ),
+    ("zaya", "FM-PACK-ISOLATION"): (
+        "transformers/models/zaya/modeling_zaya.py:235 — the CCA projection convolves q/k over the whole row and "
+        "takes half of each value head from the previous token (:250), both across sample boundaries; the conv "
+        "mask is only a 2D padding mask (:748), None for a 4D mask."
+    ),
+    ("inkling2", "FM-PACK-ISOLATION"): (
+        "transformers/models/inkling2/modeling_inkling2.py:340 — the post-attention / post-MLP short convolutions "
+        "(and the k/v dynamic convolutions, :405) span sample boundaries: seq_idx comes only from a kwarg, is "
+        "never derived from position_ids, the torch conv fallback ignores it (:263), and a 4D mask gives no "
+        "conv mask."
+    ),
+    ("inkling2_text", "FM-PACK-ISOLATION"): (
+        "transformers/models/inkling2/modeling_inkling2.py:340 — the post-attention / post-MLP short convolutions "
+        "(and the k/v dynamic convolutions, :405) span sample boundaries: seq_idx comes only from a kwarg, is "
+        "never derived from position_ids, the torch conv fallback ignores it (:263), and a 4D mask gives no "
+        "conv mask."
+    ),
+    ("inkling2_loop", "FM-PACK-ISOLATION"): (
+        "transformers/models/inkling2_loop/modeling_inkling2_loop.py:383 — the short convolutions (and the k/v "
+        "dynamic convolutions, :448) span sample boundaries: seq_idx comes only from a kwarg, is never derived "
+        "from position_ids, the torch conv fallback ignores it (:306), and a 4D mask gives no conv mask."
+    ),
+    ("inkling2_loop_text", "FM-PACK-ISOLATION"): (
+        "transformers/models/inkling2_loop/modeling_inkling2_loop.py:383 — the short convolutions (and the k/v "
+        "dynamic convolutions, :448) span sample boundaries: seq_idx comes only from a kwarg, is never derived "
+        "from position_ids, the torch conv fallback ignores it (:306), and a 4D mask gives no conv mask."
+    ),
+    ("deepseek_v4", "FM-PACK-ISOLATION"): (
+        "transformers/models/deepseek_v4/modeling_deepseek_v4.py:649 — the CSA (and HCA, :419) compressors pool "
+        "fixed windows of the whole packed row into compressed KV entries, and which entries a query may see is "
+        "set from its restarted position_ids alone (:589, :449), so a later sample's queries read the earlier "
+        "sample's compressed windows; that block bias is appended to a 4D mask too (:851) (the HCA path only "
+        "engages on rows of at least 128 tokens)."
+    ),
+    ("prophetnet", "FM-PACK-ISOLATION"): (
+        "transformers/models/prophetnet/modeling_prophetnet.py:1306 — ProphetNetDecoder takes no position_ids "
+        "(:1087, its positions count the whole row, :1147) and builds a plain triu causal mask over the row, "
+        "adding the attention mask as 2D (:1314), so samples attend across boundaries and a 4D mask cannot be "
+        "passed."
+    ),
+    ("xlm", "FM-PACK-ISOLATION"): (
+        "transformers/models/xlm/modeling_xlm.py:72 — get_masks builds the mask from lengths alone (a plain "
+        "triangle when config.causal, the padding mask otherwise), position_ids only feed the position embedding, "
+        "and a 4D attention_mask fails the (bs, slen) assert (:77)."
+    ),
     # --- FM-CCE-MATH: encoder-decoder families used as decoder-only -----------------------------------------
     ("bart", "FM-CCE-MATH"): (
         "transformers/models/bart/modeling_bart.py:1299 — the ForCausalLM loss is CrossEntropy(logits, labels) "
@@ -340,6 +445,28 @@ CAUSES: dict = {
         "transformers/models/cpmant/modeling_cpmant.py:765 — the ForCausalLM loss is CrossEntropy(logits, labels) "
         "with no shift, so position t is trained to predict token t (copy) instead of token t+1."
     ),
+    ("whisper", "FM-CCE-MATH"): (
+        "transformers/models/whisper/modeling_whisper.py:1270 — the WhisperForCausalLM loss is CrossEntropy(logits, "
+        "labels) with no shift (its docstring says labels must come pre-shifted, :1220), so with labels = "
+        "input_ids position t is trained to predict token t (copy) instead of token t+1."
+    ),
+    ("prophetnet", "FM-CCE-MATH"): (
+        "transformers/models/prophetnet/modeling_prophetnet.py:1812 — the loss is the mean NLL, with no shift, "
+        "over all config.ngram predicting streams that lm_head projects (:1772), while the returned logits are "
+        "stream 0 only (:1774), so it is neither the shifted next-token CE of the logits nor a loss on the layer "
+        "output the logits come from."
+    ),
+    ("xlm", "FM-CCE-MATH"): (
+        "transformers/models/xlm/modeling_xlm.py:896 — XLMPredLayer's loss is cross_entropy(scores, labels) with no "
+        "shift, although XLMWithLMHeadModel's docstring says labels are shifted inside the model (:993), so "
+        "position t is trained to predict token t (copy) instead of token t+1."
+    ),
+    ("chameleon", "FM-CCE-MATH"): (
+        "transformers/models/chameleon/modeling_chameleon.py:1071 — after lm_head the forward sets every image "
+        "token's logit to the dtype minimum, so the model's CE normalises over text tokens only, which no scale or "
+        "softcap of lm_head's output gives a fused loss (the tiny model masks the 2 image tokens of its test "
+        "vocabulary_map, a checkpoint its 8192 VQ image tokens)."
+    ),
     # --- FM-TRAIN-LOSS: the same unshifted loss line --------------------------------------------------------
     ("bart", "FM-TRAIN-LOSS"): (
         "transformers/models/bart/modeling_bart.py:1299 — the ForCausalLM loss is CrossEntropy(logits, labels) "
@@ -387,6 +514,29 @@ CAUSES: dict = {
     ("cpmant", "FM-TRAIN-LOSS"): (
         "transformers/models/cpmant/modeling_cpmant.py:765 — the ForCausalLM loss is CrossEntropy(logits, labels) "
         "with no shift, so position t is trained to predict token t (copy) instead of token t+1."
+    ),
+    ("whisper", "FM-TRAIN-LOSS"): (
+        "transformers/models/whisper/modeling_whisper.py:1270 — the WhisperForCausalLM loss is CrossEntropy(logits, "
+        "labels) with no shift (its docstring says labels must come pre-shifted, :1220), so with labels = "
+        "input_ids position t is trained to predict token t (copy) instead of token t+1."
+    ),
+    ("prophetnet", "FM-TRAIN-LOSS"): (
+        "transformers/models/prophetnet/modeling_prophetnet.py:1812 — the loss is the mean NLL, with no shift, over "
+        "all config.ngram predicting streams, so position t is trained on token t (which its stream sees) rather "
+        "than the next-token loss of the logits; packed, the decoder's whole-row mask and positions (:1306, :1147) "
+        "mix the samples as well."
+    ),
+    ("xlm", "FM-TRAIN-LOSS"): (
+        "transformers/models/xlm/modeling_xlm.py:896 — XLMPredLayer's loss is cross_entropy(scores, labels) with no "
+        "shift, although the docstring says labels are shifted inside the model (:993), so position t is trained "
+        "on token t; packed, the mask built from lengths (:72) also mixes the samples."
+    ),
+    ("xlm-roberta-xl", "FM-TRAIN-LOSS"): (
+        "transformers/models/xlm_roberta_xl/modeling_xlm_roberta_xl.py:156 — alone, position ids are made from "
+        "input_ids starting at padding_idx + 1 (= 2), while DataCollatorWithFlattening gives 0-based position_ids "
+        "(data/data_collator.py:1354, position_ids_start defaults to 0, as its docstring warns at :1293), so each "
+        "packed sample is embedded at positions shifted by two, its second token on the zero padding row (:75), "
+        "and its loss differs."
     ),
     # --- FM-LORA-UNSUPPORTED --------------------------------------------------------------------------------
     ("llama4", "FM-LORA-UNSUPPORTED"): (
@@ -466,9 +616,92 @@ CAUSES: dict = {
         "transformers/models/xmod/modeling_xmod.py:734 — XmodModel.forward raises when lang_ids is None and the "
         "config has no default_language (the default is None)."
     ),
+    ("diffusion_gemma", "FM-MODEL-FORWARD"): (
+        "transformers/models/diffusion_gemma/modeling_diffusion_gemma.py:1610 — DiffusionGemmaForBlockDiffusion is "
+        "a block-diffusion denoiser: its forward has no labels argument (they fall into **kwargs) and returns "
+        "logits with no loss (:1666), so a Trainer has nothing to train on."
+    ),
+    ("florence2", "FM-MODEL-FORWARD"): (
+        "transformers/models/florence2/modeling_florence2.py:752 — an encoder-decoder: input_ids go to the encoder "
+        "(:746), and without decoder_input_ids or labels the decoder gets one start token (:753-755), so the logits "
+        "cover one position; with labels its decoder reads shift_tokens_right(labels) (:876), not the input text."
+    ),
+    ("gemma4_assistant", "FM-MODEL-FORWARD"): (
+        "transformers/models/gemma4_assistant/modeling_gemma4_assistant.py:165 — the assistant is a drafter for "
+        "assisted generation: its forward ignores input_ids and raises unless it gets the target model's "
+        "inputs_embeds and shared_kv_states."
+    ),
+    ("gemma4_unified_assistant", "FM-MODEL-FORWARD"): (
+        "transformers/models/gemma4_unified_assistant/modeling_gemma4_unified_assistant.py:172 — the assistant is a "
+        "drafter for assisted generation: its forward ignores input_ids and raises unless it gets the target "
+        "model's inputs_embeds and shared_kv_states."
+    ),
+    ("musicgen_melody", "FM-MODEL-FORWARD"): (
+        "transformers/models/musicgen_melody/modeling_musicgen_melody.py:742 — labels must be (batch, seq, "
+        "num_codebooks) (:701), so (batch, seq) text labels are indexed on their last axis as codebooks and the "
+        "per-codebook CE gets one target per sequence against seq logits."
+    ),
+    ("pi0", "FM-MODEL-FORWARD"): (
+        "transformers/models/pi0/modeling_pi0.py:240 — PI0ForConditionalGeneration is a flow-matching robot "
+        "policy: forward requires the robot state as its first argument and its only loss is an MSE on actions "
+        "(:314), not a token loss."
+    ),
+    ("pp_formulanet", "FM-MODEL-FORWARD"): (
+        "transformers/models/pp_formulanet/modeling_pp_formulanet.py:995 — PPFormulaNetModel.forward raises unless "
+        "exactly one of pixel_values and encoder_outputs is given: it decodes text from an image only."
+    ),
+    ("qwen2_5_omni_thinker", "FM-MODEL-FORWARD"): (
+        "transformers/models/qwen2_5_omni/modeling_qwen2_5_omni.py:288 — get_rope_index, run whenever "
+        "input_ids and an attention_mask are given (:1816), reads config.vision_start_token_id, which "
+        "Qwen2_5OmniThinkerConfig does not define (only the talker config has it, configuration_qwen2_5_omni.py:343); "
+        "the tiny model keeps the class defaults, a checkpoint whose thinker_config carries the key as an extra "
+        "field does not fail."
+    ),
+    ("qwen3_omni_moe_thinker", "FM-MODEL-FORWARD"): (
+        "transformers/models/qwen3_omni_moe/modeling_qwen3_omni_moe.py:291 — get_rope_index, run whenever "
+        "input_ids and an attention_mask are given (:1905), reads config.vision_start_token_id, which "
+        "Qwen3OmniMoeThinkerConfig does not define (only the talker config has it, "
+        "configuration_qwen3_omni_moe.py:470); the tiny model keeps the class defaults, a checkpoint whose "
+        "thinker_config carries the key as an extra field does not fail."
+    ),
+    ("reformer", "FM-MODEL-FORWARD"): (
+        "transformers/models/reformer/modeling_reformer.py:1601 — the reversible layers' backward asserts training "
+        "mode, and in training mode the axial position embeddings raise unless the sequence length equals "
+        "prod(axial_pos_shape) (:233), so a gradient is only available on inputs padded to exactly that length."
+    ),
+    ("t5gemma2", "FM-MODEL-FORWARD"): (
+        "transformers/models/t5gemma2/modeling_t5gemma2.py:978 — an encoder-decoder: input_ids go to the encoder "
+        "and the decoder's inputs come only from decoder_input_ids or shifted labels (:1232), so without labels "
+        "the decoder raises that it got neither input_ids nor inputs_embeds."
+    ),
+    ("vision-encoder-decoder", "FM-MODEL-FORWARD"): (
+        "transformers/models/vision_encoder_decoder/modeling_vision_encoder_decoder.py:386 — "
+        "VisionEncoderDecoderModel.forward raises when neither pixel_values nor encoder_outputs is given: the "
+        "text is only ever decoded from an image."
+    ),
+    # --- ATTN001 FM-ATTN-NONCAUSAL: later tokens reach earlier predictions ----------------------------------
+    ("paligemma", "FM-ATTN-NONCAUSAL"): (
+        "transformers/models/paligemma/configuration_paligemma.py:91 — an unset "
+        "text_config.use_bidirectional_attention becomes True, so Gemma's attention sets is_causal False "
+        "(models/gemma/modeling_gemma.py:228); with sdpa, no token_type_ids and no padding create_causal_mask "
+        "returns None (masking_utils.py:517) and sdpa takes is_causal from the module "
+        "(integrations/sdpa_attention.py:148), so the text attends both ways, while eager always gets the causal "
+        "mask (released PaliGemma configs leave the field unset too)."
+    ),
+    ("cpmant", "FM-ATTN-NONCAUSAL"): (
+        "transformers/models/cpmant/modeling_cpmant.py:565 — the mask lets every token see every context token, "
+        "and the forward marks the whole input as context (context is all ones, :626), so the causal triangle "
+        "never applies and later tokens reach earlier ones."
+    ),
+    ("xlnet", "FM-ATTN-NONCAUSAL"): (
+        "transformers/models/xlnet/modeling_xlnet.py:1070 — with attn_type 'bi' (the config default and the "
+        "released checkpoints') the base mask is None, and without perm_mask or input_mask no data mask is added "
+        "(:1086, :1111), so the content stream attends to the whole sequence."
+    ),
+    ("xlm", "FM-ATTN-NONCAUSAL"): (
+        "transformers/models/xlm/modeling_xlm.py:74 — with config.causal False (the default, "
+        "configuration_xlm.py:113) get_masks uses the padding mask as the attention mask, so every token attends "
+        "to the whole sequence."
+    ),
 }
 
-# Not explained (no line found; left out rather than guessed):
-# - florence2 (FM-MODEL-FORWARD): Florence2ForConditionalGeneration.forward has a text-only path (pixel_values is
-#   optional, florence2/modeling_florence2.py:738; decoder inputs come from shift_tokens_right(labels) at :876);
-#   no line that requires a non-text input was found.

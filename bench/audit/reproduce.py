@@ -85,13 +85,13 @@ def packing(model, tok) -> dict:
         try:
             out[name] = moved(**kw)
         except Exception as exc:  # noqa: BLE001 - a convention the model cannot run
-            out[name + "_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+            out[name + "_error"] = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:120]}"
     n = ids.shape[1]
     mask = _block_mask([len(s) for s in seqs])
     try:
         out["leak_with_block_mask"] = moved(attention_mask=mask, use_cache=False)
     except Exception as exc:  # noqa: BLE001
-        out["block_mask_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+        out["block_mask_error"] = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}"
     return out
 
 
@@ -163,35 +163,54 @@ def _block_mask(lengths: list[int]):
 
 
 def train_loss(model, tok, fixes: list[str] = ()) -> dict:
-    """A row packed by DataCollatorWithFlattening, called as the Trainer calls it (no use_cache argument: the
-    model's default cache), in eval mode (no dropout): the model's loss against the token-mean shifted CE of
-    the samples run alone. A forward that asks for an input text does not have is FM-INPUT-EXTRA's finding."""
+    """A row packed by DataCollatorWithFlattening, its loss computed by the HF Trainer itself (compute_loss, in
+    train mode: the Trainer also turns the config's use_cache off), against the token-mean shifted CE of the
+    samples run alone. A model that is stochastic in train mode (dropout) is compared in eval mode. A forward
+    that asks for an input text does not have is FM-INPUT-EXTRA's finding."""
+    import tempfile
+
     import torch
     import torch.nn.functional as F
-    from transformers import DataCollatorWithFlattening
+    from transformers import DataCollatorWithFlattening, Trainer, TrainingArguments
 
     seqs = sequences(tok)
-    batch = DataCollatorWithFlattening(return_position_ids=True)([{"input_ids": s.tolist()} for s in seqs])
+    feats = [{"input_ids": s.tolist(), "labels": s.tolist()} for s in seqs]
+    collator = DataCollatorWithFlattening(return_position_ids=True)
     _plain_fixes(model, fixes)
-    if "packing.block_mask" in fixes:
-        batch["attention_mask"] = _block_mask([len(s) for s in seqs])
-    try:
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(out, per_device_train_batch_size=len(seqs), use_cpu=True, report_to="none",
+                                 remove_unused_columns=False)
+        trainer = Trainer(model=model, args=args, data_collator=collator, train_dataset=feats)
+        inputs = trainer._prepare_inputs(collator(feats))
+        if "packing.block_mask" in fixes:
+            inputs["attention_mask"] = _block_mask([len(s) for s in seqs])
+        model.train()
+        try:
+            torch.manual_seed(0)
+            first = trainer.compute_loss(model, inputs)
+            first.backward()
+            with torch.no_grad():
+                torch.manual_seed(1)
+                second = trainer.compute_loss(model, inputs).item()
+        except Exception as exc:  # noqa: BLE001
+            text = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+            return {"train_forward_error": text, "input_extra": "token_type_ids" in text}
+        finally:
+            model.zero_grad(set_to_none=True)
+        stochastic = first.item() != second
+        if stochastic:
+            model.eval()
         with torch.no_grad():
-            model.train()  # the guard that asks for token_type_ids runs in training only
-            model(**batch)
-    except Exception as exc:  # noqa: BLE001
-        text = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-        return {"train_forward_error": text, "input_extra": "token_type_ids" in text}
-    finally:
+            packed = trainer.compute_loss(model, inputs).item() if stochastic else first.item()
+            alone = []
+            for s in seqs:
+                logits = model(input_ids=s[None], use_cache=False).logits.float()
+                alone.append(F.cross_entropy(logits[0, :-1], s[1:], reduction="none"))
         model.eval()
-    with torch.no_grad():
-        packed = model(**batch).loss.item()
-        alone = []
-        for s in seqs:
-            logits = model(input_ids=s[None], use_cache=False).logits.float()
-            alone.append(F.cross_entropy(logits[0, :-1], s[1:], reduction="none"))
     ref = torch.cat(alone).mean().item()
-    return {"fixes": list(fixes), "packed_loss": packed, "alone_loss": ref, "rel": abs(packed - ref) / ref, "loss_differs": abs(packed - ref) / ref > 1e-4}
+    rel = abs(packed - ref) / ref
+    return {"fixes": list(fixes), "stochastic_in_train_mode": stochastic, "packed_loss": packed, "alone_loss": ref,
+            "rel": rel, "loss_differs": rel > 1e-4}
 
 
 TRAIN_KEYS = {"FM-TRAIN-LOSS": "loss_differs", "FM-INPUT-EXTRA": "input_extra"}
@@ -232,7 +251,7 @@ def lora_gradients(model, tok) -> dict:
         peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
         out = peft(input_ids=ids, labels=ids, use_cache=False)
     except Exception as exc:  # noqa: BLE001 - PEFT refusing the model, or its layer crashing, is the finding
-        return {"peft_error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}", "unsupported": True}
+        return {"peft_error": f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}", "unsupported": True}
     out.loss.backward()
     base = out.loss.detach()
     silent = [n for n, m in peft.named_modules() if hasattr(m, "lora_B") and "default" in getattr(m, "lora_B", {})
@@ -260,15 +279,22 @@ def forward(model, tok) -> dict:
     ids = sequences(tok, 1)[0][None]
     out = {}
     try:
+        model.train()  # a training step: forward and backward in train mode (Reformer refuses one in eval mode)
+        loss = model(input_ids=ids, labels=ids, attention_mask=torch.ones_like(ids), use_cache=False).loss
+        if loss is None:
+            raise ValueError("given labels, the forward returns no loss")
+        loss.backward()
+        model.eval()
+        model.zero_grad(set_to_none=True)
         with torch.no_grad():
-            if model(input_ids=ids, labels=ids, use_cache=False).loss is None:
-                raise ValueError("given labels, the forward returns no loss")
             logits = model(input_ids=ids, use_cache=False).logits
         out["logit_positions"] = f"{logits.shape[1]} of {ids.shape[1]}"
         out["forward_fails"] = logits.shape[1] < ids.shape[1]
     except Exception as exc:  # noqa: BLE001
-        out["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        out["error"] = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
         out["forward_fails"] = True
+        model.eval()
+        model.zero_grad(set_to_none=True)
     if not out["forward_fails"]:
         half = ids.shape[1] // 2
         other = ids.clone()
@@ -284,7 +310,7 @@ def forward(model, tok) -> dict:
                 with torch.no_grad():
                     losses[backend] = model(input_ids=ids, labels=ids, use_cache=False).loss.item()
             except Exception as exc:  # noqa: BLE001
-                out[f"{backend}_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+                out[f"{backend}_error"] = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:120]}"
         if len(losses) == 2:
             out["sdpa_vs_eager_rel"] = abs(losses["sdpa"] - losses["eager"]) / abs(losses["eager"])
     return out
@@ -312,7 +338,7 @@ def _audit_one(arch: str, codes: list[str], fixes: list[str], conn) -> None:
     try:
         tok, model = build(arch)
     except Exception as exc:  # noqa: BLE001
-        conn.send({"build_error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"})
+        conn.send({"build_error": f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"})
         return
     for code in codes:
         fn = PLAIN.get(code)
@@ -322,7 +348,7 @@ def _audit_one(arch: str, codes: list[str], fixes: list[str], conn) -> None:
         try:
             out[code] = fn(copy.deepcopy(model), tok, fixes) if code == "TRAIN001" else fn(model, tok)
         except Exception as exc:  # noqa: BLE001
-            out[code] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+            out[code] = {"error": f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"}
         model.zero_grad(set_to_none=True)
     conn.send(out)
 

@@ -72,11 +72,11 @@ class AttentionCheck(Check):
         batch = session.probe_batch()
         for kind, inputs in (("a padded batch", batch), ("a packed row", _packed_row(session))):
             try:
-                loss = _loss(model, inputs)
+                _step(model, inputs)
             except Exception as exc:  # noqa: BLE001 - a kernel failing at run time is the finding
                 text = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}"
                 res.status = Status.FAIL
-                if wanted != "eager" and _runs_with(base, "eager", lambda: _loss(model, inputs)):
+                if wanted != "eager" and _runs_with(base, "eager", lambda: _step(model, inputs)):
                     res.diagnosis, res.proposed_patch = "FM-ATTN-KERNEL", "attention.fallback"
                     res.message = f"{wanted} fails on {kind} of this model, eager runs it: {text}"
                 else:  # not the backend: the model's own forward fails on text-only data
@@ -190,11 +190,28 @@ def _logit_positions(model, batch) -> int:
     return logits.shape[1] if logits is not None and logits.dim() == 3 else 0
 
 
+def _step(model, batch) -> None:
+    """A forward and backward as training runs them: in train mode (Reformer's reversible layers refuse a
+    backward in eval mode), the mode restored after."""
+    was_training = model.training
+    model.train()
+    try:
+        model.zero_grad(set_to_none=True)
+        loss = model(**batch, use_cache=False).loss
+        if loss is None:  # what the Trainer refuses too: it trains on the loss the model returns
+            raise ValueError("given labels, the forward returns no loss (the Trainer has nothing to train on)")
+        loss.backward()
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+
+
 def _loss(model, batch) -> float:
-    model.zero_grad(set_to_none=True)
-    loss = model(**batch, use_cache=False).loss
-    if loss is None:  # what the Trainer refuses too: it trains on the loss the model returns
+    """The loss in the session's mode (eval: no dropout), for comparing backends."""
+    import torch
+
+    with torch.no_grad():
+        loss = model(**batch, use_cache=False).loss
+    if loss is None:
         raise ValueError("given labels, the forward returns no loss (the Trainer has nothing to train on)")
-    loss.backward()
-    model.zero_grad(set_to_none=True)
     return loss.item()

@@ -179,6 +179,16 @@ def unwrappable_modules(model) -> dict[str, str]:
                 ok = False
             if not ok:
                 found[name] = f"{type(module).__name__}.forward does not return one tensor of its out_features"
+    # all-linear targets the leaf names of the Linear layers, and PEFT matches a name by its last part: a Linear
+    # inside an nn.Sequential is "0", which then also names layer 0 of every ModuleList (Qwen3-Omni's audio
+    # encoder layers), and PEFT refuses those
+    linear_leaves = {n.rpartition(".")[2] for n, m in base.named_modules() if isinstance(m, nn.Linear)}
+    wrappable = (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MultiheadAttention)
+    for name, module in base.named_modules():
+        leaf = name.rpartition(".")[2]
+        if name and leaf in linear_leaves and not isinstance(module, wrappable) and type(module).__name__ != "Conv1D" \
+                and name not in found and "lora_" not in name:
+            found[name] = f"the target name {leaf!r} (a Linear's, under all-linear) also names this {type(module).__name__}"
     return found
 
 
@@ -194,7 +204,11 @@ class ExcludeUnwrappablePatch:
         found = unwrappable_modules(model)
         if not found:
             return config
-        leaves = sorted({name.rpartition(".")[2] for name in found})
+        # by leaf name where no wrappable Linear shares it, else by full name (PEFT matches either way)
+        linear_leaves = {n.rpartition(".")[2] for n, m in unwrap(model).named_modules()
+                         if isinstance(m, nn.Linear) and n not in found}
+        leaves = sorted({name if name.rpartition(".")[2] in linear_leaves else name.rpartition(".")[2]
+                         for name in found})
         if isinstance(config.target_modules, str) and config.target_modules != "all-linear":
             return config
         excluded = set(config.exclude_modules or []) | set(leaves)
