@@ -183,3 +183,21 @@ def test_a_target_name_that_also_names_a_layer_is_left_out_by_full_name():
     lora = run("tiny:qwen3_omni_moe_thinker", [])["LORA001"]
     assert lora.diagnosis == "FM-LORA-UNSUPPORTED" and lora.fixed, lora.message
     assert any("also names this" in line for line in lora.evidence["unsupported_modules"]), lora.evidence
+
+
+def test_the_forward_probe_runs_in_train_mode_as_training_does():
+    """Reformer's reversible layers refuse a backward in eval mode: probing so blamed the model for onboard's
+    setup. In train mode its real requirement shows: the sequence length must factor into axial_pos_shape."""
+    from onboard.checks import AttentionCheck
+
+    attn = by_code(run_checks(make_session("tiny:reformer"), [LoadCheck, AttentionCheck]))["ATTN001"]
+    assert attn.diagnosis == "FM-MODEL-FORWARD" and "axial_pos_shape" in attn.message, attn.message
+
+
+def test_a_thinker_gets_the_special_ids_real_checkpoints_carry():
+    """Qwen2.5-Omni's thinker config class defines no vision_start_token_id, which its rotary index reads when
+    an attention mask is given: the tiny model gets the released checkpoint's, and its forward runs."""
+    from onboard.checks import AttentionCheck
+
+    attn = by_code(run_checks(make_session("tiny:qwen2_5_omni_thinker"), [LoadCheck, AttentionCheck]))["ATTN001"]
+    assert attn.status is Status.PASS, attn.message
