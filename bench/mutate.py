@@ -193,8 +193,8 @@ MUTATIONS = [
       "        leaves = sorted({name.rpartition(\".\")[2]",
       ("tests/test_verdicts.py::test_a_target_name_that_also_names_a_layer_is_left_out_by_full_name",),
       "a module left out of LoRA by a leaf name its Linears share"),
-    M("attn-probe-eval-mode", "onboard/checks/attention.py", "    model.train()\n    try:\n        model.zero_grad",
-      "    model.eval()\n    try:\n        model.zero_grad",
+    M("attn-probe-eval-mode", "onboard/checks/attention.py", "            _forward_backward(model, batch, train=True)",
+      "            _forward_backward(model, batch, train=False)",
       ("tests/test_verdicts.py::test_the_forward_probe_runs_in_train_mode_as_training_does",),
       "the forward probe's backward in eval mode"),
     # ---- train ----

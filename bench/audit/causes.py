@@ -703,5 +703,93 @@ CAUSES: dict = {
         "configuration_xlm.py:113) get_masks uses the padding mask as the attention mask, so every token attends "
         "to the whole sequence."
     ),
+    # --- FM-PACK-ISOLATION of the BERT family and the rest of the audit of transformers 5.24 ---
+    ("bert", "FM-PACK-ISOLATION"): (
+        "transformers/models/bert/modeling_bert.py:701 — with is_decoder the mask is create_causal_mask called without "
+        "position_ids, so packed-sequence detection never runs and later samples attend to earlier ones."
+    ),
+    ("bert-generation", "FM-PACK-ISOLATION"): (
+        "transformers/models/bert_generation/modeling_bert_generation.py:570 — with is_decoder the mask is create_causal_mask called without "
+        "position_ids, so packed-sequence detection never runs and later samples attend to earlier ones."
+    ),
+    ("camembert", "FM-PACK-ISOLATION"): (
+        "transformers/models/camembert/modeling_camembert.py:678 — with is_decoder the mask is create_causal_mask called without "
+        "position_ids, so packed-sequence detection never runs and later samples attend to earlier ones."
+    ),
+    ("data2vec-text", "FM-PACK-ISOLATION"): (
+        "transformers/models/data2vec/modeling_data2vec_text.py:642 — with is_decoder the mask is create_causal_mask called without "
+        "position_ids, so packed-sequence detection never runs and later samples attend to earlier ones."
+    ),
+    ("electra", "FM-PACK-ISOLATION"): (
+        "transformers/models/electra/modeling_electra.py:647 — with is_decoder the mask is create_causal_mask called without "
+        "position_ids, so packed-sequence detection never runs and later samples attend to earlier ones."
+    ),
+    ("ernie", "FM-PACK-ISOLATION"): (
+        "transformers/models/ernie/modeling_ernie.py:672 — with is_decoder the mask is create_causal_mask called without "
+        "position_ids, so packed-sequence detection never runs and later samples attend to earlier ones."
+    ),
+    ("roberta", "FM-PACK-ISOLATION"): (
+        "transformers/models/roberta/modeling_roberta.py:656 — with is_decoder the mask is create_causal_mask called without "
+        "position_ids, so packed-sequence detection never runs and later samples attend to earlier ones."
+    ),
+    ("roberta-prelayernorm", "FM-PACK-ISOLATION"): (
+        "transformers/models/roberta_prelayernorm/modeling_roberta_prelayernorm.py:682 — with is_decoder the mask is create_causal_mask called without "
+        "position_ids, so packed-sequence detection never runs and later samples attend to earlier ones."
+    ),
+    ("roc_bert", "FM-PACK-ISOLATION"): (
+        "transformers/models/roc_bert/modeling_roc_bert.py:759 — with is_decoder the mask is create_causal_mask called without "
+        "position_ids, so packed-sequence detection never runs and later samples attend to earlier ones."
+    ),
+    ("xlm-roberta", "FM-PACK-ISOLATION"): (
+        "transformers/models/xlm_roberta/modeling_xlm_roberta.py:667 — with is_decoder the mask is create_causal_mask called without "
+        "position_ids, so packed-sequence detection never runs and later samples attend to earlier ones."
+    ),
+    ("xlm-roberta-xl", "FM-PACK-ISOLATION"): (
+        "transformers/models/xlm_roberta_xl/modeling_xlm_roberta_xl.py:663 — with is_decoder the mask is create_causal_mask called without "
+        "position_ids, so packed-sequence detection never runs and later samples attend to earlier ones."
+    ),
+    ("big_bird", "FM-PACK-ISOLATION"): (
+        "transformers/models/big_bird/modeling_big_bird.py:1641 — the mask function (create_causal_mask with is_decoder) is called "
+        "without position_ids, so packed-sequence detection never runs and later samples attend to earlier ones."
+    ),
+    ("megatron-bert", "FM-PACK-ISOLATION"): (
+        "transformers/models/megatron_bert/modeling_megatron_bert.py:642 — the mask function (create_causal_mask with is_decoder) is called "
+        "without position_ids, so packed-sequence detection never runs and later samples attend to earlier ones."
+    ),
+    ("rembert", "FM-PACK-ISOLATION"): (
+        "transformers/models/rembert/modeling_rembert.py:575 — the mask function (create_causal_mask with is_decoder) is called "
+        "without position_ids, so packed-sequence detection never runs and later samples attend to earlier ones."
+    ),
+    ("roformer", "FM-PACK-ISOLATION"): (
+        "transformers/models/roformer/modeling_roformer.py:729 — the mask function (create_causal_mask with is_decoder) is called "
+        "without position_ids, so packed-sequence detection never runs and later samples attend to earlier ones."
+    ),
+    ("marian", "FM-PACK-ISOLATION"): (
+        "transformers/models/marian/modeling_marian.py:580 — the decoder's create_causal_mask is called without "
+        "position_ids, so packed-sequence detection never runs and later samples attend to earlier ones."
+    ),
+    ("evolla", "FM-PACK-ISOLATION"): (
+        "transformers/models/evolla/modeling_evolla.py:1359 — create_causal_mask is called without position_ids, "
+        "so packed-sequence detection never runs and later samples attend to earlier ones."
+    ),
+    ("glm4v_moe", "FM-PACK-ISOLATION"): (
+        "transformers/models/glm4v_moe/modeling_glm4v_moe.py:990 — the mask gets the text row of the mrope positions the model computes "
+        "itself, not the restarting position_ids of the packed row, so packed-sequence detection never runs "
+        "(as glm4v and qwen2_vl)."
+    ),
+    ("paddleocr_vl", "FM-PACK-ISOLATION"): (
+        "transformers/models/paddleocr_vl/modeling_paddleocr_vl.py:540 — the mask gets the text row of the mrope positions the model computes "
+        "itself, not the restarting position_ids of the packed row, so packed-sequence detection never runs "
+        "(as glm4v and qwen2_vl)."
+    ),
+    ("qwen2_5_omni_thinker", "FM-PACK-ISOLATION"): (
+        "transformers/models/qwen2_5_omni/modeling_qwen2_5_omni.py:1638 — the mask gets the text row of the mrope positions the model computes "
+        "itself, not the restarting position_ids of the packed row, so packed-sequence detection never runs "
+        "(as glm4v and qwen2_vl)."
+    ),
+    ("molmo2", "FM-MODEL-FORWARD"): (
+        "transformers/models/molmo2/modeling_molmo2.py:820 — in training the forward raises without "
+        "mm_token_type_ids, which text-only data does not have (inputs.token_type_ids supplies zeros)."
+    ),
 }
 
