@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from onboard.harness.result import ExitCode
+from onboard.harness.training import DEFAULTS
 
 app = typer.Typer(
     add_completion=False,
@@ -39,6 +40,10 @@ RandomOpt = Annotated[bool, typer.Option("--random-weights", help="build from th
 TemplateOpt = Annotated[Optional[Path], typer.Option("--chat-template", help="a Jinja chat template file to use instead of the tokenizer's")]
 TargetsOpt = Annotated[Optional[str], typer.Option("--lora-targets", help="comma-separated module names (default all-linear)")]
 MaxLenOpt = Annotated[int, typer.Option("--max-length", help="truncate samples to this many tokens")]
+RankOpt = Annotated[int, typer.Option("--lora-rank", "--lora-r", help="LoRA rank (check and train alike)")]
+AlphaOpt = Annotated[int, typer.Option("--lora-alpha", help="LoRA alpha (check and train alike)")]
+CkptOpt = Annotated[Optional[bool], typer.Option("--gradient-checkpointing/--no-gradient-checkpointing",
+                                                 help="checkpoint gradients in the training step (default: on with CUDA)")]
 PackLenOpt = Annotated[int, typer.Option("--pack-length", help="tokens per packed row in the packing check")]
 SeedOpt = Annotated[int, typer.Option(help="seed for random weights and probes")]
 NoFixOpt = Annotated[bool, typer.Option("--no-fix", help="report only: do not apply and verify fixes")]
@@ -68,8 +73,11 @@ def check(
     random_weights: RandomOpt = False,
     lora_targets: TargetsOpt = None,
     chat_template: TemplateOpt = None,
-    max_length: MaxLenOpt = 1024,
+    max_length: MaxLenOpt = DEFAULTS.max_length,
     pack_length: PackLenOpt = 512,
+    lora_rank: RankOpt = DEFAULTS.lora_rank,
+    lora_alpha: AlphaOpt = DEFAULTS.lora_alpha,
+    gradient_checkpointing: CkptOpt = DEFAULTS.gradient_checkpointing,
     seed: SeedOpt = 0,
     no_fix: NoFixOpt = False,
     unsafe_fixes: UnsafeOpt = False,
@@ -88,7 +96,8 @@ def check(
     given = dict(model=model, device=device, dtype=dtype, attn=attn, revision=revision,
                  trust_remote_code=trust_remote_code, random_weights=random_weights, lora_targets=lora_targets,
                  chat_template=chat_template, max_length=max_length, pack_length=pack_length, seed=seed,
-                 data=data, no_fix=no_fix, unsafe_fixes=unsafe_fixes, strict=strict)
+                 data=data, no_fix=no_fix, unsafe_fixes=unsafe_fixes, strict=strict, lora_rank=lora_rank,
+                 lora_alpha=lora_alpha, gradient_checkpointing=gradient_checkpointing)
 
     def body() -> ExitCode:
         cfg, o = _with_config(ctx, given, config, no_config)
@@ -113,7 +122,7 @@ def check(
                 spec, device=device, dtype=dtype, attn=attn, data=data, max_length=max_length,
                 pack_length=pack_length, lora_targets=targets, chat_template=template, seed=seed,
                 thresholds=thresholds, lora_rank=o["lora_rank"], lora_alpha=o["lora_alpha"],
-                progress=lambda msg: status.update(msg),
+                gradient_checkpointing=o["gradient_checkpointing"], progress=lambda msg: status.update(msg),
             )
         err.print(f"Loaded {spec.display} in {session.timings['model_load']:.1f} s; "
                   f"{len(session.examples)} samples from {session.data_path.name}")
@@ -164,19 +173,18 @@ def train(
     batch_size: Annotated[int, typer.Option("--batch-size", help="samples per micro-batch (one packed row)")] = 8,
     grad_accum: Annotated[int, typer.Option("--grad-accum", help="micro-batches per optimizer step")] = 1,
     lr: Annotated[float, typer.Option(help="peak learning rate (linear decay)")] = 2e-4,
-    lora_r: Annotated[int, typer.Option("--lora-r")] = 16,
-    lora_alpha: Annotated[int, typer.Option("--lora-alpha")] = 32,
+    lora_r: RankOpt = DEFAULTS.lora_rank,
+    lora_alpha: AlphaOpt = DEFAULTS.lora_alpha,
     lora_targets: TargetsOpt = None,
     packing: Annotated[bool, typer.Option("--packing/--no-packing", help="pack samples per micro-batch "
                        "(position_ids restart) or pad them")] = True,
     cce: Annotated[str, typer.Option(help="fused CCE loss: auto (on CUDA when verified), on, off")] = "auto",
-    gradient_checkpointing: Annotated[Optional[bool], typer.Option(
-        "--gradient-checkpointing/--no-gradient-checkpointing", help="default: on with CUDA")] = None,
+    gradient_checkpointing: CkptOpt = DEFAULTS.gradient_checkpointing,
     save_steps: Annotated[int, typer.Option("--save-steps", help="checkpoint every N steps")] = 50,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     attn: AttnOpt = None,
-    max_length: Annotated[int, typer.Option("--max-length", help="truncate samples to this many tokens")] = 2048,
+    max_length: MaxLenOpt = DEFAULTS.max_length,
     revision: RevisionOpt = None,
     trust_remote_code: RemoteOpt = False,
     random_weights: RandomOpt = False,
@@ -216,11 +224,15 @@ def train(
                 raise BadInput(f"--lora-targets {lora_targets} differs from the checked setup ({checked or 'all-linear'})")
             targets = checked
         with err.status(f"Loading {spec.display}") as status:
+            # the session the checks run on is the one training runs on: same LoRA, lengths, flags
             session = ModelSession(
                 spec, device=device, dtype=dtype, attn=attn, data=data, max_length=max_length,
                 lora_targets=targets, seed=seed, max_examples=None if report else CHECK_SAMPLE,
+                lora_rank=lora_r, lora_alpha=lora_alpha, gradient_checkpointing=gradient_checkpointing,
                 progress=lambda msg: status.update(msg),
             )
+        if report is not None:
+            _same_setup(report, session, from_report)
         err.print(f"Loaded {spec.display} in {session.timings['model_load']:.1f} s")
         if report is None:
             from onboard.checks import CHECKS
@@ -411,7 +423,21 @@ def explain(code: Annotated[str, typer.Argument(help="a check code (PACK001) or 
     print(f"{check.code} {check.name}: {check.summary}\n\n{check.documentation()}")
 
 
-_OPTION_DEFAULTS = {"lora_rank": 8, "lora_alpha": 16}  # options a config file may set that have no flag
+def _same_setup(report, session, path) -> None:
+    """`train --from`: the report must be a check of this training setup (what the checks depend on)."""
+    from onboard.harness.errors import BadInput
+    from onboard.harness.runner import run_options
+    from onboard.harness.training import TRAINED_WITH
+
+    now = run_options(session)
+    differ = [f"{k} {report.options[k]!r} checked, {now[k]!r} now" for k in TRAINED_WITH
+              if k in report.options and report.options[k] != now[k]]
+    if differ:
+        raise BadInput(f"{path} checked another setup: " + "; ".join(differ)
+                       + " (run onboard check with these options, or train with the checked ones)")
+
+
+_OPTION_DEFAULTS: dict = {}  # options a config file may set that have no flag
 
 
 def _with_config(ctx: typer.Context, given: dict, path: Optional[Path], no_config: bool):

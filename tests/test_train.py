@@ -124,7 +124,7 @@ def test_train_from_a_check_report(smollm2_report, tmp_path):
     json_report.write(smollm2_report, tmp_path / "check.json")
     verified = smollm2_report.verified_patches
     res = runner.invoke(app, ["train", "smollm2", "--from", str(tmp_path / "check.json"), "--max-steps", "2",
-                              "--batch-size", "2", "--max-length", "128", "--out", str(tmp_path / "run")])
+                              "--batch-size", "2", "--out", str(tmp_path / "run")])
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "run" / "train_report.json").read_text())
     assert report["check"]["verdict"] == smollm2_report.verdict.value and report["steps"] == 2
@@ -134,6 +134,26 @@ def test_train_from_a_check_report(smollm2_report, tmp_path):
 
     res = runner.invoke(app, ["train", "tiny:llama", "--from", str(tmp_path / "check.json"), "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "is a report on smollm2" in res.output
+    # a report is a check of one setup: training at another LoRA rank or length is refused, the fields named
+    res = runner.invoke(app, ["train", "smollm2", "--from", str(tmp_path / "check.json"), "--lora-rank", "4",
+                              "--max-length", "128", "--out", str(tmp_path / "y")])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 2 and "lora_rank 16 checked, 4 now" in text and "max_length 2048 checked, 128 now" in text, text
+
+
+def test_training_runs_the_setup_the_checks_ran(tmp_path):
+    """Without --from the checks run first, on the session training then uses: the LoRA LORA001 built (rank,
+    alpha, so its trainable parameters) is the LoRA trained, and TRAIN001's step had training's flags."""
+    res = runner.invoke(app, ["train", "tiny:llama", "--max-steps", "1", "--batch-size", "2", "--lora-rank", "4",
+                              "--lora-alpha", "8", "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    check = json.loads((tmp_path / "run" / "check_report.json").read_text())
+    trained = json.loads((tmp_path / "run" / "train_report.json").read_text())
+    assert check["options"]["lora_rank"] == trained["lora"]["r"] == 4 and check["options"]["lora_alpha"] == 8
+    lora = next(c for c in check["checks"] if c["code"] == "LORA001")
+    assert lora["measurements"]["trainable_params"]["value"] == trained["lora"]["trainable_params"]
+    step = next(c for c in check["checks"] if c["code"] == "TRAIN001")
+    assert step["measurements"]["gradient_checkpointing"]["value"] == trained["options"]["gradient_checkpointing"]
 
 
 def test_not_ready_model_is_refused_unless_forced(tmp_path):

@@ -44,7 +44,9 @@ class GradAccumCheck(Check):
     fix_availability = FixAvailability.SOMETIMES
 
     def run(self, session):
-        from transformers import Trainer, TrainingArguments
+        from transformers import Trainer
+
+        from onboard.harness.training import training_arguments
 
         chosen = sorted((ex for ex in session.examples if sum(l != IGNORE for l in ex.labels) > 1), key=len)
         chosen = chosen[: STEPS * PER_STEP]
@@ -55,9 +57,8 @@ class GradAccumCheck(Check):
 
         model = session.train_model
         with tempfile.TemporaryDirectory() as out:
-            args = TrainingArguments(out, per_device_train_batch_size=PER_STEP, gradient_accumulation_steps=STEPS,
-                                     report_to="none", save_strategy="no", use_cpu=session.device.type != "cuda",
-                                     disable_tqdm=True, log_level="error")
+            args = training_arguments(session, out, per_device_train_batch_size=PER_STEP,
+                                      gradient_accumulation_steps=STEPS)
             trainer = Trainer(model=model, args=args)
             accepts = bool(trainer.model_accepts_loss_kwargs)
             with _no_train_mode(model):  # dropout off: both schedules must see the same function

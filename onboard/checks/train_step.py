@@ -55,7 +55,10 @@ class TrainStepCheck(Check):
     fix_availability = FixAvailability.SOMETIMES
 
     def run(self, session):
-        from transformers import PrinterCallback, Trainer, TrainingArguments
+        from transformers import PrinterCallback, Trainer
+
+        from onboard.harness.training import (checkpointing, prepare_for_checkpointing, training_arguments,
+                                              undo_checkpointing)
 
         model = session.train_model
         examples = sorted(session.examples, key=len)[:SAMPLES]
@@ -65,10 +68,10 @@ class TrainStepCheck(Check):
         start = time.perf_counter()
         try:
             with tempfile.TemporaryDirectory() as out:
-                args = TrainingArguments(
-                    out, per_device_train_batch_size=SAMPLES, max_steps=1, learning_rate=1e-3, report_to="none",
-                    save_strategy="no", logging_steps=1, use_cpu=session.device.type != "cuda",
-                    disable_tqdm=True, log_level="error", dataloader_num_workers=0, remove_unused_columns=False)
+                # the arguments `onboard train` builds (precision, gradient checkpointing), one step of them
+                args = training_arguments(session, out, per_device_train_batch_size=SAMPLES, max_steps=1,
+                                          learning_rate=1e-3, logging_steps=1)
+                prepare_for_checkpointing(model, args)
                 trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=packing_collator())
                 trainer.remove_callback(PrinterCallback)  # the step's log goes to the report, not stdout
                 packed = {k: v.to(session.device) for k, v in packing_collator()(data).items()}
@@ -95,11 +98,14 @@ class TrainStepCheck(Check):
             return res
         finally:
             _restore(model, trainable)
+            undo_checkpointing(model)
         seconds = time.perf_counter() - start
         tokens = sum(len(ex) for ex in examples)
         res.measure("samples", len(examples), "samples", "packed into 1 row")
         res.measure("tokens", tokens, "tokens")
         res.measure("step_seconds", round(seconds, 3), "s")
+        res.measure("gradient_checkpointing", checkpointing(session), "", "as onboard train runs the step")
+        res.measure("precision", "bf16" if args.bf16 else "fp16" if args.fp16 else str(session.dtype).removeprefix("torch."))
         res.measure("adapter_tensors_changed", changed, "tensors", "> 0")
         loss = losses[0] if losses else float("nan")
         res.measure("train_loss", round(loss, 6), "nats")

@@ -19,7 +19,7 @@ OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
     "model": str, "device": str, "dtype": str, "attn": str, "revision": str, "trust_remote_code": bool,
     "random_weights": bool, "lora_targets": (list, str), "lora_rank": int, "lora_alpha": int,
     "max_length": int, "pack_length": int, "seed": int, "data": str, "chat_template": str, "no_fix": bool,
-    "unsafe_fixes": bool, "strict": bool, "skip": dict,
+    "unsafe_fixes": bool, "strict": bool, "skip": dict, "gradient_checkpointing": bool,
 }
 PATH_OPTIONS = ("data", "chat_template")  # relative to the config file's folder
 

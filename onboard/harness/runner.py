@@ -97,12 +97,21 @@ def run_checks(
         environment=environment(session.device),
         checks=list(results.values()),
         seed=session.seed,
-        options={"fix": fix, "unsafe_fixes": unsafe_fixes, "max_length": session.max_length,
-                 "pack_length": session.pack_length, "lora_targets": session.lora_targets or "all-linear"},
+        options={"fix": fix, "unsafe_fixes": unsafe_fixes, **run_options(session)},
         duration_s=sum(session.timings.values()),
         timings={**session.timings, **{r.name: r.duration_s for r in results.values()}},
         thresholds=session.thresholds.resolved(str(session.dtype).removeprefix("torch.")),
     )
+
+
+def run_options(session) -> dict:
+    """The setup the checks ran with; harness.training.TRAINED_WITH names what training must share."""
+    from onboard.harness.training import checkpointing
+
+    return {"max_length": session.max_length, "pack_length": session.pack_length,
+            "lora_targets": session.lora_targets or "all-linear", "lora_rank": session.lora_rank,
+            "lora_alpha": session.lora_alpha, "dtype": str(session.dtype).removeprefix("torch."),
+            "attn": session.attn, "gradient_checkpointing": checkpointing(session)}
 
 
 def environment(device) -> dict:

@@ -13,6 +13,7 @@ from onboard.harness.data import BUILTIN_CHATS, FALLBACK_TEMPLATE, Example, read
 from onboard.fixtures.models import cache_dir
 from onboard.harness.errors import BadInput, EnvironmentProblem
 from onboard.harness.spec import ModelSpec, SourceKind
+from onboard.harness.training import DEFAULTS
 from onboard.harness.thresholds import Thresholds
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -47,15 +48,16 @@ class ModelSession:
         dtype: str | None = None,
         attn: str | None = None,
         data: Path | None = None,
-        max_length: int = 1024,
+        max_length: int = DEFAULTS.max_length,
         pack_length: int = 512,
         lora_targets: list[str] | None = None,
         chat_template: str | None = None,
         seed: int = 0,
         max_examples: int | None = None,
         thresholds: Thresholds | None = None,
-        lora_rank: int = 8,
-        lora_alpha: int = 16,
+        lora_rank: int = DEFAULTS.lora_rank,
+        lora_alpha: int = DEFAULTS.lora_alpha,
+        gradient_checkpointing: bool | None = DEFAULTS.gradient_checkpointing,
         progress: Callable[[str], None] = lambda _: None,
     ):
         self.spec = spec
@@ -73,6 +75,7 @@ class ModelSession:
         self.thresholds = thresholds or Thresholds()
         self.lora_rank = lora_rank
         self.lora_alpha = lora_alpha
+        self.gradient_checkpointing = gradient_checkpointing  # None: on with CUDA (harness.training)
         self.progress = progress
         self.timings: dict[str, float] = {}
         self.peft_model = None  # set by the lora check; later checks train through it

@@ -19,6 +19,7 @@ import torch
 
 from onboard.harness.data import IGNORE, read_chats
 from onboard.harness.errors import BadInput, EnvironmentProblem
+from onboard.harness.training import DEFAULTS, prepare_for_checkpointing, training_arguments
 from onboard.train.monitor import GracefulStop, StepMeter, peak_memory_gib
 
 LOG = "train_log.jsonl"
@@ -40,8 +41,8 @@ class TrainOptions:
     batch_size: int = 8  # samples per micro-batch; one packed row when packing
     grad_accum: int = 1
     lr: float = 2e-4
-    lora_r: int = 16
-    lora_alpha: int = 32
+    lora_r: int = DEFAULTS.lora_rank
+    lora_alpha: int = DEFAULTS.lora_alpha
     packing: bool = True
     cce: str = "auto"  # auto: the verified fused loss on CUDA; on: also on the CPU; off
     gradient_checkpointing: bool | None = None  # None: on with CUDA
@@ -105,8 +106,7 @@ def _use_cce(options: TrainOptions, device: torch.device) -> bool:
 def train(session, patch_ids: list[str], options: TrainOptions, *, check_source: dict | None = None,
           console=None, callbacks=()) -> TrainResult:
     """Train a LoRA on the session's model; write the adapter, a JSON step log, the loss curve and a report."""
-    from transformers import (DataCollatorForSeq2Seq, DataCollatorWithFlattening, PrinterCallback, Trainer,
-                              TrainingArguments)
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, PrinterCallback, Trainer
     from transformers.trainer_utils import get_last_checkpoint
 
     out = Path(options.out)
@@ -137,20 +137,16 @@ def train(session, patch_ids: list[str], options: TrainOptions, *, check_source:
     collator = (DataCollatorWithFlattening(return_position_ids=True) if options.packing else
                 DataCollatorForSeq2Seq(session.tokenizer, padding="longest", label_pad_token_id=IGNORE))
     cuda = session.device.type == "cuda"
-    checkpointing = cuda if options.gradient_checkpointing is None else options.gradient_checkpointing
-    args = TrainingArguments(
-        str(out), per_device_train_batch_size=options.batch_size, gradient_accumulation_steps=options.grad_accum,
+    if options.gradient_checkpointing is not None:
+        session.gradient_checkpointing = options.gradient_checkpointing
+    # the builder TRAIN001 and GA001 used: precision and checkpointing are what the checks ran with
+    args = training_arguments(
+        session, out, per_device_train_batch_size=options.batch_size, gradient_accumulation_steps=options.grad_accum,
         learning_rate=options.lr, num_train_epochs=options.epochs, max_steps=options.max_steps,
         lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, seed=options.seed, data_seed=options.seed,
-        bf16=cuda and session.dtype is torch.bfloat16, fp16=cuda and session.dtype is torch.float16,
-        gradient_checkpointing=checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False},
         logging_steps=1, save_strategy="steps", save_steps=options.save_steps, save_total_limit=2,
-        report_to="none",
-        use_cpu=not cuda, disable_tqdm=True, log_level="error", dataloader_num_workers=0,
-        remove_unused_columns=False,
     )
-    if checkpointing:
-        model.enable_input_require_grads()  # LoRA: the frozen embeddings' output must carry a gradient
+    prepare_for_checkpointing(model, args)
     trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collator)
     trainer.remove_callback(PrinterCallback)
     start_step = int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0
@@ -199,7 +195,7 @@ def train(session, patch_ids: list[str], options: TrainOptions, *, check_source:
                  "tokens": sum(len(ex) for ex in examples), "trained_tokens": sum(ex.n_trained for ex in examples),
                  "truncated_samples": truncated, "samples_without_trained_tokens": untrained},
         "options": {**{k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
-                    "gradient_checkpointing": checkpointing, "bf16": args.bf16},
+                    "gradient_checkpointing": bool(args.gradient_checkpointing), "bf16": args.bf16},
         "resumed_from": checkpoint,
         "steps": trainer.state.global_step,
         "first_loss": records[0]["loss"] if records else None,

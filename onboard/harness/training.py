@@ -1,0 +1,71 @@
+"""What a training step is, in one place: the defaults `onboard check` and `onboard train` share, and the one
+builder of TrainingArguments that GA001, TRAIN001 and `onboard train` all use. What TRAIN001 ran is then what
+step 1 of training runs: the same LoRA rank and alpha, the same lengths, the same mixed-precision and
+gradient-checkpointing flags (on CUDA too)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TrainingDefaults:
+    """Defaults the checks and training share. A check run at other values than training uses is not a check
+    of that training: `onboard train --from` refuses a report whose values differ (TRAINED_WITH)."""
+
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    max_length: int = 2048  # tokens a sample keeps (truncation)
+    gradient_checkpointing: bool | None = None  # None: on with CUDA, off on the CPU
+
+
+DEFAULTS = TrainingDefaults()
+# the report's options that must equal training's (what the checks depend on)
+TRAINED_WITH = ("lora_rank", "lora_alpha", "lora_targets", "max_length", "dtype", "attn", "gradient_checkpointing")
+
+
+def checkpointing(session) -> bool:
+    """Whether a training step checkpoints gradients: the session's choice, else on with CUDA."""
+    chosen = getattr(session, "gradient_checkpointing", None)
+    return session.device.type == "cuda" if chosen is None else bool(chosen)
+
+
+def training_arguments(session, out, **overrides):
+    """TrainingArguments for a step on the session's model: precision from its dtype on CUDA (bf16/fp16),
+    gradient checkpointing as training runs it, quiet, nothing saved unless asked. `overrides` are the
+    caller's schedule (batch size, accumulation, steps, saving)."""
+    import torch
+    from transformers import TrainingArguments
+
+    cuda = session.device.type == "cuda"
+    ckpt = checkpointing(session)
+    fields = dict(
+        per_device_train_batch_size=1, report_to="none", save_strategy="no", use_cpu=not cuda,
+        disable_tqdm=True, log_level="error", dataloader_num_workers=0, remove_unused_columns=False,
+        bf16=cuda and session.dtype is torch.bfloat16, fp16=cuda and session.dtype is torch.float16,
+        gradient_checkpointing=ckpt, gradient_checkpointing_kwargs={"use_reentrant": False} if ckpt else None,
+        seed=session.seed, data_seed=session.seed,
+    )
+    fields.update(overrides)
+    return TrainingArguments(str(out), **fields)
+
+
+def prepare_for_checkpointing(model, args) -> None:
+    """LoRA under gradient checkpointing: the frozen embeddings' output must carry a gradient."""
+    if args.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
+        model.enable_input_require_grads()
+
+
+def undo_checkpointing(model) -> None:
+    """After a check's step: the session's model goes on without checkpointing (the Trainer turned it on)."""
+    from onboard.patches.base import unwrap
+
+    base = unwrap(model)
+    if getattr(base, "is_gradient_checkpointing", False):
+        base.gradient_checkpointing_disable()
+    if getattr(base, "_require_grads_hook", None) is not None:
+        base.disable_input_require_grads()
+
+
+__all__ = ["DEFAULTS", "TRAINED_WITH", "TrainingDefaults", "checkpointing", "prepare_for_checkpointing",
+           "training_arguments", "undo_checkpointing"]
