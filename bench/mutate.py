@@ -269,11 +269,31 @@ def run(m: Mutation, timeout: float) -> tuple[str, float, str]:
         return ("KILLED" if done.returncode != 0 else "SURVIVED"), seconds, tail
 
 
+# the test that should trip each blind mutation, named after the fact (the mutations stay as their author wrote
+# them): one test instead of a module's whole files keeps the blind run to minutes on two cores
+BLIND_TESTS = {
+    "ga-grads-ignored": "tests/test_runner.py::test_accumulation_that_keeps_the_loss_but_not_the_gradients_is_caught",
+    "pack-isolation-wrong-patch": "tests/test_verdicts.py::test_a_true_leak_is_fixed_by_the_block_mask",
+    "is-packed-needs-all-restarts": "tests/test_verdicts.py::test_a_true_leak_is_fixed_by_the_block_mask",
+    "block-mask-crosses-samples": "tests/test_verdicts.py::test_a_true_leak_is_fixed_by_the_block_mask",
+    "flash-headdim-off-by-one": "tests/test_runner.py::test_head_dim_at_the_flash_limit_is_no_head_size_finding",
+    "loss-kwargs-patch-noop": "tests/test_faults.py::test_fault_is_found_and_fixed[loss-ga]",
+    "verdict-crash-is-not-ready": "tests/test_result.py::test_verdicts_and_exit_codes",
+    "patches-include-unverified": "tests/test_result.py::test_only_verified_fixes_are_patches_for_training",
+    "verify-warn-same-diagnosis": "tests/test_runner.py::test_a_fix_after_which_the_same_warning_stays_is_not_verified",
+    "unverified-fix-not-reverted": "tests/test_runner.py::test_a_fix_that_does_not_verify_is_taken_back",
+    "junit-fixed-fail-is-failure": "tests/test_reports.py::test_a_fixed_failure_passes_without_strict_and_fails_with_it",
+    "html-applied-shown-verified": "tests/test_reports.py::test_every_report_shows_an_unfixed_failure",
+}
+
+
 def _load(path: Path) -> list[Mutation]:
     spec = importlib.util.spec_from_file_location("extra_mutations", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return [m if isinstance(m, Mutation) else Mutation(*m) for m in module.MUTATIONS]
+    found = [m if isinstance(m, Mutation) else Mutation(*m) for m in module.MUTATIONS]
+    return [m if m.tests or m.id not in BLIND_TESTS else
+            Mutation(m.id, m.file, m.old, m.new, (BLIND_TESTS[m.id],), m.why) for m in found]
 
 
 def main() -> int:
