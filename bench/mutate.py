@@ -140,7 +140,8 @@ MUTATIONS = [
       "a model that reads the future passes"),
     # ---- patches ----
     M("patch-causal-noop", "onboard/patches/attention.py", '                set_attr(handle, config, "is_decoder", True)',
-      "                pass", ("tests/test_faults.py::test_fault_is_found_and_fixed",), "attention.causal changes nothing"),
+      "                pass", ("tests/test_verdicts.py::test_attention_causal_makes_eager_attention_causal_too",),
+      "attention.causal leaves is_decoder off (eager attention stays bidirectional)"),
     M("patch-cache-kept", "onboard/patches/packing.py", '            set_attr(handle, config, "use_cache", False)\n\n        def pre_hook',
       "            pass\n\n        def pre_hook", ("tests/test_checks_tiny.py::test_packing_patch_reverts_cleanly",),
       "the packing patch leaves the cache on"),
@@ -283,7 +284,7 @@ BLIND_TESTS = {
     "verify-warn-same-diagnosis": "tests/test_runner.py::test_a_fix_after_which_the_same_warning_stays_is_not_verified",
     "unverified-fix-not-reverted": "tests/test_runner.py::test_a_fix_that_does_not_verify_is_taken_back",
     "junit-fixed-fail-is-failure": "tests/test_reports.py::test_a_fixed_failure_passes_without_strict_and_fails_with_it",
-    "html-applied-shown-verified": "tests/test_reports.py::test_every_report_shows_an_unfixed_failure",
+    "html-applied-shown-verified": "tests/test_reports.py::test_a_fix_that_was_applied_but_did_not_verify_reads_so_in_every_report",
 }
 
 

@@ -52,3 +52,15 @@ def test_a_fixed_failure_passes_without_strict_and_fails_with_it(tmp_path):
     assert ok.exit_code == 0 and strict.exit_code == 1
     assert ET.parse(tmp_path / "a.xml").getroot().get("failures") == "0"
     assert ET.parse(tmp_path / "b.xml").getroot().get("failures") == "1"
+
+
+def test_a_fix_that_was_applied_but_did_not_verify_reads_so_in_every_report(tmp_path):
+    """Bloom: packing.block_mask is applied and its re-check fails (the model takes no 4D mask). The HTML and the
+    JSON must say "not verified"; an applied fix is not a verified one."""
+    done = CliRunner().invoke(app, ["check", "tiny:bloom", "--html", str(tmp_path / "r.html"), "--json",
+                                    str(tmp_path / "r.json")])
+    assert done.exit_code == 1, done.output
+    pack = next(c for c in json.loads((tmp_path / "r.json").read_text())["checks"] if c["code"] == "PACK001")
+    assert pack["fix"]["applied"] and not pack["fix"]["verified"]
+    page = (tmp_path / "r.html").read_text()
+    assert "<code>packing.block_mask</code> not verified" in page

@@ -201,3 +201,13 @@ def test_a_thinker_gets_the_special_ids_real_checkpoints_carry():
 
     attn = by_code(run_checks(make_session("tiny:qwen2_5_omni_thinker"), [LoadCheck, AttentionCheck]))["ATTN001"]
     assert attn.status is Status.PASS, attn.message
+
+
+def test_attention_causal_makes_eager_attention_causal_too():
+    """sdpa reads the modules' is_causal flag, eager only the mask, which BERT builds causal from is_decoder:
+    attention.causal must set both, or eager training still reads the answer."""
+    from onboard.checks import AttentionCheck
+
+    attn = by_code(run_checks(make_session("tiny:bert", attn="eager"), [LoadCheck, AttentionCheck]))["ATTN001"]
+    assert attn.diagnosis == "FM-ATTN-NONCAUSAL" and attn.fixed, attn.message
+    assert attn.fix.measurements_after["future_leak"].value == 0
