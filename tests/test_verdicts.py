@@ -180,9 +180,15 @@ def test_a_target_name_that_also_names_a_layer_is_left_out_by_full_name():
     """Qwen3-Omni's thinker has Linears inside nn.Sequential (leaf name "0"); all-linear then also names layer 0
     of its audio encoder, and PEFT refuses that layer. LORA001 names it FM-LORA-UNSUPPORTED and leaving it out
     by its full name (not "0", which would drop the Linears too) verifies."""
-    lora = run("tiny:qwen3_omni_moe_thinker", [])["LORA001"]
+    from peft.tuners.lora import LoraLayer
+
+    session = make_session("tiny:qwen3_omni_moe_thinker")
+    lora = by_code(run_checks(session, [LoadCheck, LoraCheck]))["LORA001"]
     assert lora.diagnosis == "FM-LORA-UNSUPPORTED" and lora.fixed, lora.message
     assert any("also names this" in line for line in lora.evidence["unsupported_modules"]), lora.evidence
+    # the Linears named "0" are still adapted: only the encoder layers were left out
+    kept = [n for n, m in session.peft_model.named_modules() if isinstance(m, LoraLayer) and n.endswith(".0")]
+    assert kept, "the Linears sharing the leaf name were left out too"
 
 
 def test_the_forward_probe_runs_in_train_mode_as_training_does():
