@@ -29,24 +29,10 @@ def test_a_fix_that_does_not_verify_is_taken_back():
 def test_a_training_path_that_never_calls_the_adapted_layers_is_caught():
     """A train-mode MLP that multiplies by down_proj.weight and never calls the layer: the training loss then
     depends on no adapter at all; TRAIN001 says so (FM-TRAIN-NOUPDATE), not that the step crashed."""
-    from transformers import LlamaForCausalLM
-
-    from onboard.fixtures.faults import _tiny
-
-    class LlamaNeverCallingDownProj(LlamaForCausalLM):
-        def __init__(self, config):
-            super().__init__(config)
-            for layer in self.model.layers:
-                mlp = layer.mlp
-
-                def forward(x, mlp=mlp):
-                    hidden = mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x)
-                    return torch.nn.functional.linear(hidden, mlp.down_proj.weight) if mlp.training else mlp.down_proj(hidden)
-
-                mlp.forward = forward
+    from onboard.fixtures.faults import _bypass_in_training, _tiny
 
     session = make_session("tiny:llama", lora_targets=["down_proj"])
-    _, session.model = _tiny("llama", lambda: LlamaNeverCallingDownProj)(torch.float32, lambda make: make(None), print)
+    _, session.model = _tiny("llama", lambda: _bypass_in_training(zero_times_layer=False))(torch.float32, lambda make: make(None), print)
     session.model.eval()
     checks = by_code(run_checks(session, [LoadCheck, LoraCheck, TrainStepCheck]))
     assert checks["LORA001"].status is Status.PASS  # in eval mode the layer runs and its adapter learns

@@ -7,7 +7,7 @@ model accepts; all three compute the same attention, so the math of a correct mo
 
 from __future__ import annotations
 
-from onboard.patches.base import Applicability, PatchHandle, set_attr, unwrap
+from onboard.patches.base import Applicability, PatchHandle, model_configs, set_attr, unwrap
 
 FLASH_MAX_HEAD_DIM = 256
 FALLBACK_ORDER = ("sdpa", "flex_attention", "eager")
@@ -105,7 +105,7 @@ class CausalAttentionPatch:
             raise ValueError(f"{self.id} does not apply: {reason}")
         base = unwrap(model)
         handle = PatchHandle(self.id)
-        for config in {id(c): c for c in (base.config, base.config.get_text_config())}.values():
+        for config in model_configs(base):
             if hasattr(config, "is_decoder"):
                 set_attr(handle, config, "is_decoder", True)
             if getattr(config, "use_bidirectional_attention", None):

@@ -55,6 +55,11 @@ def unwrap(model):
     return get() if callable(get) else model
 
 
+def model_configs(base) -> list:
+    """The model's config and its text config, each once (a text-only model's are the same object)."""
+    return list({id(c): c for c in (base.config, base.config.get_text_config())}.values())
+
+
 def set_attr(handle: PatchHandle, obj, name: str, value) -> None:
     """Set obj.name, restoring the old value (or absence) on revert."""
     missing = object()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from onboard.patches.base import Applicability, PatchHandle, set_attr, unwrap
+from onboard.patches.base import Applicability, PatchHandle, model_configs, set_attr, unwrap
 
 
 def is_packed(position_ids: torch.Tensor | None) -> bool:
@@ -38,8 +38,7 @@ class PackingPatch:
     def apply(self, model, context=None) -> PatchHandle:
         base = unwrap(model)
         handle = PatchHandle(self.id)
-        configs = {id(c): c for c in (base.config, base.config.get_text_config())}.values()
-        for config in configs:
+        for config in model_configs(base):
             set_attr(handle, config, "use_cache", False)
 
         def pre_hook(module, args, kwargs):
@@ -93,8 +92,7 @@ class BlockMaskPatch:
             raise ValueError(f"{self.id} does not apply: {reason}")
         base = unwrap(model)
         handle = PatchHandle(self.id)
-        configs = {id(c): c for c in (base.config, base.config.get_text_config())}.values()
-        for config in configs:
+        for config in model_configs(base):
             set_attr(handle, config, "use_cache", False)
         dtype = next(p.dtype for p in base.parameters() if p.is_floating_point())
 
