@@ -65,7 +65,7 @@ def main(models: list[str]) -> None:
     print(f"# {card}, torch {torch.__version__}", flush=True)
     for name in models:
         start = time.perf_counter()
-        session = ModelSession(ModelSpec.parse(name), device="cuda")
+        session = ModelSession(model=name, device="cuda")
         built = time.perf_counter() - start
         model = get_peft_model(session.model, lora_config(session.model))
         vocab = unwrap(model).get_output_embeddings().weight.shape[0]

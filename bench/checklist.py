@@ -82,13 +82,12 @@ def bare_main(model: str | None, rerun: bool) -> None:
     """In a fresh process, as cold as the checklist's: load, LoRA, then the bare passes."""
     from peft import get_peft_model
 
-    from onboard.patches import lora_config
 
     _before_load()
     t0 = time.perf_counter()
-    session = ModelSession(ModelSpec.parse(model))
+    session = ModelSession(model=model)
     load = time.perf_counter() - t0
-    session.peft_model = get_peft_model(session.model, lora_config(session.model))
+    session.set_adapter(get_peft_model(session.model, session.lora_config()))
     print(f"BARE {load} {bare_passes(session, rerun)}")
 
 
@@ -100,7 +99,7 @@ def main(model: str | None = None) -> None:
     subprocess.run([sys.executable, __file__, "--warm", model or ""], capture_output=True, check=True)
     _before_load()
     t0 = time.perf_counter()
-    session = ModelSession(ModelSpec.parse(model))
+    session = ModelSession(model=model)
     load = time.perf_counter() - t0
     report = run_checks(session, CHECKS)
     checks = sum(c.duration_s for c in report.checks)
@@ -123,7 +122,7 @@ def main(model: str | None = None) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--warm"]:
-        ModelSession(ModelSpec.parse(sys.argv[2] or None))
+        ModelSession(model=sys.argv[2] or None)
     elif sys.argv[1:2] == ["--bare"]:
         bare_main(sys.argv[2] or None, sys.argv[3] == "1")
     else:

@@ -24,7 +24,7 @@ BACKENDS = ["eager", "sdpa", "flex_attention", "flash_attention_4"]
 
 
 def run(session) -> dict:
-    session._reference = None  # the reference losses of this backend
+    session.invalidate()  # the reference losses of this backend
     res = PackingCheck().run(session)
     return {name: res.measurements[f"max_abs_diff_{name}"].value for name in CONVENTIONS
             if f"max_abs_diff_{name}" in res.measurements} | {
@@ -36,7 +36,7 @@ def main(models: list[str]) -> None:
     card = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     print(f"# {card}, torch {torch.__version__}", flush=True)
     for name in models:
-        session = ModelSession(ModelSpec.parse(name))
+        session = ModelSession(model=name)
         for backend in BACKENDS:
             row = {"card": card, "model": name, "dtype": str(session.dtype).removeprefix("torch."),
                    "backend": backend}

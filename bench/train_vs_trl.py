@@ -74,13 +74,11 @@ def summary(records: list[dict], n_params: int, seconds: float, device: torch.de
 
 def run_onboard(args, data: Path, out: Path, checkpointing: bool = True) -> dict:
     from onboard.harness.session import ModelSession
-    from onboard.harness.spec import ModelSpec
     from onboard.train import TrainOptions, train
 
-    session = ModelSession(ModelSpec.parse(args.model), device=args.device, data=data, max_length=args.max_length,
-                           max_examples=4)
-    opts = TrainOptions(out=out, max_steps=args.steps, batch_size=args.batch, lr=1e-4, save_steps=10**6,
-                        gradient_checkpointing=checkpointing)
+    session = ModelSession(model=args.model, device=args.device, data=data, max_length=args.max_length,
+                           max_examples=4, gradient_checkpointing=checkpointing)
+    opts = TrainOptions(out=out, max_steps=args.steps, batch_size=args.batch, lr=1e-4, save_steps=10**6)
     start = time.perf_counter()
     patches = ["packing.no_cache_no_mask"] + (["cce.fused_loss"] if session.device.type == "cuda" else [])
     result = train(session, patches, opts)
@@ -95,10 +93,9 @@ def run_trl(args, data: Path, out: Path, padding_free: bool) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     from onboard.harness.session import ModelSession
-    from onboard.harness.spec import ModelSpec
     from onboard.train.monitor import StepMeter
 
-    session = ModelSession(ModelSpec.parse(args.model), device=args.device, max_examples=1)  # builds the model
+    session = ModelSession(model=args.model, device=args.device, max_examples=1)  # builds the model
     dataset = load_dataset("json", data_files=str(data), split="train")
     config = SFTConfig(output_dir=str(out), per_device_train_batch_size=args.batch, max_steps=args.steps,
                        learning_rate=1e-4, logging_steps=1, save_strategy="no", report_to="none",

@@ -13,48 +13,69 @@ import typer
 from rich.console import Console
 
 from onboard.harness.result import ExitCode
-from onboard.harness.training import DEFAULTS
+from onboard.harness.setup import DEFAULT, help_of
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    rich_markup_mode=None,  # help text is plain: [tool.onboard] is a TOML table, not markup
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Is a model architecture ready to fine-tune? What is broken, and which fix makes it train correctly?",
 )
-err = Console(stderr=True)
+# piped output (CI logs, | tee) is not cut at 80 columns: measurement names and messages stay whole
+err = Console(stderr=True, width=None if sys.stderr.isatty() or os.environ.get("COLUMNS") else 200)
 
-ModelArg = Annotated[
-    Optional[str],
-    typer.Argument(help="hub id (org/name), local folder, .gguf file, tiny:ARCH, or an embedded model "
-                        "(smollm2, gemma3-270m). Default: smollm2."),
-]
+
+def _version(value: bool) -> None:
+    if value:
+        import onboard
+
+        print(f"onboard {onboard.__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="print onboard's version and exit")] = False) -> None:
+    """Is a model architecture ready to fine-tune? What is broken, and which fix makes it train correctly?"""
+
+
+def _setup_opt(name: str, *flags: str):
+    """A typer option for a Setup field: its help text is the field's (one place for it)."""
+    return typer.Option(*flags, help=help_of(name)) if flags else typer.Option(help=help_of(name))
+
+
+ModelArg = Annotated[Optional[str], typer.Argument(help=help_of("model"))]
 JsonOpt = Annotated[Optional[str], typer.Option("--json", help="write the JSON report to PATH ('-' for stdout)")]
 MarkdownOpt = Annotated[Optional[Path], typer.Option("--markdown", help="write a Markdown report to PATH")]
 JunitOpt = Annotated[Optional[Path], typer.Option("--junit", help="write JUnit XML (one testcase per check) to PATH")]
-DataOpt = Annotated[Optional[Path], typer.Option("--data", help="chat samples, JSONL of {\"messages\": [...]}")]
-DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")]
-DtypeOpt = Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")]
-AttnOpt = Annotated[Optional[str], typer.Option("--attn", help="attention implementation: eager, sdpa, flex_attention, ...")]
-RevisionOpt = Annotated[Optional[str], typer.Option(help="hub revision (branch, tag or commit)")]
-RemoteOpt = Annotated[bool, typer.Option("--trust-remote-code", help="allow the model's own code from the hub")]
-RandomOpt = Annotated[bool, typer.Option("--random-weights", help="build from the config with random weights")]
-TemplateOpt = Annotated[Optional[Path], typer.Option("--chat-template", help="a Jinja chat template file to use instead of the tokenizer's")]
-TargetsOpt = Annotated[Optional[str], typer.Option("--lora-targets", help="comma-separated module names (default all-linear)")]
-MaxLenOpt = Annotated[int, typer.Option("--max-length", help="truncate samples to this many tokens")]
-RankOpt = Annotated[int, typer.Option("--lora-rank", "--lora-r", help="LoRA rank (check and train alike)")]
-AlphaOpt = Annotated[int, typer.Option("--lora-alpha", help="LoRA alpha (check and train alike)")]
-CkptOpt = Annotated[Optional[bool], typer.Option("--gradient-checkpointing/--no-gradient-checkpointing",
-                                                 help="checkpoint gradients in the training step (default: on with CUDA)")]
-PackLenOpt = Annotated[int, typer.Option("--pack-length", help="tokens per packed row in the packing check")]
-SeedOpt = Annotated[int, typer.Option(help="seed for random weights and probes")]
-NoFixOpt = Annotated[bool, typer.Option("--no-fix", help="report only: do not apply and verify fixes")]
-UnsafeOpt = Annotated[bool, typer.Option("--unsafe-fixes", help="also apply patches that change what is trained")]
-StrictOpt = Annotated[bool, typer.Option("--strict", help="exit 1 on READY_WITH_FIXES too")]
+DataOpt = Annotated[Optional[Path], _setup_opt("data", "--data")]
+DeviceOpt = Annotated[str, _setup_opt("device")]
+DtypeOpt = Annotated[str, _setup_opt("dtype")]
+AttnOpt = Annotated[Optional[str], _setup_opt("attn", "--attn")]
+RevisionOpt = Annotated[Optional[str], _setup_opt("revision")]
+RemoteOpt = Annotated[bool, _setup_opt("trust_remote_code", "--trust-remote-code")]
+RandomOpt = Annotated[bool, _setup_opt("random_weights", "--random-weights")]
+TemplateOpt = Annotated[Optional[Path], _setup_opt("chat_template", "--chat-template")]
+TargetsOpt = Annotated[Optional[str], _setup_opt("lora_targets", "--lora-targets")]
+MaxLenOpt = Annotated[int, _setup_opt("max_length", "--max-length")]
+RankOpt = Annotated[int, _setup_opt("lora_rank", "--lora-rank", "--lora-r")]
+AlphaOpt = Annotated[int, _setup_opt("lora_alpha", "--lora-alpha")]
+CkptOpt = Annotated[Optional[bool], _setup_opt("gradient_checkpointing",
+                                               "--gradient-checkpointing/--no-gradient-checkpointing")]
+PackLenOpt = Annotated[int, _setup_opt("pack_length", "--pack-length")]
+SeedOpt = Annotated[int, _setup_opt("seed")]
+NoFixOpt = Annotated[bool, _setup_opt("no_fix", "--no-fix")]
+UnsafeOpt = Annotated[bool, _setup_opt("unsafe_fixes", "--unsafe-fixes")]
+StrictOpt = Annotated[bool, _setup_opt("strict", "--strict")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="show tracebacks and library logs")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="print only the verdict and the findings")]
 ConfigOpt = Annotated[Optional[Path], typer.Option(
     "--config", help="onboard.toml, pyproject.toml ([tool.onboard]) or an axolotl .yml; default: ./onboard.toml, "
                      "else ./pyproject.toml's [tool.onboard]. Command-line options win over the file")]
 NoConfigOpt = Annotated[bool, typer.Option("--no-config", help="ignore ./onboard.toml and ./pyproject.toml")]
 HtmlOpt = Annotated[Optional[Path], typer.Option("--html", help="write a self-contained HTML page with plots to PATH")]
+D = DEFAULT  # every default below is the Setup's
 
 
 @app.command()
@@ -65,29 +86,32 @@ def check(
     markdown: MarkdownOpt = None,
     junit: JunitOpt = None,
     data: DataOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    attn: AttnOpt = None,
-    revision: RevisionOpt = None,
-    trust_remote_code: RemoteOpt = False,
-    random_weights: RandomOpt = False,
+    device: DeviceOpt = D.device,
+    dtype: DtypeOpt = D.dtype,
+    attn: AttnOpt = D.attn,
+    revision: RevisionOpt = D.revision,
+    trust_remote_code: RemoteOpt = D.trust_remote_code,
+    random_weights: RandomOpt = D.random_weights,
     lora_targets: TargetsOpt = None,
     chat_template: TemplateOpt = None,
-    max_length: MaxLenOpt = DEFAULTS.max_length,
-    pack_length: PackLenOpt = 512,
-    lora_rank: RankOpt = DEFAULTS.lora_rank,
-    lora_alpha: AlphaOpt = DEFAULTS.lora_alpha,
-    gradient_checkpointing: CkptOpt = DEFAULTS.gradient_checkpointing,
-    seed: SeedOpt = 0,
-    no_fix: NoFixOpt = False,
-    unsafe_fixes: UnsafeOpt = False,
-    strict: StrictOpt = False,
+    max_length: MaxLenOpt = D.max_length,
+    pack_length: PackLenOpt = D.pack_length,
+    lora_rank: RankOpt = D.lora_rank,
+    lora_alpha: AlphaOpt = D.lora_alpha,
+    gradient_checkpointing: CkptOpt = D.gradient_checkpointing,
+    seed: SeedOpt = D.seed,
+    no_fix: NoFixOpt = D.no_fix,
+    unsafe_fixes: UnsafeOpt = D.unsafe_fixes,
+    strict: StrictOpt = D.strict,
     debug: DebugOpt = False,
+    quiet: QuietOpt = False,
     config: ConfigOpt = None,
     no_config: NoConfigOpt = False,
     html: HtmlOpt = None,
 ) -> None:
-    """Load MODEL once and run the checklist: load, lora, initial_loss, packing, cce.
+    """Load MODEL once and run the checklist: LOAD001 load, ATTN001 attention, LORA001 lora, LOSS001
+    initial_loss, PACK001 packing, CCE001 cce, GA001 grad_accum, TRAIN001 train_step (onboard checks lists them,
+    onboard explain CODE documents one).
 
     Exit codes: 0 READY (or READY_WITH_FIXES without --strict), 1 NOT_READY, 2 bad input or usage,
     3 environment or internal error.
@@ -100,43 +124,26 @@ def check(
                  lora_alpha=lora_alpha, gradient_checkpointing=gradient_checkpointing)
 
     def body() -> ExitCode:
-        cfg, o = _with_config(ctx, given, config, no_config)
-        model, device, dtype, attn, revision = o["model"], o["device"], o["dtype"], o["attn"], o["revision"]
-        trust_remote_code, random_weights, lora_targets = o["trust_remote_code"], o["random_weights"], o["lora_targets"]
-        chat_template, max_length, pack_length, seed = o["chat_template"], o["max_length"], o["pack_length"], o["seed"]
-        data, no_fix, unsafe_fixes, strict = o["data"], o["no_fix"], o["unsafe_fixes"], o["strict"]
         from onboard.checks import CHECKS
         from onboard.harness.runner import run_checks
-        from onboard.harness.session import ModelSession
-        from onboard.harness.spec import ModelSpec
-        from onboard.harness.thresholds import Thresholds
         from onboard.reports import json_report, junit as junit_report, markdown as md_report, terminal
 
-        spec = ModelSpec.parse(model, revision=revision, trust_remote_code=trust_remote_code,
-                               random_weights=random_weights)
-        thresholds = Thresholds(cfg.thresholds, str(cfg.path)) if cfg else Thresholds()
-        template = _read_template(Path(chat_template)) if chat_template else (cfg.template_text if cfg else None)
-        targets = [t.strip() for t in lora_targets.split(",") if t.strip()] if lora_targets else None
-        with err.status(f"Loading {spec.display}") as status:
-            session = ModelSession(
-                spec, device=device, dtype=dtype, attn=attn, data=data, max_length=max_length,
-                pack_length=pack_length, lora_targets=targets, chat_template=template, seed=seed,
-                thresholds=thresholds, lora_rank=o["lora_rank"], lora_alpha=o["lora_alpha"],
-                gradient_checkpointing=o["gradient_checkpointing"], progress=lambda msg: status.update(msg),
-            )
-        err.print(f"Loaded {spec.display} in {session.timings['model_load']:.1f} s; "
+        cfg, setup = _setup(ctx, given, config, no_config)
+        session = _open_session(setup, cfg)
+        err.print(f"Loaded {session.spec.display} in {session.timings['model_load']:.1f} s; "
                   f"{len(session.examples)} samples from {session.data_path.name}")
         with err.status("Running checks") as status:
             report = run_checks(
-                session, CHECKS, fix=not no_fix, unsafe_fixes=unsafe_fixes,
-                not_applicable=cfg.not_applicable if cfg else None,
+                session, CHECKS,
                 on_start=lambda c: status.update(f"Running {c.code} {c.name}"),
-                on_result=lambda r: err.print(terminal.check_line(r)),
+                on_result=lambda r: None if quiet else err.print(terminal.check_line(r)),
             )
         report.config = cfg.describe() if cfg else None
-        report.options["strict"] = strict
-        err.print()
-        terminal.render(report, err)
+        if quiet:
+            terminal.render_short(report, err)
+        else:
+            err.print()
+            terminal.render(report, err)
         if json_path:
             json_report.write(report, json_path)
         if markdown:
@@ -151,9 +158,21 @@ def check(
         if summary:  # GitHub Actions shows this file on the run's page
             with open(summary, "a", encoding="utf-8") as f:
                 f.write(md_report.render(report) + "\n")
-        return report.exit_code(strict)
+        return report.exit_code(setup.strict)
 
     raise typer.Exit(_guarded(body, debug))
+
+
+def _open_session(setup, cfg, max_examples: int | None = None):
+    from onboard.harness.session import ModelSession
+
+    spec = setup.spec()  # a bad model name fails before the spinner
+    with err.status(f"Loading {spec.display}") as status:
+        session = ModelSession(setup, max_examples=max_examples, thresholds_source=str(cfg.path) if cfg else "",
+                               progress=lambda msg: status.update(msg))
+    for warning in session.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    return session
 
 
 CHECK_SAMPLE = 32  # chats of the training file the pre-training check run uses
@@ -161,10 +180,11 @@ CHECK_SAMPLE = 32  # chats of the training file the pre-training check run uses
 
 @app.command()
 def train(
+    ctx: typer.Context,
     model: ModelArg = None,
     data: DataOpt = None,
     from_report: Annotated[Optional[Path], typer.Option("--from", help="a saved `onboard check --json` report: "
-                           "train with its verified patches instead of running the checks")] = None,
+                           "train with its verified patches and its setup instead of running the checks")] = None,
     out: Annotated[Path, typer.Option("--out", help="run folder: adapter, checkpoints, log, report")] = Path("runs/onboard"),
     force: Annotated[bool, typer.Option("--force", help="train a NOT_READY model anyway")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint in --out")] = False,
@@ -173,73 +193,67 @@ def train(
     batch_size: Annotated[int, typer.Option("--batch-size", help="samples per micro-batch (one packed row)")] = 8,
     grad_accum: Annotated[int, typer.Option("--grad-accum", help="micro-batches per optimizer step")] = 1,
     lr: Annotated[float, typer.Option(help="peak learning rate (linear decay)")] = 2e-4,
-    lora_r: RankOpt = DEFAULTS.lora_rank,
-    lora_alpha: AlphaOpt = DEFAULTS.lora_alpha,
+    lora_rank: RankOpt = D.lora_rank,
+    lora_alpha: AlphaOpt = D.lora_alpha,
     lora_targets: TargetsOpt = None,
     packing: Annotated[bool, typer.Option("--packing/--no-packing", help="pack samples per micro-batch "
                        "(position_ids restart) or pad them")] = True,
     cce: Annotated[str, typer.Option(help="fused CCE loss: auto (on CUDA when verified), on, off")] = "auto",
-    gradient_checkpointing: CkptOpt = DEFAULTS.gradient_checkpointing,
+    gradient_checkpointing: CkptOpt = D.gradient_checkpointing,
     save_steps: Annotated[int, typer.Option("--save-steps", help="checkpoint every N steps")] = 50,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    attn: AttnOpt = None,
-    max_length: MaxLenOpt = DEFAULTS.max_length,
-    revision: RevisionOpt = None,
-    trust_remote_code: RemoteOpt = False,
-    random_weights: RandomOpt = False,
-    unsafe_fixes: UnsafeOpt = False,
-    seed: SeedOpt = 0,
+    device: DeviceOpt = D.device,
+    dtype: DtypeOpt = D.dtype,
+    attn: AttnOpt = D.attn,
+    max_length: MaxLenOpt = D.max_length,
+    chat_template: TemplateOpt = None,
+    revision: RevisionOpt = D.revision,
+    trust_remote_code: RemoteOpt = D.trust_remote_code,
+    random_weights: RandomOpt = D.random_weights,
+    unsafe_fixes: UnsafeOpt = D.unsafe_fixes,
+    seed: SeedOpt = D.seed,
+    config: ConfigOpt = None,
+    no_config: NoConfigOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Fine-tune a LoRA on MODEL with the patches its check run verified.
+    """Fine-tune a LoRA on MODEL with the patches its check run verified, in the setup the checks ran.
 
     Without --from the checklist runs first (on the first 32 chats of --data) and a NOT_READY model is
-    refused unless --force. Exit codes: 0 trained, 1 refused (NOT_READY), 2 bad input, 3 environment or
+    refused unless --force. With --from, the report's setup is the training's; an option given that differs
+    from it is refused, naming it. Exit codes: 0 trained, 1 refused (NOT_READY), 2 bad input, 3 environment or
     internal error, 130 stopped by Ctrl-C after saving a checkpoint (continue with --resume).
     """
     _quiet_libraries(debug)
     if cce not in ("auto", "on", "off"):
         err.print(f"[bold red]error:[/] --cce must be auto, on or off, not {cce!r}", highlight=False)
         raise typer.Exit(ExitCode.USAGE_ERROR)
+    given = dict(model=model, device=device, dtype=dtype, attn=attn, revision=revision,
+                 trust_remote_code=trust_remote_code, random_weights=random_weights, lora_targets=lora_targets,
+                 chat_template=chat_template, max_length=max_length, seed=seed, data=data,
+                 unsafe_fixes=unsafe_fixes, lora_rank=lora_rank, lora_alpha=lora_alpha,
+                 gradient_checkpointing=gradient_checkpointing)
 
     def body() -> int:
         from onboard.harness.errors import BadInput
-        from onboard.harness.session import ModelSession
-        from onboard.harness.spec import ModelSpec
         from onboard.reports import json_report, terminal
-        from onboard.train import TrainOptions, load_check_report
+        from onboard.train import TrainOptions, load_check_report, refuse_existing_run
         from onboard.train import train as run_training
 
-        spec = ModelSpec.parse(model, revision=revision, trust_remote_code=trust_remote_code,
-                               random_weights=random_weights)
-        targets = [t.strip() for t in lora_targets.split(",") if t.strip()] if lora_targets else None
+        refuse_existing_run(out, resume)  # before minutes of loading and checking, not after
         report = load_check_report(from_report) if from_report else None
-        if report is not None:
-            if report.model.get("id") != spec.display:
-                raise BadInput(f"{from_report} is a report on {report.model.get('id')}, not {spec.display}")
-            checked = report.options.get("lora_targets", "all-linear")
-            checked = None if checked == "all-linear" else list(checked)
-            if targets is not None and targets != checked:
-                raise BadInput(f"--lora-targets {lora_targets} differs from the checked setup ({checked or 'all-linear'})")
-            targets = checked
-        with err.status(f"Loading {spec.display}") as status:
-            # the session the checks run on is the one training runs on: same LoRA, lengths, flags
-            session = ModelSession(
-                spec, device=device, dtype=dtype, attn=attn, data=data, max_length=max_length,
-                lora_targets=targets, seed=seed, max_examples=None if report else CHECK_SAMPLE,
-                lora_rank=lora_r, lora_alpha=lora_alpha, gradient_checkpointing=gradient_checkpointing,
-                progress=lambda msg: status.update(msg),
-            )
+        cfg, setup = _setup(ctx, given, config, no_config, report=report, report_path=from_report)
+        if report is not None and report.model.get("id") != setup.spec().display:
+            raise BadInput(f"{from_report} is a report on {report.model.get('id')}, not {setup.spec().display}")
+        # the session the checks run on is the one training runs on: same LoRA, lengths, flags
+        session = _open_session(setup, cfg, max_examples=None if report else CHECK_SAMPLE)
         if report is not None:
             _same_setup(report, session, from_report)
-        err.print(f"Loaded {spec.display} in {session.timings['model_load']:.1f} s")
+        err.print(f"Loaded {session.spec.display} in {session.timings['model_load']:.1f} s")
         if report is None:
             from onboard.checks import CHECKS
             from onboard.harness.runner import run_checks
 
             with err.status("Running checks") as status:
-                report = run_checks(session, CHECKS, unsafe_fixes=unsafe_fixes,
+                report = run_checks(session, CHECKS,
                                     on_start=lambda c: status.update(f"Running {c.code} {c.name}"),
                                     on_result=lambda r: err.print(terminal.check_line(r)))
             out.mkdir(parents=True, exist_ok=True)
@@ -255,18 +269,15 @@ def train(
             findings = "; ".join(f"{c.code} {c.diagnosis or c.status.value}: {c.message}" for c in report.checks
                                  if c.blocking)
             if not force:
-                err.print(f"[bold red]refused:[/] {spec.display} is {report.verdict.value} ({findings}). "
+                err.print(f"[bold red]refused:[/] {session.spec.display} is {report.verdict.value} ({findings}). "
                           "Fix it, or pass --force to train anyway.", highlight=False)
                 return ExitCode.NOT_READY
             err.print(f"[yellow]--force:[/] training a {report.verdict.value} model ({findings})", highlight=False)
             source["forced"] = True
-        patches = report.verified_patches
-        err.print(f"Training with patches: {', '.join(patches) or 'none'}")
         options = TrainOptions(
             out=out, data=data, epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
-            lr=lr, lora_r=lora_r, lora_alpha=lora_alpha, packing=packing, cce=cce,
-            gradient_checkpointing=gradient_checkpointing, save_steps=save_steps, resume=resume, seed=seed)
-        result = run_training(session, patches, options, check_source=source, console=err)
+            lr=lr, packing=packing, cce=cce, save_steps=save_steps, resume=resume)
+        result = run_training(session, report.verified_patches, options, check_source=source, console=err)
         r = result.report
         if result.status == "interrupted":
             err.print(f"stopped after step {result.steps}; checkpoint {r['last_checkpoint']} saved. "
@@ -427,7 +438,7 @@ def _same_setup(report, session, path) -> None:
     """`train --from`: the report must be a check of this training setup (what the checks depend on)."""
     from onboard.harness.errors import BadInput
     from onboard.harness.runner import run_options
-    from onboard.harness.training import TRAINED_WITH
+    from onboard.harness.setup import TRAINED_WITH
 
     now = run_options(session)
     differ = [f"{k} {report.options[k]!r} checked, {now[k]!r} now" for k in TRAINED_WITH
@@ -437,42 +448,45 @@ def _same_setup(report, session, path) -> None:
                        + " (run onboard check with these options, or train with the checked ones)")
 
 
-_OPTION_DEFAULTS: dict = {}  # options a config file may set that have no flag
+def _from_cli(ctx: typer.Context, given: dict) -> set[str]:
+    """The options the user typed (or set through the environment), not typer's defaults."""
+    typed = set()
+    for name in given:
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+            typed.add(name)
+    return typed
 
 
-def _with_config(ctx: typer.Context, given: dict, path: Optional[Path], no_config: bool):
-    """The config file (explicit, or found in the current folder) and the options with it applied:
-    an option given on the command line wins over the file, the file over the default."""
+def _setup(ctx: typer.Context, given: dict, path: Optional[Path], no_config: bool, report=None, report_path=None):
+    """The run's Setup: an option typed on the command line wins over the config file (explicit, or found in
+    the current folder), the file over the defaults. With a check report (`train --from`) the report's setup
+    takes the file's place: what the checks ran is what training runs."""
     from onboard.config import discover_config, load_config
     from onboard.harness.errors import BadInput
+    from onboard.harness.setup import TRAINED_WITH, merged
 
+    typed = _from_cli(ctx, given)
+    if report is not None:
+        recorded = {k: report.options[k] for k in (*TRAINED_WITH, "seed") if k in report.options}
+        recorded["model"] = report.model.get("id")
+        if recorded.get("lora_targets") == "all-linear":
+            recorded["lora_targets"] = None
+        return None, merged(recorded, given, typed, str(report_path))
     if path is None and not no_config:
         path = discover_config(Path.cwd())
-    options = {**_OPTION_DEFAULTS, **given}
     if path is None:
-        return None, options
+        return None, merged({}, given, typed, "command line")
     cfg = load_config(path)
-    for name, value in cfg.options.items():
-        source = ctx.get_parameter_source(name) if name in given else None
-        from_cli = source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
-        if name == "model" and cfg.kind == "axolotl" and from_cli and given["model"] != value:
-            raise BadInput(f"MODEL {given['model']} is not the base_model {value} of {path}: give one or the other")
-        if not from_cli:
-            options[name] = value
+    file_options = cfg.setup_options()
+    if cfg.kind == "axolotl" and "model" in typed and given["model"] != file_options.get("model"):
+        raise BadInput(f"MODEL {given['model']} is not the base_model {file_options.get('model')} of {path}: "
+                       "give one or the other")
     err.print(f"config: {path}" + (f" (axolotl; not applicable: {', '.join(cfg.not_applicable)})"
                                    if cfg.kind == "axolotl" else ""), highlight=False)
     for note in cfg.notes:
         err.print(f"  note: {note}", highlight=False)
-    return cfg, options
-
-
-def _read_template(path: Path) -> str:
-    from onboard.harness.errors import BadInput
-
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise BadInput(f"cannot read chat template {path}: {exc.strerror}") from exc
+    return cfg, merged(file_options, given, typed, str(path))
 
 
 def _guarded(body, debug: bool) -> int:

@@ -143,34 +143,11 @@ def _report_for(config: pytest.Config, model: str):
 
 
 def run_onboard(model: str | None = None, config: str | Path | None = None, **options: Any):
-    """Load `model` once and run the checklist, with a config file's options and thresholds; options
-    given here (device, dtype, lora_targets, ...) win over the file. Returns the RunReport."""
-    from onboard.checks import CHECKS
-    from onboard.config import load_config
-    from onboard.harness.runner import run_checks
-    from onboard.harness.session import ModelSession
-    from onboard.harness.spec import ModelSpec
-    from onboard.harness.thresholds import Thresholds
+    """Load `model` once and run the checklist (onboard.check), with a config file's options and thresholds;
+    options given here (device, dtype, lora_targets, ...: the Setup's fields) win over the file."""
+    from onboard.api import check
 
-    cfg = load_config(Path(config)) if config else None
-    o: dict[str, Any] = {**(cfg.options if cfg else {}), **{k: v for k, v in options.items() if v is not None}}
-    spec = ModelSpec.parse(model or o.get("model"), revision=o.get("revision"),
-                           trust_remote_code=o.get("trust_remote_code", False),
-                           random_weights=o.get("random_weights", False))
-    targets = o.get("lora_targets")
-    template = Path(o["chat_template"]).read_text(encoding="utf-8") if o.get("chat_template") else (
-        cfg.template_text if cfg else None)
-    session = ModelSession(
-        spec, device=o.get("device", "auto"), dtype=o.get("dtype", "auto"), attn=o.get("attn"), data=o.get("data"),
-        max_length=o.get("max_length", 1024), pack_length=o.get("pack_length", 512),
-        lora_targets=[t.strip() for t in targets.split(",")] if isinstance(targets, str) else targets,
-        chat_template=template, seed=o.get("seed", 0),
-        thresholds=Thresholds(cfg.thresholds, str(cfg.path)) if cfg else Thresholds(),
-        lora_rank=o.get("lora_rank", 8), lora_alpha=o.get("lora_alpha", 16))
-    report = run_checks(session, CHECKS, fix=not o.get("no_fix", False), unsafe_fixes=o.get("unsafe_fixes", False),
-                        not_applicable=cfg.not_applicable if cfg else None)
-    report.config = cfg.describe() if cfg else None
-    return report
+    return check(model, config=config, **options)
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,8 @@ def _seed():
 
 def make_session(model: str, **kwargs):
     from onboard.harness.session import ModelSession
-    from onboard.harness.spec import ModelSpec
 
-    return ModelSession(ModelSpec.parse(model), device="cpu", **kwargs)
+    return ModelSession(model=model, device="cpu", **kwargs)
 
 
 def run_all(session, **kwargs):

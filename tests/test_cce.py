@@ -26,7 +26,7 @@ def _with_loss(transform):
 
 def _cce(model_class):
     session = make_session("tiny:llama")
-    _, session.model = _tiny("llama", model_class)(torch.float32, lambda make: make(None), print)
+    session.set_model(_tiny("llama", model_class)(torch.float32, lambda make: make(None), print)[1])
     session.model.eval()
     return by_code(run_checks(session, [LoadCheck, LoraCheck, CceCheck]))["CCE001"]
 

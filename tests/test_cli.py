@@ -72,9 +72,8 @@ def test_explain_and_list():
 def _hub_cache(root, repo="acme/tiny-llama"):
     """A local Hugging Face cache holding one model, laid out as the hub client writes it."""
     from onboard.harness.session import ModelSession
-    from onboard.harness.spec import ModelSpec
 
-    session = ModelSession(ModelSpec.parse("tiny:llama"), device="cpu")
+    session = ModelSession(model="tiny:llama", device="cpu")
     org, name = repo.split("/")
     commit = "0123456789abcdef0123456789abcdef01234567"
     snapshot = root / "hub" / f"models--{org}--{name}" / "snapshots" / commit

@@ -76,7 +76,7 @@ def test_pyproject_tool_table_is_found(tmp_path):
         'data = "chats.jsonl"\nskip = {cce = "we train without CCE"}\n[tool.onboard.thresholds]\n'
         'packing.tolerance = 0.01\n')
     cfg = load_config(discover_config(tmp_path))
-    assert cfg.options == {"model": "tiny:qwen2", "strict": True, "lora_targets": "q_proj,v_proj",
+    assert cfg.options == {"model": "tiny:qwen2", "strict": True, "lora_targets": ("q_proj", "v_proj"),
                            "data": str(tmp_path / "chats.jsonl")}
     assert cfg.thresholds == {"packing": {"tolerance": 0.01}}
     assert cfg.not_applicable == {"CCE001": "we train without CCE"}
@@ -162,9 +162,8 @@ def test_axolotl_config_checks_that_setup(tmp_path, monkeypatch):
     """A real (tiny) model folder trained as the axolotl file says: LoRA rank 4 on q/v only, eager attention,
     no packing (PACK001 not applicable), CCE on, GA 4."""
     from onboard.harness.session import ModelSession
-    from onboard.harness.spec import ModelSpec
 
-    session = ModelSession(ModelSpec.parse("tiny:llama"), device="cpu")
+    session = ModelSession(model="tiny:llama", device="cpu")
     session.model.save_pretrained(tmp_path / "model")
     session.tokenizer.save_pretrained(tmp_path / "model")
     (tmp_path / "chats.jsonl").write_text(

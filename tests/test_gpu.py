@@ -7,14 +7,13 @@ from onboard.checks import CHECKS
 from onboard.harness.result import Status, Verdict
 from onboard.harness.runner import run_checks
 from onboard.harness.session import ModelSession
-from onboard.harness.spec import ModelSpec
 
 pytestmark = pytest.mark.gpu
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3_text"])
 def test_checklist_on_cuda_bf16(arch):
-    session = ModelSession(ModelSpec.parse(f"tiny:{arch}"), device="cuda")
+    session = ModelSession(model=f"tiny:{arch}", device="cuda")
     report = run_checks(session, CHECKS)
     checks = by_code(report)
     assert report.verdict is Verdict.READY_WITH_FIXES
@@ -28,7 +27,7 @@ def test_checklist_on_cuda_bf16(arch):
 def test_real_shape_builds_on_the_gpu_without_a_cpu_copy():
     import torch
 
-    session = ModelSession(ModelSpec.parse("config:llama3-8b"), device="cuda")
+    session = ModelSession(model="config:llama3-8b", device="cuda")
     params = list(session.model.parameters())
     assert all(p.device.type == "cuda" and p.dtype is torch.bfloat16 for p in params)
     assert 8.0e9 < sum(p.numel() for p in params) < 8.1e9  # Llama-3-8B's 8.03B
@@ -40,7 +39,7 @@ def test_real_shape_builds_on_the_gpu_without_a_cpu_copy():
 
 
 def test_cce_is_live_on_a_conditional_generation_model():
-    session = ModelSession(ModelSpec.parse("config:gemma3-4b"), device="cuda")
+    session = ModelSession(model="config:gemma3-4b", device="cuda")
     assert type(session.model).__name__ == "Gemma3ForConditionalGeneration"
     report = run_checks(session, [c for c in CHECKS if c.code in ("LOAD001", "LORA001", "CCE001")])
     cce = by_code(report)["CCE001"]
@@ -53,7 +52,7 @@ def test_cce_is_live_on_a_conditional_generation_model():
 def test_packing_fix_verified_in_bf16_on_every_backend(backend):
     """Packing is fixed on each backend; one that cannot run the model (flex_attention's Inductor lowering
     failed for head_dim 16 and 128 on an H200 with torch 2.11) is caught by ATTN001 and replaced first."""
-    session = ModelSession(ModelSpec.parse("tiny:llama"), device="cuda", attn=backend)
+    session = ModelSession(model="tiny:llama", device="cuda", attn=backend)
     codes = ("LOAD001", "ATTN001", "LORA001", "PACK001")
     checks = by_code(run_checks(session, [c for c in CHECKS if c.code in codes]))
     attn, pack = checks["ATTN001"], checks["PACK001"]
@@ -64,7 +63,7 @@ def test_packing_fix_verified_in_bf16_on_every_backend(backend):
 def test_train_on_cuda_uses_the_fused_loss(tmp_path):
     from onboard.train import TrainOptions, train
 
-    session = ModelSession(ModelSpec.parse("tiny:llama"), device="cuda")
+    session = ModelSession(model="tiny:llama", device="cuda")
     result = train(session, ["packing.no_cache_no_mask", "cce.fused_loss"],
                    TrainOptions(out=tmp_path / "run", epochs=4, batch_size=4, lr=3e-3))
     assert result.report["patches_applied"] == ["packing.no_cache_no_mask", "cce.fused_loss"]

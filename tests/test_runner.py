@@ -32,7 +32,7 @@ def test_a_training_path_that_never_calls_the_adapted_layers_is_caught():
     from onboard.fixtures.faults import _bypass_in_training, _tiny
 
     session = make_session("tiny:llama", lora_targets=["down_proj"])
-    _, session.model = _tiny("llama", lambda: _bypass_in_training(zero_times_layer=False))(torch.float32, lambda make: make(None), print)
+    session.set_model(_tiny("llama", lambda: _bypass_in_training(zero_times_layer=False))(torch.float32, lambda make: make(None), print)[1])
     session.model.eval()
     checks = by_code(run_checks(session, [LoadCheck, LoraCheck, TrainStepCheck]))
     assert checks["LORA001"].status is Status.PASS  # in eval mode the layer runs and its adapter learns
@@ -106,7 +106,7 @@ def test_head_dim_at_the_flash_limit_is_no_head_size_finding():
     from onboard.fixtures.faults import _tiny
 
     session = make_session("tiny:gemma3_text", attn="flash_attention_2")
-    _, session.model = _tiny("gemma3_text", head_dim=256)(torch.float32, lambda make: make("sdpa"), print)
+    session.set_model(_tiny("gemma3_text", head_dim=256)(torch.float32, lambda make: make("sdpa"), print)[1])
     session.model.eval()
     attn = by_code(run_checks(session, [LoadCheck, AttentionCheck]))["ATTN001"]
     assert attn.measurements["head_dim"].value == "256"
@@ -138,7 +138,7 @@ def test_accumulation_that_keeps_the_loss_but_not_the_gradients_is_caught():
     from onboard.fixtures.faults import _tiny
 
     session = make_session("tiny:llama")
-    _, session.model = _tiny("llama", _gradient_scaled_by_steps)(torch.float32, lambda make: make(None), print)
+    session.set_model(_tiny("llama", _gradient_scaled_by_steps)(torch.float32, lambda make: make(None), print)[1])
     session.model.eval()
     ga = by_code(run_checks(session, [LoadCheck, LoraCheck, GradAccumCheck]))["GA001"]
     assert ga.measurements["loss_rel_diff"].value <= 1e-4, ga.message

@@ -41,7 +41,7 @@ def test_a_scale_under_an_unknown_config_name_is_measured():
 
     session = make_session("tiny:llama")
     _, model = _tiny("llama", _logit_multiplier)(torch.float32, lambda make: make(None), print)
-    session.model = model.eval()
+    session.set_model(model)
     cce = by_code(run_checks(session, [LoadCheck, LoraCheck, CceCheck]))["CCE001"]
     assert cce.status is Status.PASS, cce.message
     assert cce.measurements["logit_scale"].value == pytest.approx(4.0, rel=1e-5)

@@ -7,6 +7,7 @@ from onboard.harness.result import Status
 from onboard.patches.attention import current_backend, head_dims, unusable_reason
 from onboard.patches import get_patch
 from onboard.patches.base import unwrap
+from onboard.patches import ids
 
 
 class AttentionCheck(Check):
@@ -54,7 +55,7 @@ class AttentionCheck(Check):
         res.measure("head_dim", ", ".join(map(str, head_dims(base.config))) or "unknown")
         reason = unusable_reason(base.config, wanted)
         if reason:
-            res.status, res.diagnosis, res.proposed_patch = Status.FAIL, "FM-ATTN-HEADDIM", "attention.fallback"
+            res.status, res.diagnosis, res.proposed_patch = Status.FAIL, "FM-ATTN-HEADDIM", ids.ATTENTION_FALLBACK
             res.message = reason
             return res
         if wanted != current_backend(base):
@@ -65,7 +66,7 @@ class AttentionCheck(Check):
                 except (ImportError, ValueError) as exc:
                     error = str(exc).splitlines()[0]
             if error is not None:
-                res.status, res.diagnosis, res.proposed_patch = Status.FAIL, "FM-ATTN-KERNEL", "attention.fallback"
+                res.status, res.diagnosis, res.proposed_patch = Status.FAIL, "FM-ATTN-KERNEL", ids.ATTENTION_FALLBACK
                 res.message = f"{wanted} cannot run here: {error}"
                 return res
 
@@ -77,7 +78,7 @@ class AttentionCheck(Check):
                 text = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}"
                 res.status = Status.FAIL
                 if wanted != "eager" and _runs_with(base, "eager", lambda: _step(model, inputs)):
-                    res.diagnosis, res.proposed_patch = "FM-ATTN-KERNEL", "attention.fallback"
+                    res.diagnosis, res.proposed_patch = "FM-ATTN-KERNEL", ids.ATTENTION_FALLBACK
                     res.message = f"{wanted} fails on {kind} of this model, eager runs it: {text}"
                 else:  # not the backend: the model's own forward fails on text-only data
                     res.diagnosis = "FM-MODEL-FORWARD"
@@ -103,8 +104,8 @@ class AttentionCheck(Check):
             res.status, res.diagnosis = Status.FAIL, "FM-ATTN-NONCAUSAL"
             res.message = (f"the model is not causal: changing later tokens moves earlier predictions by {future:.3g} "
                            "nats, so next-token training reads the answer")
-            if get_patch("attention.causal").applies_to(model) is None:
-                res.proposed_patch = "attention.causal"
+            if get_patch(ids.ATTENTION_CAUSAL).applies_to(model) is None:
+                res.proposed_patch = ids.ATTENTION_CAUSAL
             return res
         if wanted == "eager":
             res.message = f"{wanted} runs (loss {loss:.4f})"

@@ -9,6 +9,7 @@ from onboard.harness.forward import batch_tensors
 from onboard.harness.memory import cuda_peak_bytes
 from onboard.harness.result import Status
 from onboard.patches import get_patch, unwrap
+from onboard.patches import ids
 
 MEMORY_SHAPE = (4, 2048)  # batch x sequence of the memory probe on GPU
 
@@ -60,7 +61,7 @@ class CceCheck(Check):
     requires = ("LORA001",)
 
     def run(self, session):
-        patch = get_patch("cce.fused_loss")
+        patch = get_patch(ids.CCE_FUSED_LOSS)
         model = session.train_model
         reason = patch.applies_to(model)
         if reason:

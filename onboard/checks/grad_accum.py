@@ -11,6 +11,7 @@ from onboard.harness.data import IGNORE
 from onboard.harness.forward import batch_tensors
 from onboard.harness.result import Status
 from onboard.patches.base import unwrap
+from onboard.patches import ids
 
 STEPS = 2  # micro-batches of the accumulated run
 PER_STEP = 2  # examples per micro-batch
@@ -82,7 +83,7 @@ class GradAccumCheck(Check):
         res.status = Status.FAIL
         res.message = f"GA {STEPS} gives {ratio:.3f} x the loss of one batch (gradients rel diff {grad_rel:.2g})"
         if accepts and abs(ratio - STEPS) < 0.05 * STEPS:
-            res.diagnosis, res.proposed_patch = "FM-LOSS-GA", "loss.num_items_in_batch"
+            res.diagnosis, res.proposed_patch = "FM-LOSS-GA", ids.LOSS_NUM_ITEMS
             res.message += (f": {type(unwrap(model)).__name__}.forward takes **kwargs but does not divide by "
                             "num_items_in_batch, and the Trainer skips dividing by the accumulation steps")
         return res

@@ -10,6 +10,7 @@ import torch
 from onboard.checks.base import Check, FixAvailability
 from onboard.harness.forward import batch_tensors
 from onboard.harness.result import Status
+from onboard.patches import ids
 
 _GROUPS = (
     ("experts", ("expert",)),
@@ -69,16 +70,12 @@ class LoraCheck(Check):
         from peft import get_peft_model
         from peft.tuners.lora import LoraLayer
 
-        from onboard.patches import get_patch
-        from onboard.patches.peft_targets import expert_parameters, lora_config, strip_lora, wrapper_redirects
+        from onboard.patches.peft_targets import expert_parameters, strip_lora, wrapper_redirects
 
-        if session.peft_model is not None:  # a re-check after a LoRA patch: start from the bare model
-            session.peft_model.unload()
-            session.peft_model = None
+        session.set_adapter(None)  # a re-check after a LoRA-config transform: start from the bare model
         model = session.model
         head = model.get_output_embeddings()
-        config = lora_config(model, session.lora_targets, [get_patch(p) for p in session.applied],
-                             r=session.lora_rank, alpha=session.lora_alpha)
+        config = session.lora_config()  # the setup's rank, alpha and targets, rewritten by the transforms applied
         res = self.result(Status.PASS, "")
         res.measure("target_modules", _describe_targets(config.target_modules))
         if config.target_parameters:
@@ -93,7 +90,7 @@ class LoraCheck(Check):
                 redirects = wrapper_redirects(model, config)
                 res.status, res.message = Status.FAIL, f"PEFT refused the model: {text}"
                 if redirects:
-                    res.diagnosis, res.proposed_patch = "FM-LORA-WRAPPED", "lora.wrapped_linear_targets"
+                    res.diagnosis, res.proposed_patch = "FM-LORA-WRAPPED", ids.LORA_WRAPPED_LINEAR
                     res.evidence["custom_linear_wrappers"] = [f"{k} -> {v}" for k, v in list(redirects.items())[:20]]
                 else:
                     _unsupported(res, model)
@@ -133,7 +130,7 @@ class LoraCheck(Check):
             res.status, res.message = Status.FAIL, f"LoRA wrapped no module with targets {config.target_modules!r}"
             strip_lora(model)
             return res
-        session.peft_model = peft_model
+        session.set_adapter(peft_model)
 
         try:
             paths = _gradient_paths(peft_model, wrapped, session)
@@ -177,7 +174,7 @@ class LoraCheck(Check):
         res.message = summary
         if experts:
             res.status, res.diagnosis = Status.WARN, "FM-LORA-EXPERTS"
-            res.proposed_patch = "lora.expert_parameters"
+            res.proposed_patch = ids.LORA_EXPERT_PARAMETERS
             res.message += (f"; {len(experts)} fused expert tensors not covered "
                             f"({', '.join(expert_parameters(base))}; --unsafe-fixes adds them)")
         return res
@@ -189,7 +186,7 @@ def _unsupported(res, model) -> None:
 
     found = unwrappable_modules(model)
     if found:
-        res.diagnosis, res.proposed_patch = "FM-LORA-UNSUPPORTED", "lora.exclude_unwrappable"
+        res.diagnosis, res.proposed_patch = "FM-LORA-UNSUPPORTED", ids.LORA_EXCLUDE_UNWRAPPABLE
         res.evidence["unsupported_modules"] = _summarise(found)
 
 

@@ -8,6 +8,7 @@ from onboard.checks.base import Check, FixAvailability
 from onboard.harness.data import pack
 from onboard.harness.forward import PackedBatch, Perturbation, split_losses
 from onboard.harness.result import Status
+from onboard.patches import ids
 
 # name -> (forward kwargs builder, failure mode when this convention leaks)
 CONVENTIONS = {
@@ -100,7 +101,7 @@ class PackingCheck(Check):
         if not_applicable:
             res.evidence["not_applicable"] = not_applicable
         judged = [n for n in CONVENTIONS if n not in not_applicable]
-        masked = "packing.block_mask" in session.applied
+        masked = ids.PACKING_BLOCK_MASK in session.applied
         if not judged:
             res.status = Status.ERROR
             first = next(iter(not_applicable.values()))
@@ -115,7 +116,7 @@ class PackingCheck(Check):
         names = [n for n, _ in leaking]
         res.status = Status.FAIL
         if "no_mask_no_cache" in names:
-            res.diagnosis, res.proposed_patch = "FM-PACK-ISOLATION", "packing.block_mask"
+            res.diagnosis, res.proposed_patch = "FM-PACK-ISOLATION", ids.PACKING_BLOCK_MASK
             leak = res.measurements["leak_no_mask_no_cache"].value
             res.message = (f"samples see each other even with no mask and use_cache=False "
                            f"(log-probs move by {leak:.3g} nats){skipped}")
@@ -125,7 +126,7 @@ class PackingCheck(Check):
                                f"linear-attention state, or positions of the model's own, cross the row{skipped}")
             return res
         res.diagnosis = leaking[0][1]
-        res.proposed_patch = "packing.no_cache_no_mask"
+        res.proposed_patch = ids.PACKING_NO_CACHE
         res.message = ("cross-sample attention with " + " and ".join(names) + " ("
                        + ", ".join(m for _, m in leaking) + f"){skipped}")
         return res

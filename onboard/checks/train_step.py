@@ -10,6 +10,7 @@ import torch
 from onboard.checks.base import Check, FixAvailability
 from onboard.harness.result import Status
 from onboard.patches.base import unwrap
+from onboard.patches import ids
 
 SAMPLES = 4
 
@@ -88,7 +89,7 @@ class TrainStepCheck(Check):
             res.status, res.message = Status.FAIL, f"the training step failed: {text}"
             res.evidence["error"] = text
             if _names_missing_input(exc, unwrap(model)):
-                res.diagnosis, res.proposed_patch = "FM-INPUT-EXTRA", "inputs.token_type_ids"
+                res.diagnosis, res.proposed_patch = "FM-INPUT-EXTRA", ids.INPUTS_TOKEN_TYPE_IDS
             elif "does not require grad" in str(exc):  # torch: the training loss depends on no trainable weight
                 res.diagnosis = "FM-TRAIN-NOUPDATE"
                 res.message = ("the training step's loss depends on no adapter: in train mode the model does not "

@@ -11,16 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from onboard.harness.errors import BadInput
+from onboard.harness.setup import FIELDS, check_value
 
 __all__ = ["RunConfig", "OPTION_TYPES", "load_config", "discover_config"]
 
-# what a config file may set: `onboard check`'s options by name, plus a few with no command-line form
-OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
-    "model": str, "device": str, "dtype": str, "attn": str, "revision": str, "trust_remote_code": bool,
-    "random_weights": bool, "lora_targets": (list, str), "lora_rank": int, "lora_alpha": int,
-    "max_length": int, "pack_length": int, "seed": int, "data": str, "chat_template": str, "no_fix": bool,
-    "unsafe_fixes": bool, "strict": bool, "skip": dict, "gradient_checkpointing": bool,
-}
+# what a config file may set: the Setup's fields by name (onboard.harness.setup), but the inline template
+OPTION_TYPES: dict[str, tuple[type, ...]] = {name: f.metadata["types"] for name, f in FIELDS.items()
+                                             if name not in ("chat_template_text", "thresholds")}
 PATH_OPTIONS = ("data", "chat_template")  # relative to the config file's folder
 
 
@@ -33,6 +30,18 @@ class RunConfig:
     not_applicable: dict[str, str] = field(default_factory=dict)  # check code -> why the setup does not use it
     notes: list[str] = field(default_factory=list)  # what was read differently from the file, and why
     template_text: str | None = None  # a chat template given inline (axolotl's chat_template_jinja)
+
+    def setup_options(self) -> dict[str, Any]:
+        """The file as Setup fields: its options, thresholds, the checks it says the setup does not use, an
+        inline chat template."""
+        out = dict(self.options)
+        if self.thresholds:
+            out["thresholds"] = self.thresholds
+        if self.not_applicable:
+            out["skip"] = self.not_applicable
+        if self.template_text and "chat_template" not in out:
+            out["chat_template_text"] = self.template_text
+        return out
 
     def describe(self) -> dict[str, Any]:
         return {"path": str(self.path), "kind": self.kind, "not_applicable": self.not_applicable,
@@ -96,23 +105,15 @@ def _from_table(path: Path, table: dict[str, Any]) -> RunConfig:
 
 
 def check_option(path: Path, name: str, value: Any) -> Any:
-    """The value of one option, type-checked; paths made relative to the config file."""
+    """The value of one option, type-checked against the Setup; paths made relative to the config file."""
     import difflib
 
     if name not in OPTION_TYPES:
         close = difflib.get_close_matches(name, [*OPTION_TYPES, "thresholds"], n=1)
         hint = f"; did you mean {close[0]}?" if close else f"; known: {', '.join(OPTION_TYPES)}, thresholds"
         raise BadInput(f"{path}: unknown option {name!r}{hint}")
-    want = OPTION_TYPES[name]
-    if not isinstance(value, want) or (isinstance(value, bool) and want is int):
-        names = " or ".join(t.__name__ for t in (want if isinstance(want, tuple) else (want,)))
-        raise BadInput(f"{path}: {name} must be a {names}, not {value!r}")
-    if name == "lora_targets":
-        targets = value.split(",") if isinstance(value, str) else value
-        if not all(isinstance(t, str) and t.strip() for t in targets):
-            raise BadInput(f"{path}: lora_targets must be module names, not {value!r}")
-        return ",".join(t.strip() for t in targets)
-    if name in PATH_OPTIONS:
+    value = check_value(str(path), name, value)
+    if FIELDS[name].metadata["path"]:
         return str((path.parent / value).resolve())
     return value
 

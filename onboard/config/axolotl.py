@@ -24,13 +24,13 @@ USED = {
     "load_in_4bit", "load_in_8bit", "sample_packing", "eval_sample_packing", "pad_to_sequence_len",
     "sequence_len", "attn_implementation", *ATTN_FLAGS, "plugins", "cut_cross_entropy", "bf16", "fp16",
     "bfloat16", "float16", "tf32", "micro_batch_size", "gradient_accumulation_steps", "datasets",
-    "chat_template", "chat_template_jinja", "seed", "lora_model_dir",
+    "chat_template", "chat_template_jinja", "seed", "lora_model_dir", "gradient_checkpointing",
 }
 # axolotl fields that do not change what these checks measure: optimiser, schedule, logging, saving, ...
 NOT_CHECKED = {
     "learning_rate", "num_epochs", "max_steps", "optimizer", "lr_scheduler", "warmup_steps", "warmup_ratio",
     "weight_decay", "output_dir", "dataset_prepared_path", "val_set_size", "logging_steps", "saves_per_epoch",
-    "evals_per_epoch", "gradient_checkpointing", "train_on_inputs", "group_by_length", "resume_from_checkpoint",
+    "evals_per_epoch", "train_on_inputs", "group_by_length", "resume_from_checkpoint",
     "local_rank", "deepspeed", "fsdp", "fsdp_config", "strict", "debug", "special_tokens", "tokens",
     "max_grad_norm", "torch_compile", "dataset_processes", "shuffle_merged_datasets", "save_total_limit",
     "auto_resume_from_checkpoints", "load_best_model_at_end", "save_safetensors", "low_cpu_mem_usage",
@@ -92,6 +92,7 @@ class _Reader:
         self._precision()
         self._cce()
         self._accumulation()
+        self._checkpointing()
         self._data()
         return self.config
 
@@ -235,6 +236,19 @@ class _Reader:
             raise self.fail(f"gradient_accumulation_steps must be at least 1, not {steps}")
         if steps == 1:
             self.config.not_applicable["GA001"] = f"gradient_accumulation_steps is 1 in {self.path.name}"
+
+    def _checkpointing(self) -> None:
+        value = self.data.get("gradient_checkpointing")
+        if value is None:
+            return
+        if isinstance(value, bool):
+            self.config.options["gradient_checkpointing"] = value
+        elif isinstance(value, str):  # axolotl's "unsloth" / "offload" modes checkpoint too, with offloading
+            self.config.options["gradient_checkpointing"] = True
+            self.note(f"gradient_checkpointing {value!r}: onboard checks the step with plain (non-reentrant) "
+                      "checkpointing, without offloading")
+        else:
+            raise self.fail(f"gradient_checkpointing must be true, false or a mode name, not {value!r}")
 
     def _data(self) -> None:
         template = self.get("chat_template", str)

@@ -13,6 +13,7 @@ import onboard
 from onboard.harness.errors import OnboardError
 from onboard.harness.memory import gpu_name
 from onboard.harness.result import CheckResult, FixRecord, RunReport, Status
+from onboard.harness.setup import FIELDS
 
 
 def run_check(check, session) -> CheckResult:
@@ -59,14 +60,18 @@ def run_checks(
     session,
     checks: Iterable[type],
     *,
-    fix: bool = True,
-    unsafe_fixes: bool = False,
+    fix: bool | None = None,
+    unsafe_fixes: bool | None = None,
     not_applicable: dict[str, str] | None = None,
     on_result: Callable[[CheckResult], None] = lambda _: None,
     on_start: Callable[[object], None] = lambda _: None,
 ) -> RunReport:
     from onboard.patches import Applicability, get_patch
 
+    setup = session.setup  # what was not given here is the setup's: fixing, unsafe fixes, checks not applicable
+    fix = not setup.no_fix if fix is None else fix
+    unsafe_fixes = setup.unsafe_fixes if unsafe_fixes is None else unsafe_fixes
+    not_applicable = setup.skip if not_applicable is None else not_applicable
     start = time.perf_counter()
     results: dict[str, CheckResult] = {}
     unmet: set[str] = set()  # checks that failed, crashed, or were skipped for a prerequisite of their own
@@ -97,7 +102,7 @@ def run_checks(
         environment=environment(session.device),
         checks=list(results.values()),
         seed=session.seed,
-        options={"fix": fix, "unsafe_fixes": unsafe_fixes, **run_options(session)},
+        options={"fix": fix, "unsafe_fixes": unsafe_fixes, "strict": setup.strict, **run_options(session)},
         duration_s=sum(session.timings.values()),
         timings={**session.timings, **{r.name: r.duration_s for r in results.values()}},
         thresholds=session.thresholds.resolved(str(session.dtype).removeprefix("torch.")),
@@ -105,13 +110,22 @@ def run_checks(
 
 
 def run_options(session) -> dict:
-    """The setup the checks ran with; harness.training.TRAINED_WITH names what training must share."""
+    """The setup the checks ran with, as the report records it: every Setup field a run can set, with the dtype
+    and gradient checkpointing resolved for the device (what "auto" and "default" became). TRAINED_WITH
+    (onboard.harness.setup) names the ones training must share."""
     from onboard.harness.training import checkpointing
 
-    return {"max_length": session.max_length, "pack_length": session.pack_length,
-            "lora_targets": session.lora_targets or "all-linear", "lora_rank": session.lora_rank,
-            "lora_alpha": session.lora_alpha, "dtype": str(session.dtype).removeprefix("torch."),
-            "attn": session.attn, "gradient_checkpointing": checkpointing(session)}
+    setup = session.setup
+    skip = ("model", "revision", "trust_remote_code", "random_weights", "thresholds", "chat_template_text",
+            "no_fix", "unsafe_fixes", "strict")  # the model is the report's model; the run's own flags follow
+    options = {name: getattr(setup, name) for name in FIELDS if name not in skip}
+    options.update(
+        lora_targets=list(setup.lora_targets) if setup.lora_targets else "all-linear",
+        dtype=str(session.dtype).removeprefix("torch."), gradient_checkpointing=checkpointing(session),
+        device=str(session.device), data=str(session.data_path),
+        chat_template=setup.chat_template or ("inline" if setup.chat_template_text else None),
+    )
+    return options
 
 
 def environment(device) -> dict:

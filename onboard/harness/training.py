@@ -5,23 +5,11 @@ gradient-checkpointing flags (on CUDA too)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from onboard.harness.setup import DEFAULT, TRAINED_WITH  # noqa: F401 (re-exported)
 
 
-@dataclass(frozen=True)
-class TrainingDefaults:
-    """Defaults the checks and training share. A check run at other values than training uses is not a check
-    of that training: `onboard train --from` refuses a report whose values differ (TRAINED_WITH)."""
-
-    lora_rank: int = 16
-    lora_alpha: int = 32
-    max_length: int = 2048  # tokens a sample keeps (truncation)
-    gradient_checkpointing: bool | None = None  # None: on with CUDA, off on the CPU
-
-
-DEFAULTS = TrainingDefaults()
-# the report's options that must equal training's (what the checks depend on)
-TRAINED_WITH = ("lora_rank", "lora_alpha", "lora_targets", "max_length", "dtype", "attn", "gradient_checkpointing")
+# the defaults live in one place, the Setup; these names stay for the callers that read them here
+DEFAULTS = DEFAULT
 
 
 def checkpointing(session) -> bool:
@@ -67,5 +55,5 @@ def undo_checkpointing(model) -> None:
         base.disable_input_require_grads()
 
 
-__all__ = ["DEFAULTS", "TRAINED_WITH", "TrainingDefaults", "checkpointing", "prepare_for_checkpointing",
+__all__ = ["DEFAULTS", "TRAINED_WITH", "checkpointing", "prepare_for_checkpointing",
            "training_arguments", "undo_checkpointing"]

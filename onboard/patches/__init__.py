@@ -1,7 +1,8 @@
 """The patch layer: one registry of revertible fixes, shared by `onboard check` and `onboard train`."""
 
 from onboard.patches.attention import AttentionFallbackPatch, CausalAttentionPatch
-from onboard.patches.base import Applicability, Patch, PatchHandle, unwrap
+from onboard.patches import ids
+from onboard.patches.base import Applicability, LoraTransform, Patch, PatchHandle, is_lora_transform, unwrap
 from onboard.patches.cce import CcePatch
 from onboard.patches.extra_inputs import ExtraInputsPatch
 from onboard.patches.loss_kwargs import LossKwargsPatch
@@ -9,11 +10,13 @@ from onboard.patches.packing import BlockMaskPatch, PackingPatch
 from onboard.patches.peft_targets import (ExcludeUnwrappablePatch, ExpertParametersPatch, WrappedLinearTargetsPatch,
                                          lora_config)
 
-PATCHES: dict[str, Patch] = {p.id: p for p in (
+PATCHES: dict[str, Patch | LoraTransform] = {p.id: p for p in (
     AttentionFallbackPatch(), CausalAttentionPatch(), WrappedLinearTargetsPatch(), ExcludeUnwrappablePatch(), ExpertParametersPatch(),
     ExtraInputsPatch(),
     PackingPatch(), BlockMaskPatch(), LossKwargsPatch(), CcePatch(),
 )}
+if tuple(PATCHES) != ids.ALL:  # a patch without its constant, or a constant without its patch
+    raise ImportError(f"onboard.patches: registry {sorted(PATCHES)} differs from onboard.patches.ids {sorted(ids.ALL)}")
 
 
 def get_patch(patch_id: str) -> Patch:
@@ -23,4 +26,5 @@ def get_patch(patch_id: str) -> Patch:
         raise KeyError(f"unknown patch {patch_id!r}; known: {', '.join(PATCHES)}") from None
 
 
-__all__ = ["PATCHES", "Applicability", "Patch", "PatchHandle", "get_patch", "lora_config", "unwrap"]
+__all__ = ["PATCHES", "Applicability", "LoraTransform", "Patch", "PatchHandle", "get_patch", "ids",
+           "is_lora_transform", "lora_config", "unwrap"]

@@ -8,6 +8,7 @@ model accepts; all three compute the same attention, so the math of a correct mo
 from __future__ import annotations
 
 from onboard.patches.base import Applicability, PatchHandle, model_configs, set_attr, unwrap
+from onboard.patches import ids
 
 FLASH_MAX_HEAD_DIM = 256
 FALLBACK_ORDER = ("sdpa", "flex_attention", "eager")
@@ -37,7 +38,7 @@ def current_backend(model) -> str:
 
 
 class AttentionFallbackPatch:
-    id = "attention.fallback"
+    id = ids.ATTENTION_FALLBACK
     applicability = Applicability.SAFE
     summary = "switch to sdpa (else flex_attention, else eager) when the attention kernel cannot run the model"
 
@@ -86,7 +87,7 @@ class CausalAttentionPatch:
     `is_decoder` and `causal`, clears `use_bidirectional_attention`, and marks the text model's self-attention
     modules causal (sdpa and flash kernels read that flag); a vision tower's attention is left as it is."""
 
-    id = "attention.causal"
+    id = ids.ATTENTION_CAUSAL
     applicability = Applicability.SAFE
     summary = "make the text model's attention causal (is_decoder, use_bidirectional_attention, module flags)"
 

@@ -49,6 +49,27 @@ class Patch(Protocol):
         """Apply to `model` (a PEFT-wrapped model or a bare one); `context` may carry device options."""
 
 
+class LoraTransform(Protocol):
+    """A fix that is a change of the LoRA configuration, not of the model: which modules or parameters LoRA
+    adapts. It rewrites a LoraConfig; whoever applies LoRA (LORA001, `onboard train`, `onboard.lora_config` for
+    a trainer of your own) builds the adapter with the rewritten config. It has no apply(): nothing changes
+    until LoRA is built."""
+
+    id: str
+    applicability: Applicability
+    summary: str
+
+    def applies_to(self, model) -> str | None:
+        """None when the transform changes this model's LoRA, else the reason it does not."""
+
+    def configure(self, config, model):
+        """`config` (a peft LoraConfig) rewritten for `model`; returned unchanged where nothing applies."""
+
+
+def is_lora_transform(patch) -> bool:
+    return hasattr(patch, "configure") and not hasattr(patch, "apply")
+
+
 def unwrap(model):
     """The transformers model under any PEFT wrapping."""
     get = getattr(model, "get_base_model", None)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from onboard.patches.base import Applicability, PatchHandle, set_attr, unwrap
+from onboard.patches import ids
 
 
 @dataclass
@@ -75,7 +76,7 @@ def fit_transform(z: torch.Tensor, logits: torch.Tensor, softcaps: list[float], 
 
 
 class CcePatch:
-    id = "cce.fused_loss"
+    id = ids.CCE_FUSED_LOSS
     applicability = Applicability.SAFE
     summary = "compute the loss with cut_cross_entropy.linear_cross_entropy on the output layer's input; no logits"
 

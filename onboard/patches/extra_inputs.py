@@ -13,6 +13,7 @@ import inspect
 import torch
 
 from onboard.patches.base import Applicability, PatchHandle, unwrap
+from onboard.patches import ids
 
 
 def required_inputs(model, batch: dict[str, torch.Tensor], rounds: int = 3) -> list[str]:
@@ -40,7 +41,7 @@ def required_inputs(model, batch: dict[str, torch.Tensor], rounds: int = 3) -> l
 
 
 class ExtraInputsPatch:
-    id = "inputs.token_type_ids"
+    id = ids.INPUTS_TOKEN_TYPE_IDS
     applicability = Applicability.SAFE
     summary = "inject all-zero token_type_ids / mm_token_type_ids when a training forward requires them"
 

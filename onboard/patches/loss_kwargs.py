@@ -10,10 +10,11 @@ classes) is then summed k times: loss and gradients come out k times too large (
 from __future__ import annotations
 
 from onboard.patches.base import Applicability, PatchHandle, set_attr, unwrap
+from onboard.patches import ids
 
 
 class LossKwargsPatch:
-    id = "loss.num_items_in_batch"
+    id = ids.LOSS_NUM_ITEMS
     applicability = Applicability.SAFE
     summary = "mark the model as not consuming num_items_in_batch, so the Trainer divides by the GA steps"
 

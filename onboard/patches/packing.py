@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from onboard.patches.base import Applicability, PatchHandle, model_configs, set_attr, unwrap
+from onboard.patches import ids
 
 
 def is_packed(position_ids: torch.Tensor | None) -> bool:
@@ -28,7 +29,7 @@ def _mask_is_right_padding(mask: torch.Tensor) -> bool:
 
 
 class PackingPatch:
-    id = "packing.no_cache_no_mask"
+    id = ids.PACKING_NO_CACHE
     applicability = Applicability.SAFE
     summary = "run packed rows with use_cache=False and no attention mask, so samples stay isolated"
 
@@ -76,7 +77,7 @@ def block_causal_mask(position_ids: torch.Tensor, dtype: torch.dtype, padding: t
 
 
 class BlockMaskPatch:
-    id = "packing.block_mask"
+    id = ids.PACKING_BLOCK_MASK
     applicability = Applicability.SAFE
     summary = "give packed rows an explicit block-diagonal causal 4D mask, for models that ignore position_ids in their mask"
 

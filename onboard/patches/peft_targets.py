@@ -12,7 +12,8 @@ lora.expert_parameters (FM-LORA-EXPERTS): fused MoE experts keep their weights a
 target_modules entry reaches; PEFT's target_parameters does. This adds every expert weight to the adapter
 (larger adapter, more memory), so it changes what is trained: unsafe, applied with --unsafe-fixes.
 
-All leave the model untouched until LoRA is applied again with the rewritten config.
+All are LoRA-config transforms (onboard.patches.base.LoraTransform): they have no apply(); they rewrite the
+LoraConfig, and whoever builds LoRA (LORA001, `onboard train`, `onboard.lora_config`) builds it with the result.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import dataclasses
 
 from torch import nn
 
-from onboard.patches.base import Applicability, PatchHandle, unwrap
+from onboard.patches.base import Applicability, unwrap
+from onboard.patches import ids
 
 
 def _peft_layer_types() -> tuple[type, ...]:
@@ -74,7 +76,7 @@ def expert_parameters(model) -> list[str]:
 
 
 class WrappedLinearTargetsPatch:
-    id = "lora.wrapped_linear_targets"
+    id = ids.LORA_WRAPPED_LINEAR
     applicability = Applicability.SAFE
     summary = "point LoRA target names that hit custom Linear wrappers at the wrapped nn.Linear"
 
@@ -93,9 +95,6 @@ class WrappedLinearTargetsPatch:
                  if n and _matches(check_target_module_exists(config, n)) and not _inside(n, redirects)]
         return dataclasses.replace(config, target_modules=sorted(set(names)))
 
-    def apply(self, model, context=None) -> PatchHandle:
-        return PatchHandle(self.id)  # takes effect through configure() when LoRA is applied again
-
 
 def _inside(name: str, redirects: dict[str, str]) -> bool:
     """A module below a wrapper (its inner Linear is added through the redirect, not on its own)."""
@@ -103,7 +102,7 @@ def _inside(name: str, redirects: dict[str, str]) -> bool:
 
 
 class ExpertParametersPatch:
-    id = "lora.expert_parameters"
+    id = ids.LORA_EXPERT_PARAMETERS
     applicability = Applicability.UNSAFE
     summary = "add the fused MoE expert weights to LoRA through PEFT's target_parameters"
 
@@ -115,9 +114,6 @@ class ExpertParametersPatch:
         if not found:
             return config
         return dataclasses.replace(config, target_parameters=sorted(set(config.target_parameters or []) | set(found)))
-
-    def apply(self, model, context=None) -> PatchHandle:
-        return PatchHandle(self.id)
 
 
 def lora_config(model, targets=None, patches=(), r: int = 8, alpha: int = 16):
@@ -193,7 +189,7 @@ def unwrappable_modules(model) -> dict[str, str]:
 
 
 class ExcludeUnwrappablePatch:
-    id = "lora.exclude_unwrappable"
+    id = ids.LORA_EXCLUDE_UNWRAPPABLE
     applicability = Applicability.SAFE
     summary = "leave out of LoRA the modules PEFT cannot adapt (it refuses them, or their forward is not a Linear's)"
 
@@ -216,9 +212,6 @@ class ExcludeUnwrappablePatch:
             kept = [t for t in config.target_modules if t not in excluded]
             return dataclasses.replace(config, target_modules=kept or config.target_modules, exclude_modules=sorted(excluded))
         return dataclasses.replace(config, exclude_modules=sorted(excluded))
-
-    def apply(self, model, context=None) -> PatchHandle:
-        return PatchHandle(self.id)  # takes effect through configure() when LoRA is applied again
 
 
 __all__ = ["ExcludeUnwrappablePatch", "ExpertParametersPatch", "WrappedLinearTargetsPatch", "expert_parameters",

@@ -95,6 +95,24 @@ def render(report: RunReport, console: Console) -> None:
     console.print(Text(f"   ({report.duration_s:.1f} s)", style="dim"))
 
 
+def render_short(report: RunReport, console: Console) -> None:
+    """--quiet: one line per finding (a check that did not pass, and how it ended), then the verdict."""
+    for r in report.checks:
+        if r.status in (Status.PASS, Status.SKIP) and r.fix is None:
+            continue
+        line = Text(f"{r.code} {r.name} ", style="bold")
+        line.append_text(status_text(r))
+        line.append(f"  {r.diagnosis + ': ' if r.diagnosis else ''}{r.message}")
+        if r.fix is not None:
+            line.append(f"  [{r.fix.patch_id}]", style="dim")
+        console.print(line)
+    verdict = report.verdict
+    console.print(Text(f"verdict: {verdict.value}", style=VERDICT_STYLE[verdict]), end="")
+    if report.verified_patches:
+        console.print(Text(f"   patches for training: {', '.join(report.verified_patches)}"), end="")
+    console.print(Text(f"   ({report.duration_s:.1f} s)", style="dim"))
+
+
 def thresholds_line(report: RunReport) -> Text:
     """The thresholds the run judged against, on one line; those a config file set are marked *."""
     line = Text(f"thresholds ({report.model.get('dtype', '')}): ", style="dim")

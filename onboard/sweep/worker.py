@@ -18,7 +18,7 @@ def check_architecture(arch: str) -> dict[str, Any]:
     start = time.perf_counter()
     try:
         # rows of 256 tokens hold 4-6 of the built-in samples: enough for PACK001's exact test, half the cost
-        session = ModelSession(ModelSpec.parse(f"tiny:{arch}"), device="cpu", pack_length=256)
+        session = ModelSession(model=f"tiny:{arch}", device="cpu", pack_length=256)
     except (ImportError, ModuleNotFoundError) as exc:
         return {"outcome": "NEEDS_DEPENDENCY", "reason": _first_line(exc), "report": None}
     except OnboardError as exc:

@@ -19,8 +19,9 @@ import torch
 
 from onboard.harness.data import IGNORE, read_chats
 from onboard.harness.errors import BadInput, EnvironmentProblem
-from onboard.harness.training import DEFAULTS, prepare_for_checkpointing, training_arguments
+from onboard.harness.training import prepare_for_checkpointing, training_arguments
 from onboard.train.monitor import GracefulStop, StepMeter, peak_memory_gib
+from onboard.patches import ids
 
 LOG = "train_log.jsonl"
 CONFIG = "train_config.json"
@@ -41,11 +42,8 @@ class TrainOptions:
     batch_size: int = 8  # samples per micro-batch; one packed row when packing
     grad_accum: int = 1
     lr: float = 2e-4
-    lora_r: int = DEFAULTS.lora_rank
-    lora_alpha: int = DEFAULTS.lora_alpha
     packing: bool = True
     cce: str = "auto"  # auto: the verified fused loss on CUDA; on: also on the CPU; off
-    gradient_checkpointing: bool | None = None  # None: on with CUDA
     save_steps: int = 50
     resume: bool = False
     seed: int = 0
@@ -73,28 +71,26 @@ def prepare_model(session, patch_ids: list[str], options: TrainOptions) -> tuple
     the ids applied, and the ids left out with the reason."""
     from peft import get_peft_model
 
-    from onboard.patches import get_patch, lora_config
+    from onboard.patches import get_patch, is_lora_transform
 
     try:
         patches = [get_patch(p) for p in patch_ids]
     except KeyError as exc:
         raise BadInput(f"{exc.args[0]} (the report was written by another onboard version?)") from None
     session.revert_patches()  # what the checks applied, on the checks' PEFT model
-    if session.peft_model is not None:
-        session.peft_model.unload()
-        session.peft_model = None
-    base = session.model
-    config = lora_config(base, session.lora_targets, patches, r=options.lora_r, alpha=options.lora_alpha)
-    peft_model = get_peft_model(base, config)
-    session.peft_model = peft_model
+    session.set_adapter(None)
+    for transform in [p for p in patches if is_lora_transform(p)]:  # LoRA as the checks verified it
+        session.apply_patch(transform)
+    peft_model = get_peft_model(session.model, session.lora_config())  # the setup's rank, alpha, targets
+    session.set_adapter(peft_model)
     skipped: dict[str, str] = {}
-    for patch in patches:
-        if patch.id == "cce.fused_loss" and not _use_cce(options, session.device):
+    for patch in [p for p in patches if not is_lora_transform(p)]:
+        if patch.id == ids.CCE_FUSED_LOSS and not _use_cce(options, session.device):
             skipped[patch.id] = ("--cce off" if options.cce == "off" else
                                  "the fused loss saves GPU memory; on the CPU the plain loss is used (--cce on forces it)")
             continue
         session.apply_patch(patch)
-    if options.cce == "on" and "cce.fused_loss" not in session.applied:
+    if options.cce == "on" and ids.CCE_FUSED_LOSS not in session.applied:
         raise BadInput("--cce on, but the check run did not verify cce.fused_loss for this model")
     return peft_model, list(session.applied), skipped
 
@@ -122,6 +118,7 @@ def train(session, patch_ids: list[str], options: TrainOptions, *, check_source:
     fingerprint = {
         "model": session.spec.display, "data_sha256": file_sha256(data_path), "patches": sorted(patch_ids),
         "lora_targets": session.lora_targets or "all-linear", "max_length": session.max_length,
+        "lora_r": session.lora_rank, "lora_alpha": session.lora_alpha,
         **{k: v for k, v in asdict(options).items() if k not in ("out", "data", "resume", "save_steps")},
     }
     checkpoint = _resume_point(out, fingerprint, options.resume, get_last_checkpoint)
@@ -132,13 +129,14 @@ def train(session, patch_ids: list[str], options: TrainOptions, *, check_source:
 
     set_seed(options.seed)  # the LoRA initialisation too, so equal options give equal runs
     model, applied, skipped = prepare_model(session, patch_ids, options)
+    if console is not None:
+        console.print(f"Training with patches: {', '.join(applied) or 'none'}"
+                      + "".join(f"; {k} left out: {why}" for k, why in skipped.items()), highlight=False)
     if session.tokenizer.pad_token_id is None:
         session.tokenizer.pad_token_id = session.pad_id
     collator = (DataCollatorWithFlattening(return_position_ids=True) if options.packing else
                 DataCollatorForSeq2Seq(session.tokenizer, padding="longest", label_pad_token_id=IGNORE))
     cuda = session.device.type == "cuda"
-    if options.gradient_checkpointing is not None:
-        session.gradient_checkpointing = options.gradient_checkpointing
     # the builder TRAIN001 and GA001 used: precision and checkpointing are what the checks ran with
     args = training_arguments(
         session, out, per_device_train_batch_size=options.batch_size, gradient_accumulation_steps=options.grad_accum,
@@ -187,7 +185,8 @@ def train(session, patch_ids: list[str], options: TrainOptions, *, check_source:
         "check": check_source or {},
         "patches_applied": applied,
         "patches_skipped": skipped,
-        "lora": {"r": options.lora_r, "alpha": options.lora_alpha,
+        "setup": _setup_record(session.setup),
+        "lora": {"r": session.lora_rank, "alpha": session.lora_alpha,
                  "targets": sorted(model.peft_config["default"].target_modules or []),
                  "target_parameters": sorted(model.peft_config["default"].target_parameters or []),
                  "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)},
@@ -210,10 +209,23 @@ def train(session, patch_ids: list[str], options: TrainOptions, *, check_source:
     if records:
         from onboard.train.plot import loss_curve
 
-        loss_curve(records, out / CURVE, title=f"{session.spec.display} LoRA r={options.lora_r}")
+        loss_curve(records, out / CURVE, title=f"{session.spec.display} LoRA r={session.lora_rank}")
         report["loss_curve"] = str(out / CURVE)
     (out / REPORT).write_text(json.dumps(report, indent=2, default=str))
     return TrainResult(status=status, out=out, steps=trainer.state.global_step, records=records, report=report)
+
+
+def _setup_record(setup) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(setup).items()}
+
+
+def refuse_existing_run(out: Path, resume: bool) -> None:
+    """An --out holding an earlier run's checkpoints is refused before anything slow runs (unless --resume)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not resume and Path(out).is_dir() and get_last_checkpoint(str(out)):
+        raise BadInput(f"{out} holds checkpoints of an earlier run: pass --resume to continue it, "
+                       "or choose another --out")
 
 
 def _resume_point(out: Path, fingerprint: dict, resume: bool, get_last_checkpoint) -> str | None:

@@ -1,0 +1,196 @@
+"""The Python API: check a model, then train it with your own trainer and exactly the fixes the check verified.
+
+    import onboard
+
+    report = onboard.check("smollm2", device="cpu")           # the checklist, as `onboard check` runs it
+    peft_config = onboard.lora_config(report, model)          # LoRA as the checks built it (rank, targets, fixes)
+    trainer = SFTTrainer(model=model, peft_config=peft_config, ...)
+    with onboard.apply_patches(trainer, report):              # the verified model patches, reverted on exit
+        trainer.train()
+
+`apply_patches` refuses a report on another model (class, model type, parameter count) or another setup (LoRA
+rank and alpha, dtype, gradient checkpointing, max_length where the trainer has one), naming what differs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from onboard.harness.errors import BadInput
+from onboard.harness.result import RunReport
+
+
+class SetupMismatch(BadInput):
+    """The model or trainer is not the one the report checked."""
+
+
+def check(model: str | None = None, *, config: str | Path | None = None,
+          progress: Callable[[str], None] = lambda _: None, **setup: Any) -> RunReport:
+    """Load `model` once and run the checklist. `setup` takes the fields of onboard.harness.setup.Setup
+    (device, dtype, attn, lora_targets, lora_rank, lora_alpha, data, max_length, gradient_checkpointing, ...);
+    a config file's (onboard.toml, pyproject [tool.onboard], axolotl .yml) values apply where not given."""
+    from onboard.checks import CHECKS
+    from onboard.config import load_config
+    from onboard.harness.runner import run_checks
+    from onboard.harness.session import ModelSession
+    from onboard.harness.setup import Setup
+
+    cfg = load_config(Path(config)) if config else None
+    options = {**(cfg.setup_options() if cfg else {}), **{k: v for k, v in setup.items() if v is not None}}
+    if model is not None:
+        options["model"] = model
+    built = Setup.build("onboard.check()", **options)
+    session = ModelSession(built, thresholds_source=str(cfg.path) if cfg else "", progress=progress)
+    report = run_checks(session, CHECKS)
+    report.config = cfg.describe() if cfg else None
+    return report
+
+
+def lora_config(report: RunReport, model):
+    """The peft LoraConfig the report's checks built LoRA with: the setup's rank, alpha and targets, rewritten
+    by the verified LoRA-config fixes (e.g. lora.exclude_unwrappable). Pass it to get_peft_model or a trainer's
+    peft_config."""
+    from onboard.patches import get_patch, is_lora_transform
+    from onboard.patches import lora_config as build
+    from onboard.patches.base import unwrap
+
+    _same_model(report, model)
+    targets = report.options.get("lora_targets", "all-linear")
+    transforms = [p for p in map(get_patch, report.verified_patches) if is_lora_transform(p)]
+    return build(unwrap(model), None if targets == "all-linear" else list(targets), transforms,
+                 r=report.options["lora_rank"], alpha=report.options["lora_alpha"])
+
+
+@dataclass
+class AppliedPatches:
+    """What apply_patches did; revert() (or leaving the `with` block) takes the model patches back."""
+
+    applied: list[str]
+    skipped: dict[str, str] = field(default_factory=dict)
+    _handles: list = field(default_factory=list, repr=False)
+
+    def revert(self) -> None:
+        while self._handles:
+            self._handles.pop().revert()
+
+    def __enter__(self) -> AppliedPatches:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.revert()
+
+
+def apply_patches(target, report: RunReport, *, cce: str = "auto") -> AppliedPatches:
+    """Apply the report's verified patches to `target`: a transformers model, a PEFT model, or a Trainer (HF or
+    TRL; its model). LoRA-config fixes are checked, not applied: a LoRA-wrapped model must have been built with
+    `lora_config(report, model)`. The fused loss (cce.fused_loss) is applied on CUDA only unless cce="on", as
+    `onboard train` does. Refuses a report on another model or setup (SetupMismatch)."""
+    from onboard.patches import get_patch, ids, is_lora_transform
+
+    model, args = _model_and_args(target)
+    if report.verdict.value == "NOT_READY":
+        raise SetupMismatch("the report's verdict is NOT_READY: no set of patches makes this model train correctly")
+    _same_model(report, model)
+    _same_setup(report, model, args)
+    patches = [get_patch(p) for p in report.verified_patches]
+    device = next(model.parameters()).device
+    context = _Context(model, device)
+    result = AppliedPatches(applied=[])
+    for patch in patches:
+        if is_lora_transform(patch):
+            result.skipped[patch.id] = "a LoRA-config fix: in the model's LoraConfig (onboard.lora_config)"
+            continue
+        if patch.id == ids.CCE_FUSED_LOSS and not (cce == "on" or (cce == "auto" and device.type == "cuda")):
+            result.skipped[patch.id] = ("cce='off'" if cce == "off" else
+                                       "the fused loss saves GPU memory; on the CPU the plain loss is used (cce='on' forces it)")
+            continue
+        try:
+            result._handles.append(patch.apply(model, context))
+        except Exception:
+            result.revert()
+            raise
+        result.applied.append(patch.id)
+    return result
+
+
+# ---- what makes a report this model's and this setup's ---------------------------------------------
+
+
+def _model_and_args(target):
+    model = getattr(target, "model", None) if hasattr(target, "args") and hasattr(target, "train") else None
+    if model is not None:
+        return model, target.args
+    if isinstance(target, torch.nn.Module):
+        return target, None
+    raise BadInput(f"apply_patches takes a model or a Trainer, not {type(target).__name__}")
+
+
+def _same_model(report: RunReport, model) -> None:
+    from onboard.patches.base import unwrap
+
+    base = unwrap(model)
+    checked = report.model
+    now = {"class": type(base).__name__, "model_type": base.config.model_type,
+           "parameters": sum(p.numel() for n, p in base.named_parameters() if "lora_" not in n)}
+    differ = [f"{k} {checked[k]!r} checked, {v!r} here" for k, v in now.items()
+              if checked.get(k) is not None and checked[k] != v]
+    if differ:
+        raise SetupMismatch(f"the report is on another model ({checked.get('id')}): " + "; ".join(differ))
+
+
+def _same_setup(report: RunReport, model, args) -> None:
+    options = report.options
+    differ = []
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    floating = {str(p.dtype).removeprefix("torch.") for p in model.parameters() if p.is_floating_point()}
+    if options.get("dtype") and options["dtype"] not in floating:
+        differ.append(f"dtype {options['dtype']!r} checked, {dtype!r} here")
+    peft_config = getattr(model, "peft_config", {}).get("default") if hasattr(model, "peft_config") else None
+    if peft_config is not None:
+        for name, key in (("lora_rank", "r"), ("lora_alpha", "lora_alpha")):
+            if options.get(name) is not None and getattr(peft_config, key) != options[name]:
+                differ.append(f"{name} {options[name]!r} checked, {getattr(peft_config, key)!r} here")
+        wanted = lora_config(report, model)
+        for key in ("target_modules", "exclude_modules", "target_parameters"):
+            a, b = _norm(getattr(wanted, key, None)), _norm(getattr(peft_config, key, None))
+            if a != b:
+                differ.append(f"LoRA {key} {sorted(a) if isinstance(a, frozenset) else a!r} checked, "
+                              f"{sorted(b) if isinstance(b, frozenset) else b!r} here (build it with onboard.lora_config)")
+    if args is not None:
+        ckpt = bool(getattr(args, "gradient_checkpointing", False))
+        if options.get("gradient_checkpointing") is not None and ckpt != options["gradient_checkpointing"]:
+            differ.append(f"gradient_checkpointing {options['gradient_checkpointing']!r} checked, {ckpt!r} here")
+        max_length = getattr(args, "max_length", None)  # TRL's SFTConfig truncates to it
+        if max_length is not None and options.get("max_length") is not None and max_length != options["max_length"]:
+            differ.append(f"max_length {options['max_length']!r} checked, {max_length!r} here")
+    if differ:
+        raise SetupMismatch("the report checked another setup: " + "; ".join(differ))
+
+
+def _norm(value):
+    if value is None or value == [] or value == set():
+        return None
+    if isinstance(value, str):
+        return value
+    return frozenset(value)
+
+
+class _Context:
+    """What patches may ask of the run when no session exists: the device, and a small labelled batch."""
+
+    def __init__(self, model, device):
+        self.model, self.device, self.attn = model, device, None
+
+    def probe_batch(self, n: int = 1) -> dict[str, torch.Tensor]:
+        from onboard.patches.base import unwrap
+
+        vocab = unwrap(self.model).config.get_text_config().vocab_size
+        ids = (torch.arange(16, device=self.device) * 7919 % max(2, vocab - 1) + 1).repeat(n, 1)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+
+
+__all__ = ["AppliedPatches", "SetupMismatch", "apply_patches", "check", "lora_config"]

@@ -1,0 +1,17 @@
+"""Every patch id, once. Checks, training, the fault catalog and tests name a patch through these constants;
+onboard.patches refuses at import a registry whose ids differ from this list, so a typo is an ImportError, not a
+fix that silently never applies."""
+
+ATTENTION_FALLBACK = "attention.fallback"
+ATTENTION_CAUSAL = "attention.causal"
+LORA_WRAPPED_LINEAR = "lora.wrapped_linear_targets"
+LORA_EXCLUDE_UNWRAPPABLE = "lora.exclude_unwrappable"
+LORA_EXPERT_PARAMETERS = "lora.expert_parameters"
+INPUTS_TOKEN_TYPE_IDS = "inputs.token_type_ids"
+PACKING_NO_CACHE = "packing.no_cache_no_mask"
+PACKING_BLOCK_MASK = "packing.block_mask"
+LOSS_NUM_ITEMS = "loss.num_items_in_batch"
+CCE_FUSED_LOSS = "cce.fused_loss"
+
+ALL = (ATTENTION_FALLBACK, ATTENTION_CAUSAL, LORA_WRAPPED_LINEAR, LORA_EXCLUDE_UNWRAPPABLE, LORA_EXPERT_PARAMETERS,
+       INPUTS_TOKEN_TYPE_IDS, PACKING_NO_CACHE, PACKING_BLOCK_MASK, LOSS_NUM_ITEMS, CCE_FUSED_LOSS)
