@@ -154,12 +154,15 @@ def _same_setup(report: RunReport, model, args) -> None:
         for name, key in (("lora_rank", "r"), ("lora_alpha", "lora_alpha")):
             if options.get(name) is not None and getattr(peft_config, key) != options[name]:
                 differ.append(f"{name} {options[name]!r} checked, {getattr(peft_config, key)!r} here")
-        wanted = lora_config(report, model)
-        for key in ("target_modules", "exclude_modules", "target_parameters"):
-            a, b = _norm(getattr(wanted, key, None)), _norm(getattr(peft_config, key, None))
-            if a != b:
-                differ.append(f"LoRA {key} {sorted(a) if isinstance(a, frozenset) else a!r} checked, "
-                              f"{sorted(b) if isinstance(b, frozenset) else b!r} here (build it with onboard.lora_config)")
+        wanted, built = _selected(lora_config(report, model), model), _wrapped(model)
+        if wanted is not None and wanted != built:
+            missing, extra = sorted(wanted - built), sorted(built - wanted)
+            differ.append("LoRA modules differ from the checked ones (build the adapter with onboard.lora_config): "
+                          + ", ".join(f"{len(names)} {what}, e.g. {names[0]}" for what, names in
+                                      (("not adapted here", missing), ("adapted only here", extra)) if names))
+        if sorted(peft_config.target_parameters or []) != sorted(lora_config(report, model).target_parameters or []):
+            differ.append(f"LoRA target_parameters {lora_config(report, model).target_parameters!r} checked, "
+                          f"{peft_config.target_parameters!r} here")
     if args is not None:
         ckpt = bool(getattr(args, "gradient_checkpointing", False))
         if options.get("gradient_checkpointing") is not None and ckpt != options["gradient_checkpointing"]:
@@ -171,12 +174,40 @@ def _same_setup(report: RunReport, model, args) -> None:
         raise SetupMismatch("the report checked another setup: " + "; ".join(differ))
 
 
-def _norm(value):
-    if value is None or value == [] or value == set():
+def _wrapped(model) -> set[str]:
+    from peft.tuners.lora import LoraLayer
+
+    from onboard.patches.base import unwrap
+
+    return {name for name, m in unwrap(model).named_modules() if isinstance(m, LoraLayer) and name}
+
+
+def _selected(config, model) -> set[str] | None:
+    """The modules `config` adapts on this model, as PEFT matches names (all-linear resolved by PEFT)."""
+    import copy
+
+    from peft.tuners.lora import LoraLayer
+
+    from onboard.patches.base import unwrap
+
+    try:
+        from peft.tuners.tuners_utils import (_ExcludedModule, _maybe_include_all_linear_layers,
+                                              check_target_module_exists)
+    except ImportError:  # another PEFT: the rank and alpha are still compared
         return None
-    if isinstance(value, str):
-        return value
-    return frozenset(value)
+    base = unwrap(model)
+    config = copy.deepcopy(config)
+    if config.target_modules == "all-linear":
+        config = _maybe_include_all_linear_layers(config, base)
+    inner = {f"{n}.{c}" for n, m in base.named_modules() if isinstance(m, LoraLayer) for c, _ in m.named_modules()}
+    found = set()
+    for name, _ in base.named_modules():
+        if not name or name in inner or "lora_" in name:
+            continue
+        hit = check_target_module_exists(config, name)
+        if hit and not isinstance(hit, _ExcludedModule):
+            found.add(name)
+    return found
 
 
 class _Context:

@@ -28,6 +28,8 @@ class InitialLossCheck(Check):
     FM-LOSS-RANDOM: loss >= 0.8 x ln(V) is FAIL; above 3.0 nats is WARN (a partial fault, e.g. a RoPE bug).
     FM-LOSS-TEMPLATE: template tokens cost more than 3 nats each while content is fine: a base model whose
     chat tokens were never trained. WARN, not a broken model: those tokens are learnt in fine-tuning.
+    FM-LOSS-MASK: no token of any sample is labelled (the template or its assistant markers leave every
+    answer out of the loss): FAIL, whatever the weights, since training would then learn nothing.
     With random weights (tiny:ARCH, --random-weights) the loss says nothing and the check is SKIP.
 
     Fix:
@@ -40,6 +42,9 @@ class InitialLossCheck(Check):
     requires = ("LOAD001", "ATTN001")  # a forward that cannot run says nothing more here
 
     def run(self, session):
+        if not any(ex.n_trained for ex in session.examples):  # the data's property, whatever the weights
+            return self.result(Status.FAIL, "no assistant token was labelled: the template hides the answers",
+                               diagnosis="FM-LOSS-MASK")
         if session.spec.random_weights:  # the loss of random weights says nothing: do not spend forwards on it
             some = list(session.reference_losses(range(min(4, len(session.examples)))).values())
             mean = torch.cat(some).mean().item() if some else float("nan")
@@ -53,9 +58,6 @@ class InitialLossCheck(Check):
         kinds = [torch.tensor([k for k, lab in zip(ex.kinds, ex.labels) if lab != IGNORE]) for ex in session.examples]
         ids = [torch.tensor([lab for lab in ex.labels if lab != IGNORE]) for ex in session.examples]
         loss_all, kind_all, id_all = torch.cat(losses), torch.cat(kinds), torch.cat(ids)
-        if loss_all.numel() == 0:
-            return self.result(Status.FAIL, "no assistant token was labelled: the template hides the answers",
-                               diagnosis="FM-LOSS-MASK")
         vocab = session.logit_width
         ln_v = math.log(vocab)
         random_fraction = session.threshold("initial_loss.random_fraction")

@@ -1,0 +1,123 @@
+"""The Python API on the trainers people use: `onboard.check`, `onboard.lora_config`, `onboard.apply_patches`.
+
+What TRL's SFTTrainer and the HF Trainer run with the report's patches is what `onboard train` runs: the first
+step's loss is the same number on the same data and setup. A report on another model or setup is refused.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import onboard
+from conftest import make_session
+
+pytest.importorskip("trl")
+
+
+@pytest.fixture(scope="module")
+def tiny_report():
+    return onboard.check("tiny:llama", device="cpu")
+
+
+def _rows(session):
+    return [{"input_ids": ex.input_ids, "labels": ex.labels} for ex in session.examples]
+
+
+def _onboard_first_loss(model: str, report, tmp_path, **setup) -> float:
+    from onboard.train import TrainOptions, train
+
+    session = make_session(model, **setup)
+    result = train(session, report.verified_patches, TrainOptions(out=tmp_path / "onboard", max_steps=1))
+    return result.records[0]["loss"]
+
+
+def _hf_first_loss(session, report, tmp_path) -> tuple[float, list[str]]:
+    """The HF Trainer as a user writes it, with onboard's LoRA config and patches."""
+    from peft import get_peft_model
+    from transformers import DataCollatorWithFlattening, Trainer, TrainingArguments, set_seed
+
+    set_seed(0)
+    model = get_peft_model(session.model, onboard.lora_config(report, session.model))
+    args = TrainingArguments(str(tmp_path / "hf"), per_device_train_batch_size=8, max_steps=1, learning_rate=2e-4,
+                             logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, seed=0,
+                             data_seed=0, remove_unused_columns=False, disable_tqdm=True)
+    trainer = Trainer(model=model, args=args, train_dataset=_rows(session),
+                      data_collator=DataCollatorWithFlattening(return_position_ids=True))
+    with onboard.apply_patches(trainer, report) as applied:
+        trainer.train()
+    return trainer.state.log_history[0]["loss"], applied.applied
+
+
+def test_hf_trainer_with_the_reports_patches_takes_onboard_trains_first_step(tiny_report, tmp_path):
+    assert tiny_report.verdict.value == "READY_WITH_FIXES"
+    session = make_session("tiny:llama")
+    loss, applied = _hf_first_loss(session, tiny_report, tmp_path)
+    assert "packing.no_cache_no_mask" in applied
+    assert loss == pytest.approx(_onboard_first_loss("tiny:llama", tiny_report, tmp_path), rel=1e-6)
+
+
+def test_trl_sft_trainer_with_the_reports_patches_takes_onboard_trains_first_step(tiny_report, tmp_path):
+    from datasets import Dataset
+    from transformers import set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    session = make_session("tiny:llama")
+    set_seed(0)
+    config = SFTConfig(str(tmp_path / "trl"), per_device_train_batch_size=8, max_steps=1, learning_rate=2e-4,
+                       logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, seed=0, data_seed=0,
+                       padding_free=True, max_length=None, disable_tqdm=True,
+                       gradient_checkpointing=False)  # TRL turns it on by default; the check ran without (CPU)
+    trainer = SFTTrainer(model=session.model, args=config, train_dataset=Dataset.from_list(_rows(session)),
+                         processing_class=session.tokenizer,
+                         peft_config=onboard.lora_config(tiny_report, session.model))
+    with onboard.apply_patches(trainer, tiny_report) as applied:
+        assert applied.applied and "packing.no_cache_no_mask" in applied.applied
+        trainer.train()
+    loss = trainer.state.log_history[0]["loss"]
+    # TRL's padding-free collator gives the same tokens, labels and positions as onboard's, and also cu_seq_lens,
+    # which takes attention through another mask path: equal to fp32 rounding (measured 4.7e-6 relative)
+    assert loss == pytest.approx(_onboard_first_loss("tiny:llama", tiny_report, tmp_path), rel=2e-5)
+
+
+def test_the_handle_reverts_what_it_applied(tiny_report):
+    session = make_session("tiny:llama")
+    config = session.model.config
+    assert config.use_cache is True  # what packing.no_cache_no_mask turns off
+    with onboard.apply_patches(session.model, tiny_report) as applied:
+        assert "packing.no_cache_no_mask" in applied.applied
+        assert config.use_cache is False
+        assert "cce.fused_loss" in applied.skipped  # the fused loss is for the GPU, as onboard train does
+    assert config.use_cache is True
+
+
+def test_a_report_on_another_model_or_setup_is_refused(tiny_report):
+    from peft import get_peft_model
+
+    other = make_session("tiny:qwen2")
+    with pytest.raises(onboard.SetupMismatch, match="another model"):
+        onboard.apply_patches(other.model, tiny_report)
+    session = make_session("tiny:llama")
+    config = onboard.lora_config(tiny_report, session.model)
+    config.r = 8  # not the rank the checks ran
+    with pytest.raises(onboard.SetupMismatch, match="lora_rank 16 checked, 8 here"):
+        onboard.apply_patches(get_peft_model(session.model, config), tiny_report)
+    with pytest.raises(onboard.SetupMismatch, match="dtype 'float32' checked, 'bfloat16' here"):
+        onboard.apply_patches(make_session("tiny:llama", dtype="bfloat16").model, tiny_report)
+
+
+def test_check_takes_setup_keywords_and_names_a_typo():
+    from onboard.harness.errors import BadInput
+
+    with pytest.raises(BadInput, match="did you mean lora_rank"):
+        onboard.check("tiny:llama", device="cpu", lora_rnak=4)
+
+
+@pytest.mark.slow
+def test_trainers_on_smollm2_take_onboard_trains_first_step(smollm2_report, tmp_path):
+    """The pretrained default model: the HF Trainer with the report's patches and LoRA config gives the first
+    step's loss of `onboard train` (same data, same setup)."""
+    session = make_session("smollm2")
+    loss, applied = _hf_first_loss(session, smollm2_report, tmp_path)
+    assert applied == [p for p in smollm2_report.verified_patches if p != "cce.fused_loss"]
+    assert loss == pytest.approx(_onboard_first_loss("smollm2", smollm2_report, tmp_path), rel=1e-5)
