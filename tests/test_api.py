@@ -121,3 +121,17 @@ def test_trainers_on_smollm2_take_onboard_trains_first_step(smollm2_report, tmp_
     loss, applied = _hf_first_loss(session, smollm2_report, tmp_path)
     assert applied == [p for p in smollm2_report.verified_patches if p != "cce.fused_loss"]
     assert loss == pytest.approx(_onboard_first_loss("smollm2", smollm2_report, tmp_path), rel=1e-5)
+
+
+def test_the_readme_example_runs_as_written(tmp_path, monkeypatch):
+    """The README's API example, extracted and run as a user pastes it."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## Your own trainer")[1]
+    code = section.split("```python\n")[1].split("```")[0]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    trainer = namespace["trainer"]
+    assert trainer.state.global_step == 1 and "packing.no_cache_no_mask" in namespace["applied"].applied
