@@ -64,7 +64,13 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     for model in models:
         name = f"onboard[{model or 'config'}]"
         parent = OnboardModel.from_parent(session, name=name, nodeid=name, model=model)
-        items.extend(OnboardCheck.from_parent(parent, name=f"{c.code} {c.name}", code=c.code) for c in CHECKS)
+        added = [OnboardCheck.from_parent(parent, name=f"{c.code} {c.name}", code=c.code) for c in CHECKS]
+        items.extend(added)
+        # the terminal's "collected N items" counted the files' tests before these were made: count them too
+        # (else it prints "collected 1 item" and, with -k, a negative number selected)
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None and isinstance(getattr(reporter, "_numcollected", None), int):
+            reporter._numcollected += len(added)
 
 
 class OnboardModel(pytest.Collector):

@@ -17,10 +17,12 @@ def test_each_check_is_a_test_and_strict_fails_the_fixed_one(pytester):
     result.stdout.fnmatch_lines(["onboard?tiny:llama?::LOSS001 initial_loss SKIPPED*random weights*",
                                  "onboard?tiny:llama?::PACK001 packing PASSED*"])
     result.assert_outcomes(passed=8, skipped=1)  # 7 checks and the repository's own test
+    result.stdout.fnmatch_lines(["*collected 9 items*"])
 
     strict = pytester.runpytest_subprocess(*_plugin_args(), "--onboard", "tiny:llama", "--onboard-strict",
                                            "-k", "PACK001 or LOAD001", "-p", "no:cacheprovider")
     strict.assert_outcomes(passed=1, failed=1, deselected=7)
+    strict.stdout.fnmatch_lines(["*collected 9 items / 7 deselected / 2 selected*"])
     strict.stdout.fnmatch_lines(["*PACK001 packing: cross-sample attention*", "*diagnosis: FM-PACK-CACHE*",
                                  "*fix packing.no_cache_no_mask: verified (failing because of --onboard-strict)*",
                                  "*leak_no_mask_default_cache = * nats  (<= 1e-05)*"])

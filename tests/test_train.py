@@ -66,6 +66,9 @@ def test_loss_decreases_and_adapter_reloads(session, tmp_path):
             untrained = reloaded(**inputs).logits
     assert torch.allclose(trained, again, atol=1e-4), (trained - again).abs().max()
     assert not torch.allclose(trained, untrained, atol=1e-2)  # and the adapter is not a no-op
+    # the base is named as the user gave it, beside PEFT's cache-folder path
+    named = json.loads((tmp_path / "run" / "adapter" / "onboard_base.json").read_text())
+    assert named["model"] == "smollm2" and "SmolLM2-135M" in named["description"]
 
 
 def test_packed_and_padded_training_agree(session, tmp_path):

@@ -178,6 +178,7 @@ def train(session, patch_ids: list[str], options: TrainOptions, *, check_source:
     if status == "completed":
         model.save_pretrained(out / ADAPTER)
         session.tokenizer.save_pretrained(out / ADAPTER)
+        _name_the_base(session, out / ADAPTER)
     records = meter.records
     report = {
         "status": status,
@@ -217,6 +218,22 @@ def train(session, patch_ids: list[str], options: TrainOptions, *, check_source:
 
 def _setup_record(setup) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(setup).items()}
+
+
+def _name_the_base(session, folder: Path) -> None:
+    """PEFT records the folder the base model was loaded from; for an embedded or GGUF model that is a cache
+    folder whose name says nothing. onboard_base.json names the model as the user gave it."""
+    described = {"model": session.spec.display, "source": session.spec.kind.value,
+                 "base_model_name_or_path": model_path(session)}
+    if session.spec.kind.value == "embedded":
+        from onboard.fixtures.models import EMBEDDED
+
+        described["description"] = EMBEDDED[session.spec.target].description
+    (folder / "onboard_base.json").write_text(json.dumps(described, indent=2))
+
+
+def model_path(session) -> str | None:
+    return getattr(session.model.config, "_name_or_path", None) or None
 
 
 def refuse_existing_run(out: Path, resume: bool) -> None:
