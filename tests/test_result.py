@@ -39,3 +39,26 @@ def test_only_verified_fixes_are_patches_for_training():
                                           status_after=Status.PASS))
     assert report(worked, tried).verified_patches == ["packing.no_cache_no_mask"]
     assert report(tried).verified_patches == []
+
+
+def test_measured_bounds_are_numbers_that_agree_with_the_verdicts():
+    """Thresholds are numbers with a comparison (limit, compare), not text parsed back: a passing check's
+    bounded measurements are all within their bounds, and they survive the JSON round trip."""
+    from conftest import make_session, run_all
+    from onboard.harness.result import RunReport, Status
+
+    report = run_all(make_session("tiny:llama"))
+    bounded = 0
+    for r in report.checks:
+        for name, m in r.measurements.items():
+            if m.compare is not None:
+                bounded += 1
+                assert isinstance(m.limit, (int, float)) and m.threshold.startswith(m.compare)
+                if r.status is Status.PASS:
+                    assert m.within, (r.code, name, m)
+        if r.fix is not None and r.fix.verified:
+            assert all(m.within is not False for m in r.fix.measurements_after.values()
+                       if m.compare is not None), r.code
+    assert bounded >= 8
+    again = RunReport.from_dict(report.to_dict())
+    assert [c.measurements for c in again.checks] == [c.measurements for c in report.checks]

@@ -123,7 +123,7 @@ class AttentionCheck(Check):
         rel = abs(loss - ref) / max(abs(ref), 1e-12)
         res.measure("loss", round(loss, 6), "nats")
         res.measure("loss_eager", round(ref, 6), "nats")
-        res.measure("loss_rel_diff", float(f"{rel:.3g}"), "", f"<= {rtol:g}")
+        res.measure("loss_rel_diff", float(f"{rel:.3g}"), "", compare="<=", limit=rtol)
         if rel > rtol:
             res.status, res.diagnosis = Status.FAIL, "FM-ATTN-MISMATCH"
             res.message = f"{wanted} gives loss {loss:.5f}, eager {ref:.5f} (rel {rel:.2g})"

@@ -29,6 +29,11 @@ class Check:
     def run(self, session) -> CheckResult:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def figures(self, result: CheckResult, device: str) -> list[dict]:
+        """The check's own plots of `result` (onboard.harness.result.bar_figure / note_figure) for the HTML
+        report; none by default."""
+        return []
+
     def result(self, status: Status, message: str, **fields) -> CheckResult:
         return CheckResult(code=self.code, name=self.name, status=status, message=message, **fields)
 

@@ -7,7 +7,7 @@ import torch
 from onboard.checks.base import Check
 from onboard.harness.forward import batch_tensors
 from onboard.harness.memory import cuda_peak_bytes
-from onboard.harness.result import Status
+from onboard.harness.result import Status, bar_figure, note_figure
 from onboard.patches import get_patch, unwrap
 from onboard.patches import ids
 
@@ -60,6 +60,18 @@ class CceCheck(Check):
     summary = "Cut Cross Entropy is live on the loaded class, matches the loss, saves memory"
     requires = ("LORA001",)
 
+    def figures(self, result, device):
+        ms = result.measurements
+        if "peak_plain" in ms and "peak_fused" in ms:
+            lines = {}
+            if "saving_predicted" in ms:
+                lines["plain − predicted saving"] = float(ms["peak_plain"].value) - float(ms["saving_predicted"].value)
+            batch = ms["memory_batch"].value if "memory_batch" in ms else ""
+            return [bar_figure(f"CCE001: peak memory of a training step {batch}", ["peak"],
+                               {"plain loss": [float(ms["peak_plain"].value)], "CCE": [float(ms["peak_fused"].value)]},
+                               "GiB", colors={"plain loss": "#fb8f44", "CCE": "#0969da"}, lines=lines)]
+        return [note_figure(f"Peak memory with and without CCE is measured on CUDA only; this run was on {device}.")]
+
     def run(self, session):
         patch = get_patch(ids.CCE_FUSED_LOSS)
         model = session.train_model
@@ -102,11 +114,11 @@ class CceCheck(Check):
         res.measure("impl", stats.impl)
         res.measure("logit_scale", float(f"{stats.scale:.6g}"), "", "measured: logits / output layer")
         res.measure("logit_softcap", stats.softcap if stats.softcap is not None else "none", "", "measured fit")
-        res.measure("fused_loss_calls", stats.calls, "calls", ">= 1")
+        res.measure("fused_loss_calls", stats.calls, "calls", compare=">=", limit=1)
         res.measure("logits_produced", fused["logits"], "elements", f"0 (plain loss: {own['logits']})")
         res.measure("loss_fused", round(fused_loss, 6), "nats")
-        res.measure("loss_rel_diff", float(f"{rel:.3g}"), "", f"<= {rtol:g}")
-        res.measure("grad_rel_diff", float(f"{grad_rel:.3g}"), "", f"<= {rtol * 10:g}")
+        res.measure("loss_rel_diff", float(f"{rel:.3g}"), "", compare="<=", limit=rtol)
+        res.measure("grad_rel_diff", float(f"{grad_rel:.3g}"), "", compare="<=", limit=rtol * 10)
         if stats.calls == 0 or fused["logits"] > 0:
             res.status, res.diagnosis, res.enables = Status.FAIL, "FM-CCE-INACTIVE", None
             res.message = f"the fused loss is not live on {cls}: {stats.calls} fused calls, {fused['logits']} logits produced"
@@ -199,7 +211,7 @@ def _measure_memory(res, session, patch, model) -> None:
     res.measure("peak_plain", round(plain / gib, 3), "GiB")
     res.measure("peak_fused", round(fused / gib, 3), "GiB")
     res.measure("saving_predicted", round(predicted / gib, 3), "GiB")
-    res.measure("saving_ratio", round(ratio, 3), "measured/predicted", f">= {min_ratio:g}")
+    res.measure("saving_ratio", round(ratio, 3), "measured/predicted", compare=">=", limit=min_ratio)
     res.message += f"; peak {plain / gib:.2f} -> {fused / gib:.2f} GiB ({ratio:.2f} of predicted saving)"
     if ratio < min_ratio:
         res.status = Status.WARN

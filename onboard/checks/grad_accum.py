@@ -75,8 +75,8 @@ class GradAccumCheck(Check):
         res.measure("loss_one_batch", round(one_loss, 6), "nats", f"{STEPS * PER_STEP} examples, GA 1")
         res.measure("loss_accumulated", round(acc_loss, 6), "nats", f"{STEPS} x {PER_STEP} examples, GA {STEPS}")
         res.measure("loss_ratio", round(ratio, 4), "accumulated/one", "1")
-        res.measure("loss_rel_diff", float(f"{rel:.3g}"), "", f"<= {rtol:g}")
-        res.measure("grad_rel_diff", float(f"{grad_rel:.3g}"), "", f"<= {rtol * 10:g}")
+        res.measure("loss_rel_diff", float(f"{rel:.3g}"), "", compare="<=", limit=rtol)
+        res.measure("grad_rel_diff", float(f"{grad_rel:.3g}"), "", compare="<=", limit=rtol * 10)
         if rel <= rtol and grad_rel <= rtol * 10:
             res.message = f"GA {STEPS} matches one batch (loss rel {rel:.1g}, gradients rel {grad_rel:.1g})"
             return res

@@ -8,7 +8,7 @@ import torch
 
 from onboard.checks.base import Check
 from onboard.harness.data import CONTENT, IGNORE, KIND_NAMES, TEMPLATE
-from onboard.harness.result import Status
+from onboard.harness.result import Status, bar_figure
 
 
 
@@ -41,6 +41,17 @@ class InitialLossCheck(Check):
     summary = "pretrained SFT loss is far from ln(vocab_size); loss by token kind"
     requires = ("LOAD001", "ATTN001")  # a forward that cannot run says nothing more here
 
+    def figures(self, result, device):
+        ms = result.measurements
+        if "loss" not in ms:
+            return []
+        labels = {"loss": "all assistant tokens", "loss_content": "content", "loss_template": "template"}
+        groups = [g for g in labels if g in ms]
+        lines = {"ln V": float(ms["ln_vocab"].value)} if "ln_vocab" in ms else {}
+        title = "LOSS001: loss by token kind" + (" (random weights: not judged)" if result.status is Status.SKIP else "")
+        return [bar_figure(title, [labels[g] for g in groups], {"mean loss": [float(ms[g].value) for g in groups]},
+                           "nats", colors={"mean loss": "#0969da"}, lines=lines)]
+
     def run(self, session):
         if not any(ex.n_trained for ex in session.examples):  # the data's property, whatever the weights
             return self.result(Status.FAIL, "no assistant token was labelled: the template hides the answers",
@@ -66,7 +77,7 @@ class InitialLossCheck(Check):
         res = self.result(Status.PASS, "")
         res.measure("loss", round(mean, 4), "nats", f"< {suspect} pass, >= {random_fraction} x ln V fail")
         res.measure("ln_vocab", round(ln_v, 4), "nats")
-        res.measure("loss_over_ln_vocab", round(mean / ln_v, 4), "", f"< {random_fraction}")
+        res.measure("loss_over_ln_vocab", round(mean / ln_v, 4), "", compare="<", limit=random_fraction)
         res.measure("trained_tokens", int(loss_all.numel()), "tokens")
         by_kind = {}
         for kind in (CONTENT, TEMPLATE):

@@ -121,7 +121,7 @@ class LoraCheck(Check):
         trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in peft_model.parameters())
         res.measure("trainable_params", trainable, "params")
-        res.measure("trainable_fraction", round(trainable / total, 6), "", "> 0")
+        res.measure("trainable_fraction", round(trainable / total, 6), "", compare=">", limit=0)
         res.evidence["skipped"] = _summarise(skipped)
         if peft_warnings:
             res.evidence["peft_warnings"] = peft_warnings

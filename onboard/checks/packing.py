@@ -7,7 +7,7 @@ import torch
 from onboard.checks.base import Check, FixAvailability
 from onboard.harness.data import pack
 from onboard.harness.forward import PackedBatch, Perturbation, split_losses
-from onboard.harness.result import Status
+from onboard.harness.result import Status, bar_figure
 from onboard.patches import ids
 
 # name -> (forward kwargs builder, failure mode when this convention leaks)
@@ -59,6 +59,9 @@ class PackingCheck(Check):
     requires = ("LORA001",)
     fix_availability = FixAvailability.SOMETIMES
 
+    def figures(self, result, device):
+        return packing_figures(result)
+
     def run(self, session):
         # one row is enough: a leak shows in any row that holds two samples, and each forward costs the same
         rows = [r for r in pack(session.examples, session.pack_length) if len(set(r.sample)) > 1][:1]
@@ -87,7 +90,7 @@ class PackingCheck(Check):
             packed = split_losses(probe.logits, batch)
             tol = max(floor, factor * control)
             diffs = {s: (p.mean() - reference[s].mean()).item() for s, p in packed.items() if p.numel()}
-            res.measure(f"leak_{name}", float(f"{leak:.3g}"), "nats", f"<= {tol:.3g}")
+            res.measure(f"leak_{name}", float(f"{leak:.3g}"), "nats", compare="<=", limit=tol)
             res.measure(f"control_{name}", float(f"{control:.3g}"), "nats",
                         "a later sample changed: 0 when causal (run when the leak is above the floor)")
             res.measure(f"loss_shift_{name}", float(f"{max(map(abs, diffs.values())):.3g}"), "nats",
@@ -130,3 +133,36 @@ class PackingCheck(Check):
         res.message = ("cross-sample attention with " + " and ".join(names) + " ("
                        + ", ".join(m for _, m in leaking) + f"){skipped}")
         return res
+
+
+PACK_SERIES = {  # evidence key -> legend, colour
+    "alone": ("alone", "#0969da"),
+    "no_mask_default_cache": ("packed, default cache", "#fb8f44"),
+    "ones_mask_no_cache": ("packed, all-ones mask", "#bf3989"),
+    "no_mask_no_cache": ("packed, no mask, no cache", "#6e7781"),
+}
+
+
+def packing_figures(result) -> list[dict]:
+    """Each sample's loss alone and in its packed row, per convention; then the gap (the harm a leak does)."""
+    if "per_sample_diff" not in result.evidence:
+        return []
+    alone = result.evidence.get("per_sample_unpacked_loss", {})
+    diffs: dict[str, dict[str, float]] = result.evidence["per_sample_diff"]
+    samples = sorted({int(s) for d in diffs.values() for s in d})
+    if not samples or not alone:
+        return []
+    series = {PACK_SERIES["alone"][0]: [alone.get(str(s)) for s in samples]}
+    gaps = {}
+    for conv, per in diffs.items():
+        legend = PACK_SERIES.get(conv, (conv, "#6e7781"))[0]
+        series[legend] = [alone[str(s)] + per[str(s)] if str(s) in per and alone.get(str(s)) is not None else None
+                          for s in samples]
+        gaps[legend] = [abs(per[str(s)]) if str(s) in per else None for s in samples]
+    colors = {legend: color for legend, color in PACK_SERIES.values()}
+    labels = [str(s) for s in samples]
+    return [bar_figure("PACK001: per-sample loss, alone vs packed (sample index)", labels, series, "nats",
+                       colors=colors),
+            bar_figure("PACK001: |packed − alone| per sample (the harm a leak does)", labels, gaps, "nats",
+                       colors=colors)]
+

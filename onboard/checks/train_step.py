@@ -107,7 +107,7 @@ class TrainStepCheck(Check):
         res.measure("step_seconds", round(seconds, 3), "s")
         res.measure("gradient_checkpointing", checkpointing(session), "", "as onboard train runs the step")
         res.measure("precision", "bf16" if args.bf16 else "fp16" if args.fp16 else str(session.dtype).removeprefix("torch."))
-        res.measure("adapter_tensors_changed", changed, "tensors", "> 0")
+        res.measure("adapter_tensors_changed", changed, "tensors", compare=">", limit=0)
         loss = losses[0] if losses else float("nan")
         res.measure("train_loss", round(loss, 6), "nats")
         if changed == 0:
@@ -126,7 +126,7 @@ class TrainStepCheck(Check):
         rtol = session.threshold("train_step.loss_rtol")
         rel = abs(loss - ref) / max(abs(ref), 1e-12)
         res.measure("loss_reference", round(ref, 6), "nats", "same samples run one by one")
-        res.measure("loss_rel_diff", float(f"{rel:.3g}"), "", f"<= {rtol:g}")
+        res.measure("loss_rel_diff", float(f"{rel:.3g}"), "", compare="<=", limit=rtol)
         if rel > rtol:
             res.status, res.diagnosis = Status.FAIL, "FM-TRAIN-LOSS"
             own = _own_loss_unpacked(model, session, examples)

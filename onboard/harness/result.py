@@ -35,14 +35,47 @@ class ExitCode(enum.IntEnum):
     ENVIRONMENT_ERROR = 3  # the machine or onboard itself: no network, OOM, a bug, a check that crashed (INCONCLUSIVE)
 
 
+def bar_figure(title: str, groups: list[str], series: dict[str, list[float | None]], unit: str, *,
+               colors: dict[str, str] | None = None, lines: dict[str, float] | None = None) -> dict[str, Any]:
+    """A check's plot as data: grouped bars (one group per label, one bar per series), dashed reference
+    `lines`; renderers draw it (reports.html), the JSON keeps it."""
+    return {"kind": "bars", "title": title, "groups": list(groups), "series": series, "unit": unit,
+            "colors": colors or {}, "lines": lines or {}}
+
+
+def note_figure(text: str) -> dict[str, Any]:
+    """Where a plot would be but the run could not measure it: why."""
+    return {"kind": "note", "text": text}
+
+
+COMPARISONS = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
+               ">=": lambda a, b: a >= b, "==": lambda a, b: a == b}
+
+
 @dataclass
 class Measurement:
     value: float | int | str | bool | None
     unit: str = ""
-    threshold: str | None = None
+    threshold: str | None = None  # for people: the comparison as text, or a note where there is no number
+    limit: float | None = None  # for programs: the value must satisfy `value <compare> limit`
+    compare: str | None = None
+
+    def __post_init__(self):
+        if self.compare is not None and self.compare not in COMPARISONS:
+            raise ValueError(f"unknown comparison {self.compare!r}")
+
+    @property
+    def within(self) -> bool | None:
+        """Whether the value satisfies its limit; None where it has none (or is not a number)."""
+        if self.compare is None or self.limit is None or not isinstance(self.value, (int, float)):
+            return None
+        return bool(COMPARISONS[self.compare](self.value, self.limit))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"value": self.value, "unit": self.unit, "threshold": self.threshold}
+        out = {"value": self.value, "unit": self.unit, "threshold": self.threshold}
+        if self.compare is not None:
+            out.update(limit=self.limit, compare=self.compare)
+        return out
 
 
 @dataclass
@@ -69,6 +102,7 @@ class CheckResult:
     enables: str | None = None  # a patch id the check verified as safe to train with (no finding)
     fix: FixRecord | None = None
     duration_s: float = 0.0
+    figures: list[dict[str, Any]] = field(default_factory=list)  # the check's own plots (bar_figure), or notes
 
     @property
     def fixed(self) -> bool:
@@ -79,8 +113,13 @@ class CheckResult:
         """True when this result keeps the model from being ready: a finding not fixed, or a crash."""
         return self.status in (Status.FAIL, Status.ERROR) and not self.fixed
 
-    def measure(self, name: str, value: Any, unit: str = "", threshold: str | None = None) -> None:
-        self.measurements[name] = Measurement(value, unit, threshold)
+    def measure(self, name: str, value: Any, unit: str = "", threshold: str | None = None, *,
+                compare: str | None = None, limit: float | None = None, note: str = "") -> None:
+        """A measurement; with `compare` and `limit` the bound it is judged against, as numbers (the text
+        shown to people is made from them, plus `note`)."""
+        if compare is not None and threshold is None:
+            threshold = f"{compare} {limit:.4g}" + (f" {note}" if note else "")
+        self.measurements[name] = Measurement(value, unit, threshold, limit, compare)
 
 
 @dataclass
@@ -196,6 +235,7 @@ def _check_to_dict(c: CheckResult) -> dict[str, Any]:
         "enables": c.enables,
         "fix": fix,
         "duration_s": round(c.duration_s, 3),
+        "figures": c.figures,
     }
 
 
@@ -218,4 +258,5 @@ def _check_from_dict(d: dict[str, Any]) -> CheckResult:
         enables=d.get("enables"),
         fix=fix,
         duration_s=d.get("duration_s", 0.0),
+        figures=d.get("figures", []),
     )

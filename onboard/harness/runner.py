@@ -29,6 +29,10 @@ def run_check(check, session) -> CheckResult:
         result = check.result(Status.ERROR, f"the check crashed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         result.evidence["traceback"] = traceback.format_exc(limit=-8)  # the innermost frames: where it broke
     result.duration_s = time.perf_counter() - start
+    try:
+        result.figures = check.figures(result, str(session.device))
+    except Exception as exc:  # noqa: BLE001 - a plot that cannot be drawn loses no result
+        result.evidence["figures_error"] = f"{type(exc).__name__}: {exc}"
     return result
 
 

@@ -5,22 +5,13 @@ from __future__ import annotations
 
 from html import escape
 from pathlib import Path
-from onboard.harness.result import CheckResult, Measurement, RunReport, Status, Verdict
+from onboard.harness.result import Measurement, RunReport, Verdict
 from onboard.reports import svg
 
 STATUS_COLOR = {"PASS": "#1f883d", "FIXED": "#8ddb8c", "WARN": "#d4a72c", "FAIL": "#cf222e", "ERROR": "#8250df",
                 "SKIP": "#afb8c1"}
 VERDICT_COLOR = {Verdict.READY: "#1f883d", Verdict.READY_WITH_FIXES: "#8ddb8c", Verdict.NOT_READY: "#cf222e",
                  Verdict.INCONCLUSIVE: "#8250df"}
-PACK_SERIES = {  # evidence key of PACK001 -> legend, colour
-    "alone": ("alone", "#0969da"),
-    "no_mask_default_cache": ("packed, default cache", "#fb8f44"),
-    "ones_mask_no_cache": ("packed, all-ones mask", "#bf3989"),
-    "no_mask_no_cache": ("packed, no mask, no cache", "#6e7781"),
-}
-KIND_COLOR = "#0969da"
-MEMORY_COLORS = {"plain loss": "#fb8f44", "CCE": "#0969da"}
-
 CSS = """
 body { font: 14px/1.45 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #24292f; margin: 24px; }
 h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 24px 0 8px; }
@@ -110,73 +101,31 @@ def thresholds_table(report: RunReport) -> str:
             f"<th>set by</th><th>meaning</th></tr>{rows}</table>")
 
 
-# ---- plots ----------------------------------------------------------------------------------------
+# ---- plots: each check gives its own (CheckResult.figures); the page draws whatever it was given -------
 
-def _by_code(report: RunReport) -> dict[str, CheckResult]:
-    return {c.code: c for c in report.checks}
-
-
-def packing_plots(pack: CheckResult | None) -> list[str]:
-    """Each sample's loss alone and in its packed row, per convention; then the gap against the tolerance."""
-    if pack is None or "per_sample_diff" not in pack.evidence:
-        return []
-    alone = pack.evidence.get("per_sample_unpacked_loss", {})
-    if isinstance(alone, list):  # reports written before onboard 0.2 list every sample
-        alone = {str(i): v for i, v in enumerate(alone)}
-    diffs: dict[str, dict[str, float]] = pack.evidence["per_sample_diff"]
-    samples = sorted({int(s) for d in diffs.values() for s in d})
-    if not samples or not alone:
-        return []
-    series = {PACK_SERIES["alone"][0]: [alone.get(str(s)) for s in samples]}
-    gaps = {}
-    for conv, per in diffs.items():
-        legend = PACK_SERIES.get(conv, (conv, "#6e7781"))[0]
-        series[legend] = [alone[str(s)] + per[str(s)] if str(s) in per and alone.get(str(s)) is not None else None
-                          for s in samples]
-        gaps[legend] = [abs(per[str(s)]) if str(s) in per else None for s in samples]
-    colors = {legend: color for legend, color in PACK_SERIES.values()} | {k: "#6e7781" for k in series
-                                                                          if k not in {v[0] for v in PACK_SERIES.values()}}
-    labels = [str(s) for s in samples]
-    return [svg.bar_chart("PACK001: per-sample loss, alone vs packed (sample index)", labels, series, colors, "nats"),
-            svg.bar_chart("PACK001: |packed − alone| per sample (the harm a leak does)", labels, gaps, colors, "nats")]
+PALETTE = ("#0969da", "#fb8f44", "#bf3989", "#6e7781", "#1f883d", "#8250df")
 
 
-def loss_kind_plot(loss: CheckResult | None) -> list[str]:
-    if loss is None or "loss" not in loss.measurements:
-        return []
-    ms = loss.measurements
-    groups = [g for g in ("loss", "loss_content", "loss_template") if g in ms]
-    labels = {"loss": "all assistant tokens", "loss_content": "content", "loss_template": "template"}
-    lines = {}
-    if "ln_vocab" in ms:
-        lines["ln V"] = float(ms["ln_vocab"].value)
-    title = "LOSS001: loss by token kind" + (" (random weights: not judged)" if loss.status is Status.SKIP else "")
-    return [svg.bar_chart(title, [labels[g] for g in groups], {"mean loss": [float(ms[g].value) for g in groups]},
-                          {"mean loss": KIND_COLOR}, "nats", lines)]
-
-
-def memory_plot(cce: CheckResult | None, device: str) -> tuple[list[str], str]:
-    if cce is None:
-        return [], ""
-    ms = cce.measurements
-    if "peak_plain" in ms and "peak_fused" in ms:
-        lines = {}
-        if "saving_predicted" in ms:
-            lines["plain − predicted saving"] = float(ms["peak_plain"].value) - float(ms["saving_predicted"].value)
-        batch = ms["memory_batch"].value if "memory_batch" in ms else ""
-        chart = svg.bar_chart(f"CCE001: peak memory of a training step {batch}", ["peak"],
-                              {"plain loss": [float(ms["peak_plain"].value)], "CCE": [float(ms["peak_fused"].value)]},
-                              MEMORY_COLORS, "GiB", lines)
-        return [chart], ""
-    return [], f"Peak memory with and without CCE is measured on CUDA only; this run was on {device}."
+def figures(report: RunReport) -> tuple[list[str], list[str]]:
+    """(charts, notes) from every check's figures, in check order."""
+    charts, notes = [], []
+    for r in report.checks:
+        for fig in r.figures:
+            if fig.get("kind") == "bars":
+                colors = dict(fig.get("colors") or {})
+                for i, name in enumerate(k for k in fig["series"] if k not in colors):
+                    colors[name] = PALETTE[i % len(PALETTE)]
+                charts.append(svg.bar_chart(fig["title"], fig["groups"], fig["series"], colors, fig["unit"],
+                                            fig.get("lines") or None))
+            elif fig.get("kind") == "note":
+                notes.append(fig["text"])
+    return charts, notes
 
 
 def render(report: RunReport) -> str:
     m, env = report.model, report.environment
-    checks = _by_code(report)
     verdict = report.verdict
-    memory, memory_note = memory_plot(checks.get("CCE001"), str(m.get("device", "")))
-    plots = packing_plots(checks.get("PACK001")) + loss_kind_plot(checks.get("LOSS001")) + memory
+    plots, notes = figures(report)
     config = f"; config <code>{escape(report.config['path'])}</code>" if report.config else ""
     patches = ", ".join(f"<code>{escape(p)}</code>" for p in report.verified_patches) or "none"
     body = [
@@ -191,7 +140,7 @@ def render(report: RunReport) -> str:
         f"<p>Patches for training: {patches}</p>",
         "<h2>Measurements as plots</h2>",
         f'<div class="plots">{"".join(plots)}</div>' if plots else '<p class="note">no plottable measurements</p>',
-        f'<p class="note">{escape(memory_note)}</p>' if memory_note else "",
+        "".join(f'<p class="note">{escape(note)}</p>' for note in notes),
         "<h2>Measurements</h2>",
         measurement_tables(report),
         thresholds_table(report),
