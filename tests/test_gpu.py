@@ -71,3 +71,21 @@ def test_train_on_cuda_uses_the_fused_loss(tmp_path):
     losses = [r["loss"] for r in result.records]
     assert sum(losses[-4:]) < sum(losses[:4])  # the same 16 chats, 3 epochs later
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_the_checked_step_is_the_trained_step_on_cuda(tmp_path):
+    """One Setup: on CUDA, TRAIN001's step runs with training's precision and checkpointing, and onboard train
+    then runs with the same flags and the report's patches (the fused loss included)."""
+    from onboard.train import TrainOptions, train
+
+    session = ModelSession(model="tiny:llama", device="cuda")
+    report = run_checks(session, CHECKS)
+    step = by_code(report)["TRAIN001"]
+    assert step.status is Status.PASS, step.message
+    assert step.measurements["gradient_checkpointing"].value is True and step.measurements["precision"].value == "bf16"
+    assert report.options["gradient_checkpointing"] is True and report.options["dtype"] == "bfloat16"
+    result = train(session, report.verified_patches, TrainOptions(out=tmp_path / "run", max_steps=2))
+    options = result.report["options"]
+    assert options["gradient_checkpointing"] is True and options["bf16"] is True
+    assert result.report["patches_applied"] == report.verified_patches
+    assert result.report["lora"]["r"] == report.options["lora_rank"]
