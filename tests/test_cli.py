@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -45,6 +46,9 @@ def test_strict_and_no_fix_gate():
     (["check", "no-such-model"], 2, "unknown model"),
     (["check", "missing.gguf"], 2, "GGUF file not found"),
     (["check", "tiny:not_an_arch"], 2, "unknown architecture"),
+    (["check", "tiny:lama"], 2, "did you mean llama"),
+    (["check", "tiny:llama", "--device", "gpu"], 2, "unknown device 'gpu'"),
+    (["check", "tiny:llama", "--lora-rank", "0"], 2, "lora_rank must be at least 1"),
     (["check", "tiny:vit"], 2, "not a causal LM"),
     (["check", "tiny:llama", "--dtype", "int3"], 2, "unknown dtype"),
     (["explain", "PAKC001"], 2, "did you mean PACK001"),
@@ -99,4 +103,31 @@ def test_hub_id_loads_from_the_local_cache_offline(tmp_path):
     done = subprocess.run([sys.executable, "-m", "onboard.cli", "check", "acme/not-cached"],
                           capture_output=True, text=True, env=env)
     assert done.returncode == 3
-    assert "not in the local Hugging Face cache" in done.stderr and "Traceback" not in done.stderr
+    assert "not in the local Hugging Face cache and HF_HUB_OFFLINE is set" in done.stderr
+    assert "Traceback" not in done.stderr
+    # online but the hub unreachable (a closed local port as its endpoint): one line at once, not 30 s of retries
+    env = {**os.environ, "HF_HOME": str(tmp_path), "HF_ENDPOINT": "http://127.0.0.1:9"}
+    env.pop("HF_HUB_OFFLINE", None)
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "onboard.cli", "check", "acme/not-cached"],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 3 and "127.0.0.1 cannot be reached" in done.stderr and "HF_HUB_OFFLINE=1" in done.stderr
+    assert time.perf_counter() - start < 20  # imports included; the hub client's retries took 30 s
+
+
+def test_version_help_and_quiet():
+    assert invoke("--version").output.strip().startswith("onboard ")
+    assert "Usage:" in invoke("check", "-h").output
+    out = invoke("check", "tiny:llama", "-q")
+    assert out.exit_code == 0
+    lines = [line for line in out.output.splitlines() if line.strip()]
+    # the load line, the one finding (PACK001, fixed), the verdict: not the ~150 lines of a full report
+    assert len(lines) <= 4 and lines[-1].startswith("verdict: READY_WITH_FIXES"), out.output
+
+
+def test_train_refuses_an_out_with_checkpoints_before_loading(tmp_path):
+    (tmp_path / "checkpoint-3").mkdir(parents=True)
+    start = time.perf_counter()
+    out = invoke("train", "smollm2", "--out", str(tmp_path))
+    assert out.exit_code == 2 and "--resume" in out.output
+    assert time.perf_counter() - start < 5  # no model was loaded, no check ran
