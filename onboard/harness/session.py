@@ -203,7 +203,8 @@ class ModelSession:
             self.set_adapter(None)
         else:
             self.applied[patch.id] = patch.apply(self.train_model, self)
-        self.invalidate()
+        if not getattr(patch, "keeps_unpacked_outputs", False):
+            self.invalidate()
 
     def revert_patch(self, patch_id: str) -> None:
         """Take back one patch (a fix that did not verify must not shape the checks after it)."""
@@ -214,7 +215,10 @@ class ModelSession:
             self.set_adapter(None)
         else:
             handle.revert()
-        self.invalidate()
+        from onboard.patches import get_patch
+
+        if not getattr(get_patch(patch_id), "keeps_unpacked_outputs", False):
+            self.invalidate()
 
     def revert_patches(self) -> None:
         for patch_id in reversed(list(self.applied)):

@@ -41,6 +41,9 @@ class Patch(Protocol):
     id: str
     applicability: Applicability
     summary: str
+    # True where the patch changes only packed rows or the loss's normalisation, never the logits of a sample run
+    # alone (tests/test_faults.py holds it to that): what a session computed on unpacked samples stays valid
+    keeps_unpacked_outputs: bool = False
 
     def applies_to(self, model) -> str | None:
         """None when the patch can be applied to this model, else the reason it cannot."""

@@ -16,6 +16,7 @@ from onboard.patches import ids
 class LossKwargsPatch:
     id = ids.LOSS_NUM_ITEMS
     applicability = Applicability.SAFE
+    keeps_unpacked_outputs = True  # a sample run alone gives the same logits (tested): cached values stay
     summary = "mark the model as not consuming num_items_in_batch, so the Trainer divides by the GA steps"
 
     def applies_to(self, model) -> str | None:

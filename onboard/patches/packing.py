@@ -31,6 +31,7 @@ def _mask_is_right_padding(mask: torch.Tensor) -> bool:
 class PackingPatch:
     id = ids.PACKING_NO_CACHE
     applicability = Applicability.SAFE
+    keeps_unpacked_outputs = True  # a sample run alone gives the same logits (tested): cached values stay
     summary = "run packed rows with use_cache=False and no attention mask, so samples stay isolated"
 
     def applies_to(self, model) -> str | None:
@@ -79,6 +80,7 @@ def block_causal_mask(position_ids: torch.Tensor, dtype: torch.dtype, padding: t
 class BlockMaskPatch:
     id = ids.PACKING_BLOCK_MASK
     applicability = Applicability.SAFE
+    keeps_unpacked_outputs = True  # a sample run alone gives the same logits (tested): cached values stay
     summary = "give packed rows an explicit block-diagonal causal 4D mask, for models that ignore position_ids in their mask"
 
     def applies_to(self, model) -> str | None:
