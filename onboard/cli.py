@@ -129,7 +129,7 @@ def check(
         from onboard.reports import json_report, junit as junit_report, markdown as md_report, terminal
 
         cfg, setup = _setup(ctx, given, config, no_config)
-        session = _open_session(setup, cfg)
+        session = _open_session(setup, cfg, quiet=quiet)
         err.print(f"Loaded {session.spec.display} in {session.timings['model_load']:.1f} s; "
                   f"{len(session.examples)} samples from {session.data_path.name}")
         with err.status("Running checks") as status:
@@ -163,13 +163,21 @@ def check(
     raise typer.Exit(_guarded(body, debug))
 
 
-def _open_session(setup, cfg, max_examples: int | None = None):
+def _open_session(setup, cfg, max_examples: int | None = None, quiet: bool = False):
     from onboard.harness.session import ModelSession
 
     spec = setup.spec()  # a bad model name fails before the spinner
+    if quiet or not err.is_terminal:  # piped: no spinner is drawn, so each step (a download) gets a line
+        progress = (lambda msg: None) if quiet else (lambda msg: err.print(msg, highlight=False))
+        return _with_warnings(ModelSession(setup, max_examples=max_examples, progress=progress,
+                                           thresholds_source=str(cfg.path) if cfg else ""))
     with err.status(f"Loading {spec.display}") as status:
         session = ModelSession(setup, max_examples=max_examples, thresholds_source=str(cfg.path) if cfg else "",
                                progress=lambda msg: status.update(msg))
+    return _with_warnings(session)
+
+
+def _with_warnings(session):
     for warning in session.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
     return session

@@ -30,8 +30,8 @@ def module_group(name: str) -> str:
 
 class LoraCheck(Check):
     """What it does:
-    Applies PEFT LoRA (rank 8, to all linear layers or to --lora-targets) and reports coverage by group
-    (attention, mlp, experts, vision, other): which modules were wrapped, which were left out and why,
+    Applies PEFT LoRA (the setup's rank and alpha, 16 and 32 by default, to all linear layers or to
+    --lora-targets) and reports coverage by group (attention, mlp, experts, vision, other): which modules were wrapped, which were left out and why,
     the trainable parameter count and any warning PEFT raised. Then runs one forward and backward pass on
     a sample and checks that every adapter on the text path received a non-zero gradient (LoRA's B
     matrices: A gets none at initialisation, since B starts at zero).
