@@ -1,21 +1,51 @@
 """The fault catalog: each failure mode on a real model that has it, found by the right check, with the
 right failure mode and patch, and fixed by that patch (re-check verified)."""
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
 from conftest import by_code, make_session, run_all
 from onboard.fixtures.faults import FAULTS
 from onboard.harness.result import Status, Verdict
-from onboard.patches import PATCHES, get_patch
+from onboard.patches import PATCHES, get_patch, is_lora_transform, lora_config
 
-STRUCTURAL = [name for name, fault in FAULTS.items() if fault.random_weights]
+# faults whose check finds them, but which a full run does not reach: why, and where the limit is
+NOT_REACHED_IN_A_FULL_RUN = {
+    "loss-mask": "LOAD001 measures 0 chars per token over a dataset with no assistant token left (every answer "
+                 "truncated away) and reports FM-LOAD-TOKENIZER, so LOSS001 is skipped for its prerequisite",
+}
+STRUCTURAL = [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=NOT_REACHED_IN_A_FULL_RUN[name]))
+              if name in NOT_REACHED_IN_A_FULL_RUN else name
+              for name, fault in FAULTS.items() if fault.random_weights]
+
+
+def fault_session(name: str, **kwargs):
+    """The session `onboard check fault:NAME` opens, with every trigger of the fault. ModelSession applies
+    lora_targets and attn itself; max_length (Fault.max_length) it does not yet, so it is given here."""
+    fault = FAULTS[name]
+    triggers = {"max_length": fault.max_length} if fault.max_length else {}
+    return make_session(f"fault:{name}", **triggers, **kwargs)
+
+
+def test_every_failure_mode_has_a_fault():
+    """Each failure mode a check can report has a real model in the catalog that has it."""
+    import onboard.checks
+
+    named = set()
+    for source in Path(onboard.checks.__file__).parent.glob("*.py"):
+        named |= set(re.findall(r"FM-[A-Z]+(?:-[A-Z]+)*", source.read_text(encoding="utf-8")))
+    covered = {fault.failure_mode for fault in FAULTS.values()}
+    assert not named - covered, sorted(named - covered)
+    assert covered <= named, sorted(covered - named)  # and no fault of a failure mode no check names
 
 
 @pytest.mark.parametrize("name", STRUCTURAL)
 def test_fault_is_found_and_fixed(name):
     fault = FAULTS[name]
-    report = run_all(make_session(f"fault:{name}"), unsafe_fixes=fault.unsafe)
+    report = run_all(fault_session(name), unsafe_fixes=fault.unsafe)
     found = by_code(report)[fault.check]
     assert found.diagnosis == fault.failure_mode, (found.status, found.message)
     assert found.status in (Status.FAIL, Status.WARN)
@@ -38,6 +68,36 @@ def test_checkpoint_missing_its_head_is_named_at_load():
     assert load.status is Status.FAIL and load.diagnosis == "FM-LOAD-MISSING", load.message
     assert "lm_head.weight" in load.message and load.measurements["weights_missing"].value == 1
     assert report.verdict is Verdict.NOT_READY
+
+
+def test_answers_truncated_away_are_named_by_the_loss_check():
+    """FM-LOSS-MASK: a template's default system prompt longer than --max-length leaves no answer token in any
+    sample; LOSS001 names it from the data, whatever the weights. (A full run does not get there: see
+    NOT_REACHED_IN_A_FULL_RUN.)"""
+    from onboard.checks import InitialLossCheck
+    from onboard.harness.runner import run_checks
+
+    session = fault_session("loss-mask")
+    assert session.max_length == 256 and all(ex.truncated and ex.n_trained == 0 for ex in session.examples)
+    loss = run_checks(session, [InitialLossCheck]).checks[0]
+    assert loss.status is Status.FAIL and loss.diagnosis == "FM-LOSS-MASK", loss.message
+    assert loss.proposed_patch is None and loss.fix is None
+
+
+@pytest.mark.slow
+def test_chat_tokens_the_model_never_trained_read_as_template_loss():
+    """FM-LOSS-TEMPLATE: SmolLM2 given a Llama 3 template as trl's clone_chat_template gives it (tokens added,
+    embedding resized): its words cost what they did, the new <|eot_id|> costs far more: WARN, no patch."""
+    from onboard.checks import AttentionCheck, InitialLossCheck, LoadCheck
+    from onboard.harness.runner import run_checks
+
+    report = run_checks(fault_session("loss-template"), [LoadCheck, AttentionCheck, InitialLossCheck])
+    loss = by_code(report)["LOSS001"]
+    assert loss.status is Status.WARN and loss.diagnosis == "FM-LOSS-TEMPLATE", loss.message
+    assert loss.proposed_patch is None
+    assert loss.measurements["loss_content"].value < 3.0 < loss.measurements["loss_template"].value
+    assert loss.evidence["costliest_template_tokens"][0]["token"] == "<|eot_id|>"
+    assert not [c.code for c in report.checks if c.status is Status.ERROR]
 
 
 @pytest.mark.slow
@@ -92,8 +152,12 @@ def test_apply_then_revert_leaves_the_model_unchanged(patch_id):
     config = model.config.get_text_config()
     before, use_cache = snapshot(), config.use_cache
     attrs = dict(vars(model))
-    handle = patch.apply(model, session)
-    handle.revert()
+    if is_lora_transform(patch):  # a LoRA-config transform has no apply(): it rewrites the config, not the model
+        plain = lora_config(model, session.lora_targets)
+        assert patch.configure(plain, model) != plain  # the model is one it changes
+    else:
+        handle = patch.apply(model, session)
+        handle.revert()
     after = snapshot()
     torch.testing.assert_close(after[0], before[0], rtol=0, atol=0)
     assert after[1] == before[1]

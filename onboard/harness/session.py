@@ -60,6 +60,8 @@ class ModelSession:
 
             fault = get_fault(spec.target)
             setup = setup.replace(lora_targets=setup.lora_targets or fault.lora_targets, attn=setup.attn or fault.attn)
+            if getattr(fault, "max_length", None) and setup.max_length == Setup().max_length:
+                setup = setup.replace(max_length=fault.max_length)  # the fault's trigger, unless one was given
         self.setup = setup  # the setup in effect: what the report records and training builds from
         self.spec = spec
         # the backend the training model runs: the asked one (setup.attn), or the one attention.fallback chose
