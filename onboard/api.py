@@ -145,23 +145,23 @@ def _same_model(report: RunReport, model) -> None:
 def _same_setup(report: RunReport, model, args) -> None:
     options = report.options
     differ = []
-    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     floating = {str(p.dtype).removeprefix("torch.") for p in model.parameters() if p.is_floating_point()}
     if options.get("dtype") and options["dtype"] not in floating:
-        differ.append(f"dtype {options['dtype']!r} checked, {dtype!r} here")
-    peft_config = getattr(model, "peft_config", {}).get("default") if hasattr(model, "peft_config") else None
+        differ.append(f"dtype {options['dtype']!r} checked, {', '.join(sorted(floating))!r} here")
+    peft_config = getattr(model, "peft_config", {}).get("default")
     if peft_config is not None:
         for name, key in (("lora_rank", "r"), ("lora_alpha", "lora_alpha")):
             if options.get(name) is not None and getattr(peft_config, key) != options[name]:
                 differ.append(f"{name} {options[name]!r} checked, {getattr(peft_config, key)!r} here")
-        wanted, built = _selected(lora_config(report, model), model), _wrapped(model)
+        checked = lora_config(report, model)
+        wanted, built = _selected(checked, model), _wrapped(model)
         if wanted is not None and wanted != built:
             missing, extra = sorted(wanted - built), sorted(built - wanted)
             differ.append("LoRA modules differ from the checked ones (build the adapter with onboard.lora_config): "
                           + ", ".join(f"{len(names)} {what}, e.g. {names[0]}" for what, names in
                                       (("not adapted here", missing), ("adapted only here", extra)) if names))
-        if sorted(peft_config.target_parameters or []) != sorted(lora_config(report, model).target_parameters or []):
-            differ.append(f"LoRA target_parameters {lora_config(report, model).target_parameters!r} checked, "
+        if sorted(peft_config.target_parameters or []) != sorted(checked.target_parameters or []):
+            differ.append(f"LoRA target_parameters {checked.target_parameters!r} checked, "
                           f"{peft_config.target_parameters!r} here")
     if args is not None:
         ckpt = bool(getattr(args, "gradient_checkpointing", False))

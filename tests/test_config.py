@@ -186,3 +186,18 @@ def test_axolotl_config_checks_that_setup(tmp_path, monkeypatch):
     assert data["config"]["kind"] == "axolotl" and "not applicable" in out.output
     # random weights saved as a "pretrained" model: LOSS001 says so, and the run is not ready
     assert checks["LOSS001"]["diagnosis"] == "FM-LOSS-RANDOM" and out.exit_code == 1
+
+
+@pytest.mark.parametrize("value, wanted, noted", [("true", True, False), ("false", False, False),
+                                                  ("unsloth", True, True)])
+def test_axolotl_gradient_checkpointing_is_the_setups(tmp_path, value, wanted, noted):
+    """gradient_checkpointing changes the step TRAIN001 runs: read from the axolotl config into the Setup."""
+    from onboard.harness.setup import Setup
+
+    (tmp_path / "chats.jsonl").write_text("")
+    path = tmp_path / "axolotl.yml"
+    path.write_text(AXOLOTL.format(model="tiny:llama") + f"gradient_checkpointing: {value}\n")
+    cfg = load_config(path)
+    assert cfg.options["gradient_checkpointing"] is wanted
+    assert any("gradient_checkpointing" in n for n in cfg.notes) is noted
+    assert Setup.build(str(path), **cfg.setup_options()).gradient_checkpointing is wanted

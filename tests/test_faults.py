@@ -12,22 +12,12 @@ from onboard.fixtures.faults import FAULTS
 from onboard.harness.result import Status, Verdict
 from onboard.patches import PATCHES, get_patch, is_lora_transform, lora_config
 
-# faults whose check finds them, but which a full run does not reach: why, and where the limit is
-NOT_REACHED_IN_A_FULL_RUN = {
-    "loss-mask": "LOAD001 measures 0 chars per token over a dataset with no assistant token left (every answer "
-                 "truncated away) and reports FM-LOAD-TOKENIZER, so LOSS001 is skipped for its prerequisite",
-}
-STRUCTURAL = [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=NOT_REACHED_IN_A_FULL_RUN[name]))
-              if name in NOT_REACHED_IN_A_FULL_RUN else name
-              for name, fault in FAULTS.items() if fault.random_weights]
+STRUCTURAL = [name for name, fault in FAULTS.items() if fault.random_weights]
 
 
 def fault_session(name: str, **kwargs):
-    """The session `onboard check fault:NAME` opens, with every trigger of the fault. ModelSession applies
-    lora_targets and attn itself; max_length (Fault.max_length) it does not yet, so it is given here."""
-    fault = FAULTS[name]
-    triggers = {"max_length": fault.max_length} if fault.max_length else {}
-    return make_session(f"fault:{name}", **triggers, **kwargs)
+    """The session `onboard check fault:NAME` opens: ModelSession applies every trigger of the fault itself."""
+    return make_session(f"fault:{name}", **kwargs)
 
 
 def test_every_failure_mode_has_a_fault():
@@ -72,8 +62,8 @@ def test_checkpoint_missing_its_head_is_named_at_load():
 
 def test_answers_truncated_away_are_named_by_the_loss_check():
     """FM-LOSS-MASK: a template's default system prompt longer than --max-length leaves no answer token in any
-    sample; LOSS001 names it from the data, whatever the weights. (A full run does not get there: see
-    NOT_REACHED_IN_A_FULL_RUN.)"""
+    sample; LOSS001 names it from the data, whatever the weights, and it is the run's only finding: the checks
+    that compare losses say they cannot judge (SKIP), none blames the model."""
     from onboard.checks import InitialLossCheck
     from onboard.harness.runner import run_checks
 
@@ -82,6 +72,9 @@ def test_answers_truncated_away_are_named_by_the_loss_check():
     loss = run_checks(session, [InitialLossCheck]).checks[0]
     assert loss.status is Status.FAIL and loss.diagnosis == "FM-LOSS-MASK", loss.message
     assert loss.proposed_patch is None and loss.fix is None
+    report = run_all(fault_session("loss-mask"))
+    assert [c.code for c in report.checks if c.status in (Status.FAIL, Status.WARN) and c.diagnosis] == ["LOSS001"]
+    assert {c.code for c in report.checks if c.status is Status.SKIP} >= {"PACK001", "CCE001", "GA001", "TRAIN001"}
 
 
 @pytest.mark.slow

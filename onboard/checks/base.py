@@ -25,6 +25,8 @@ class Check:
     summary: ClassVar[str]
     requires: ClassVar[tuple[str, ...]] = ()  # codes of checks that must not have failed
     fix_availability: ClassVar[FixAvailability] = FixAvailability.NONE
+    # compares losses: with no labelled token in the data it cannot judge, and the runner says so (SKIP)
+    needs_labels: ClassVar[bool] = False
 
     def run(self, session) -> CheckResult:  # pragma: no cover - interface
         raise NotImplementedError

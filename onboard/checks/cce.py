@@ -59,6 +59,7 @@ class CceCheck(Check):
     name = "cce"
     summary = "Cut Cross Entropy is live on the loaded class, matches the loss, saves memory"
     requires = ("LORA001",)
+    needs_labels = True
 
     def figures(self, result, device):
         ms = result.measurements

@@ -43,6 +43,7 @@ class GradAccumCheck(Check):
     summary = "k accumulated micro-batches give the loss and gradients of one batch"
     requires = ("LORA001",)
     fix_availability = FixAvailability.SOMETIMES
+    needs_labels = True
 
     def run(self, session):
         from transformers import Trainer

@@ -53,7 +53,10 @@ class LoadCheck(Check):
         res.measure("max_token_id_in_data", max_id, "", compare="<", limit=rows)
         res.measure("chat_template", "model" if not session.template_is_fallback else "fallback (none in tokenizer)")
         cpt = _chars_per_token(session)
-        res.measure("chars_per_token", round(cpt, 2), "chars", compare=">=", limit=CHAR_LEVEL)
+        if cpt is None:  # every answer masked or truncated away: nothing to judge the tokenizer on (LOSS001's)
+            res.measure("chars_per_token", "not judged", "", "no assistant content token in the data")
+        else:
+            res.measure("chars_per_token", round(cpt, 2), "chars", compare=">=", limit=CHAR_LEVEL)
         truncated = sum(ex.truncated for ex in session.examples)
         res.measure("truncated_samples", truncated, "samples", f"0 at --max-length {session.max_length}")
 
@@ -78,7 +81,7 @@ class LoadCheck(Check):
         elif quantizer is not None and not getattr(quantizer, "is_trainable", True):
             res.status, res.diagnosis = Status.FAIL, "FM-LOAD-GGUF"
             res.message = f"a {type(quantizer).__name__} is still attached: Trainer will refuse to train"
-        elif cpt < CHAR_LEVEL:
+        elif cpt is not None and cpt < CHAR_LEVEL:
             res.status, res.diagnosis = Status.FAIL, "FM-LOAD-TOKENIZER"
             res.message = (f"the tokenizer splits text into single characters ({cpt:.2f} chars per token): "
                            "its merges were lost, typically in a GGUF conversion")
@@ -120,11 +123,12 @@ def _group(names: list[str]) -> list[str]:
     return [f"{name} ({n} x)" if n > 1 else name for name, n in counts.most_common()]
 
 
-def _chars_per_token(session) -> float:
-    """Characters per token over the assistant content: about 4 for English with a healthy tokenizer."""
+def _chars_per_token(session) -> float | None:
+    """Characters per token over the assistant content: about 4 for English with a healthy tokenizer; None
+    when no content token is left to measure."""
     chars = tokens = 0
     for ex in session.examples:
         ids = [t for t, k in zip(ex.input_ids, ex.kinds) if k == CONTENT]
         chars += len(session.tokenizer.decode(ids))
         tokens += len(ids)
-    return chars / max(tokens, 1)
+    return chars / tokens if tokens else None

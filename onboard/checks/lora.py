@@ -131,6 +131,11 @@ class LoraCheck(Check):
             strip_lora(model)
             return res
         session.set_adapter(peft_model)
+        if not any(ex.n_trained for ex in session.examples):  # no loss: gradients cannot say anything
+            res.status = Status.SKIP
+            res.message = (f"{len(wrapped)} modules wrapped; adapter gradients not measured: no sample has a "
+                           "labelled token (LOSS001 names it)")
+            return res
 
         try:
             paths = _gradient_paths(peft_model, wrapped, session)
@@ -236,7 +241,7 @@ def _gradient_paths(peft_model, wrapped, session) -> dict[str, list[str]]:
     but was all zero, or its input was all zero: on random weights a zero-initialised weight does that,
     e.g. xLSTM's up projections, and says nothing of the architecture), detached (the output changes the loss yet passes no gradient back) and
     disconnected (the output got a gradient, the adapter none)."""
-    ex = min(session.examples, key=len)
+    ex = min((e for e in session.examples if e.n_trained), key=len)  # a sample with a loss to backpropagate
     batch = batch_tensors([ex], session.device, session.pad_id)
     peft_model.zero_grad(set_to_none=True)
     ran, grad_at_output, zero_input = set(), {}, {}

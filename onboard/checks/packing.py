@@ -59,6 +59,7 @@ class PackingCheck(Check):
     summary = "a packed sample's outputs do not move when another sample of its row changes"
     requires = ("LORA001",)
     fix_availability = FixAvailability.SOMETIMES
+    needs_labels = True
 
     def figures(self, result, device):
         return packing_figures(result)

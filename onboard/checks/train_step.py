@@ -54,6 +54,7 @@ class TrainStepCheck(Check):
     summary = "one Trainer step with the packing collator runs and updates the adapter"
     requires = ("LORA001",)
     fix_availability = FixAvailability.SOMETIMES
+    needs_labels = True
 
     def run(self, session):
         from transformers import PrinterCallback, Trainer

@@ -87,6 +87,9 @@ def run_checks(
         elif missing:
             result = check.result(Status.SKIP, f"skipped: prerequisite {', '.join(missing)} did not pass")
             unmet.add(check.code)
+        elif check.needs_labels and not any(ex.n_trained for ex in session.examples):
+            result = check.result(Status.SKIP, "skipped: no sample has a labelled token to compute a loss on "
+                                               "(LOSS001: FM-LOSS-MASK)")
         else:
             on_start(check)
             result = run_check(check, session)

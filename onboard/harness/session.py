@@ -16,7 +16,7 @@ import torch
 from onboard.harness.data import BUILTIN_CHATS, FALLBACK_TEMPLATE, Example, read_chats, tokenize_chat
 from onboard.harness.errors import BadInput, EnvironmentProblem
 from onboard.harness.gguf import CHAR_LEVEL, chars_per_token, convert_gguf, embedded_folder  # noqa: F401 (re-exported)
-from onboard.harness.setup import Setup
+from onboard.harness.setup import DEFAULT, Setup
 from onboard.harness.thresholds import Thresholds
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -60,7 +60,7 @@ class ModelSession:
 
             fault = get_fault(spec.target)
             setup = setup.replace(lora_targets=setup.lora_targets or fault.lora_targets, attn=setup.attn or fault.attn)
-            if getattr(fault, "max_length", None) and setup.max_length == Setup().max_length:
+            if getattr(fault, "max_length", None) and setup.max_length == DEFAULT.max_length:
                 setup = setup.replace(max_length=fault.max_length)  # the fault's trigger, unless one was given
         self.setup = setup  # the setup in effect: what the report records and training builds from
         self.spec = spec
@@ -191,7 +191,8 @@ class ModelSession:
         """The n shortest examples as a padded, labelled batch: what patches probe a forward with."""
         from onboard.harness.forward import batch_tensors
 
-        return batch_tensors(sorted(self.examples, key=len)[:n], self.device, self.pad_id)
+        labelled = [ex for ex in self.examples if ex.n_trained] or self.examples  # a loss needs a labelled token
+        return batch_tensors(sorted(labelled, key=len)[:n], self.device, self.pad_id)
 
     def apply_patch(self, patch) -> None:
         """Apply a patch for the checks that follow. A model patch changes the training model now; a LoRA-config

@@ -5,11 +5,7 @@ gradient-checkpointing flags (on CUDA too)."""
 
 from __future__ import annotations
 
-from onboard.harness.setup import DEFAULT, TRAINED_WITH  # noqa: F401 (re-exported)
-
-
-# the defaults live in one place, the Setup; these names stay for the callers that read them here
-DEFAULTS = DEFAULT
+from onboard.harness.setup import TRAINED_WITH  # noqa: F401 (re-exported)
 
 
 def checkpointing(session) -> bool:
@@ -55,5 +51,5 @@ def undo_checkpointing(model) -> None:
         base.disable_input_require_grads()
 
 
-__all__ = ["DEFAULTS", "TRAINED_WITH", "checkpointing", "prepare_for_checkpointing",
+__all__ = ["TRAINED_WITH", "checkpointing", "prepare_for_checkpointing",
            "training_arguments", "undo_checkpointing"]
