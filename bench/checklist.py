@@ -16,7 +16,7 @@ import time
 import torch
 
 from onboard.checks import CHECKS
-from onboard.checks.packing import CONVENTIONS
+from onboard.checks.packing import CONVENTIONS, ROW_SAMPLES, first_samples
 from onboard.harness.data import pack
 from onboard.harness.forward import PackedBatch, batch_tensors
 from onboard.harness.runner import run_checks
@@ -33,13 +33,17 @@ def bare_passes(session, rerun_packing: bool) -> float:
     with torch.no_grad():  # initial_loss: every example alone
         for ex in session.examples:
             model(input_ids=torch.tensor([ex.input_ids], device=dev), use_cache=False)
-        rows = [r for r in pack(session.examples, session.pack_length) if len(set(r.sample)) > 1]
+        rows = [r for r in pack(session.examples, session.pack_length) if len(set(r.sample)) > 1][:1]
+        rows = [first_samples(rows[0], session.examples, ROW_SAMPLES)]
         batch = PackedBatch.from_rows(rows, dev, session.pad_id)
-        for _ in range(len(CONVENTIONS) * (2 if rerun_packing else 1)):  # packing, and its re-check
-            model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False)
-    longest = batch_tensors([max(session.examples, key=len)], dev, session.pad_id)
-    for _ in range(2):  # cce: reference and fused loss, forward and backward
-        model(**longest, use_cache=False).loss.backward()
+        twice = {k: v.repeat(2, 1) for k, v in (("input_ids", batch.input_ids), ("position_ids", batch.position_ids))}
+        for _ in range(2 * len(CONVENTIONS) * (2 if rerun_packing else 1)):  # packing: each convention, the row and
+            model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False)  # a changed copy
+        for _ in range(2 if rerun_packing else 0):  # the control (run when a leak shows): the row twice, twice
+            model(**twice, use_cache=False)
+    probe = session.probe_batch()
+    for _ in range(2):  # cce: reference and fused loss on the probe sample, forward and backward
+        model(**probe, use_cache=False).loss.backward()
     shortest = sorted(session.examples, key=len)[:4]
     probe = batch_tensors(shortest[:1], dev, session.pad_id)
     for _ in range(2):  # attention: the backend and eager, forward and backward
@@ -53,6 +57,11 @@ def bare_passes(session, rerun_packing: bool) -> float:
     ids = torch.tensor([flat], device=dev)
     model(input_ids=ids, position_ids=torch.tensor([positions], device=dev), labels=ids,
           use_cache=False).loss.backward()
+    kern = sorted((ex for ex in session.examples if ex.n_trained), key=len)[:4]  # kernels: the 4 shortest packed,
+    kern_ids = torch.tensor([[t for ex in kern for t in ex.input_ids]], device=dev)  # plain and with the lever
+    kern_pos = torch.tensor([[p for ex in kern for p in range(len(ex))]], device=dev)
+    for _ in range(2):
+        model(input_ids=kern_ids, position_ids=kern_pos, labels=kern_ids, use_cache=False).loss.backward()
     if dev.type == "cuda":  # cce: the memory probe, a forward and backward at its shape, plain and fused
         from onboard.checks.cce import MEMORY_SHAPE
         from onboard.patches import get_patch, unwrap

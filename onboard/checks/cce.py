@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from onboard.checks.base import Check
-from onboard.harness.forward import batch_tensors
 from onboard.harness.memory import cuda_peak_bytes
 from onboard.harness.result import Status, bar_figure, note_figure
 from onboard.patches import get_patch, unwrap
@@ -26,7 +25,7 @@ def predicted_saving(batch: int, seq: int, vocab: int, dtype: torch.dtype) -> in
 class CceCheck(Check):
     """What it does:
     Applies the cce.fused_loss patch to the model as loaded (LoRA-wrapped), runs one forward and
-    backward with labels, and checks three things. Live: cut_cross_entropy.linear_cross_entropy computed
+    backward with labels (the shortest labelled sample), and checks three things. Live: cut_cross_entropy.linear_cross_entropy computed
     the loss from the tensor that really enters the output layer, and no logits were produced. Same loss:
     the fused loss equals the model's own loss on the same batch (relative 1e-4 in fp32, 1e-2 in bf16),
     and so do the adapter gradients. Memory (CUDA only): peak memory of a forward and backward at batch
@@ -80,8 +79,7 @@ class CceCheck(Check):
         if reason:
             return self.result(Status.WARN, f"fused loss not available: {reason}; training uses the plain loss",
                                diagnosis="FM-CCE-INACTIVE")
-        ex = max(session.examples, key=len)
-        batch = batch_tensors([ex], session.device, session.pad_id)
+        batch = session.probe_batch()  # the shortest labelled sample: the math needs no length, and it is cheap
         ref_loss, ref_grads, own = _loss_and_grads(model, batch)
         cls = type(unwrap(model)).__name__
         res = self.result(Status.PASS, "", enables=patch.id)

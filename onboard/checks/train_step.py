@@ -130,13 +130,14 @@ class TrainStepCheck(Check):
         res.measure("loss_rel_diff", float(f"{rel:.3g}"), "", compare="<=", limit=rtol)
         if rel > rtol:
             res.status, res.diagnosis = Status.FAIL, "FM-TRAIN-LOSS"
-            own = _own_loss_unpacked(model, session, examples)
+            own = _own_loss_unpacked(model, session, examples, trainer)
             res.measure("own_loss_unpacked", round(own, 6), "nats", "the model's own loss, the samples padded, not packed")
             if abs(own - ref) <= rtol * max(abs(ref), 1e-12):
                 why = "the model's own loss is right on the samples unpacked, so packing mixes them (see PACK001)"
             else:
-                why = (f"the model's own loss is {own:.4f} on the samples unpacked too: its loss is not the "
-                       "next-token loss of its logits (e.g. labels not shifted)")
+                why = (f"the model's own loss is {own:.4f} on the samples unpacked too, given what the Trainer "
+                       "passes: its loss is not the next-token loss of its logits (e.g. labels not shifted, or "
+                       "num_items_in_batch misused)")
             res.message = f"the packed training step's loss {loss:.4f} is not the samples' loss {ref:.4f}: {why}"
             return res
         res.message = (f"one step on {tokens} packed tokens ran in {seconds:.1f} s; {changed} adapter tensors "
@@ -193,12 +194,18 @@ def _eval_loss(trainer, model, inputs) -> float:
 
 
 @torch.no_grad()
-def _own_loss_unpacked(model, session, examples) -> float:
-    """The model's own loss on the samples as one right-padded batch, in eval mode: no packing involved."""
+def _own_loss_unpacked(model, session, examples, trainer) -> float:
+    """The model's own loss on the samples as one right-padded batch, in eval mode: no packing involved. The
+    forward gets what the Trainer's did (num_items_in_batch, where the Trainer passes it), so a loss that
+    goes wrong with that count goes wrong here too and is not blamed on packing."""
     from onboard.harness.forward import batch_tensors
 
     model.eval()
-    return float(model(**batch_tensors(examples, session.device, session.pad_id), use_cache=False).loss)
+    batch = batch_tensors(examples, session.device, session.pad_id)
+    extra = {}
+    if trainer.model_accepts_loss_kwargs:
+        extra["num_items_in_batch"] = trainer._get_num_items_in_batch([batch], session.device)
+    return float(model(**batch, use_cache=False, **extra).loss)
 
 
 def _reference_loss(session, examples) -> float:
