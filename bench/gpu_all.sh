@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU tests and benchmarks in one go, for a CUDA machine (through the device tool or your own).
-#   bench/gpu_all.sh [PART ...]   PART: env tests checklist cce packing trl (default: all)
+#   bench/gpu_all.sh [PART ...]   PART: env tests checklist cce packing trl kern profile (default: all)
+#   TRL_ARGS passes options to bench/train_vs_trl.py (e.g. --modes onboard,onboard_fast --steps 12)
 # Logs go under $OUT (the device tool's output folder; ./gpu-logs elsewhere), one file per part.
 # Packages the machine lacks travel as wheels in .whl/ (cut-cross-entropy, gguf, trl, datasets, ...):
 # they are installed into /tmp/site first, and the checkout is put on PYTHONPATH.
@@ -17,7 +18,7 @@ if [ -d .whl ] && [ ! -f /tmp/site/.onboard-installed ]; then
     && touch /tmp/site/.onboard-installed
 fi
 export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
-parts=${*:-env tests checklist cce packing trl}
+parts=${*:-env tests checklist cce packing trl kern profile}
 for part in $parts; do
   start=$(date +%s)
   case $part in
@@ -26,7 +27,9 @@ for part in $parts; do
     checklist) python3 bench/checklist.py config:llama3-8b > "$OUT/checklist.log" 2>&1 ;;
     cce) python3 bench/cce_memory.py > "$OUT/cce_memory.jsonl" 2> "$OUT/cce_memory.err" ;;
     packing) python3 bench/packing_backends.py > "$OUT/packing_backends.jsonl" 2> "$OUT/packing_backends.err" ;;
-    trl) python3 bench/train_vs_trl.py > "$OUT/train_vs_trl.log" 2>&1 ;;
+    trl) python3 bench/train_vs_trl.py ${TRL_ARGS:-} > "$OUT/train_vs_trl.log" 2>&1 ;;
+    kern) python3 -m pytest -q -m gpu tests/test_gpu.py -k packed_attention -p no:cacheprovider > "$OUT/kern.log" 2>&1 ;;
+    profile) python3 bench/step_profile.py > "$OUT/step_profile.log" 2>&1 ;;
     *) echo "unknown part $part" >&2; exit 2 ;;
   esac
   echo "$part: exit $? in $(( $(date +%s) - start )) s" | tee -a "$OUT/parts.txt"

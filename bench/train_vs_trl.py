@@ -8,6 +8,8 @@ process so peak memory is its own:
   onboard_nogc the same without gradient checkpointing (the fused loss leaves room for the activations)
   trl          SFTTrainer with SFTConfig defaults (padding to the longest sample of the batch)
   trl_pf       SFTTrainer with padding_free=True
+  onboard_fast, onboard_fast_nogc: onboard with the speed levers KERN001 verifies (speed.packed_attention)
+  trl_pf_liger SFTTrainer with padding_free=True and use_liger_kernel=True (TRL's own fast path)
 Tokens are real tokens (padding excluded), counted the same way for all three (onboard's StepMeter
 wraps each trainer's training_step); the first WARMUP steps are left out. MFU = 4 * N * tokens/s / peak,
 N the parameters doing matmuls (all but the input embedding): a LoRA step runs the frozen weights
@@ -72,7 +74,7 @@ def summary(records: list[dict], n_params: int, seconds: float, device: torch.de
             "losses": [round(r["loss"], 4) for r in records]}
 
 
-def run_onboard(args, data: Path, out: Path, checkpointing: bool = True) -> dict:
+def run_onboard(args, data: Path, out: Path, checkpointing: bool = True, fast: bool = False) -> dict:
     from onboard.harness.session import ModelSession
     from onboard.train import TrainOptions, train
 
@@ -81,13 +83,14 @@ def run_onboard(args, data: Path, out: Path, checkpointing: bool = True) -> dict
     opts = TrainOptions(out=out, max_steps=args.steps, batch_size=args.batch, lr=1e-4, save_steps=10**6)
     start = time.perf_counter()
     patches = ["packing.no_cache_no_mask"] + (["cce.fused_loss"] if session.device.type == "cuda" else [])
+    patches += ["speed.packed_attention"] if fast else []  # KERN001 verifies it on this shape (tests/test_gpu.py)
     result = train(session, patches, opts)
     return summary(result.records, matmul_params(session.peft_model), time.perf_counter() - start,
                    session.device) | {
-        "patches": result.report["patches_applied"], "gradient_checkpointing": checkpointing}
+        "patches": result.report["patches_applied"], "gradient_checkpointing": checkpointing, "fast": fast}
 
 
-def run_trl(args, data: Path, out: Path, padding_free: bool) -> dict:
+def run_trl(args, data: Path, out: Path, padding_free: bool, liger: bool = False) -> dict:
     from datasets import load_dataset
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
@@ -100,7 +103,8 @@ def run_trl(args, data: Path, out: Path, padding_free: bool) -> dict:
     config = SFTConfig(output_dir=str(out), per_device_train_batch_size=args.batch, max_steps=args.steps,
                        learning_rate=1e-4, logging_steps=1, save_strategy="no", report_to="none",
                        max_length=None if padding_free else args.max_length, padding_free=padding_free, seed=0, disable_tqdm=True,
-                       bf16=session.device.type == "cuda", use_cpu=session.device.type != "cuda")
+                       bf16=session.device.type == "cuda", use_cpu=session.device.type != "cuda",
+                       use_liger_kernel=liger)
     peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear")
     trainer = SFTTrainer(model=session.model, args=config, train_dataset=dataset,
                          processing_class=session.tokenizer, peft_config=peft_config)
@@ -111,7 +115,10 @@ def run_trl(args, data: Path, out: Path, padding_free: bool) -> dict:
     start = time.perf_counter()
     trainer.train()
     return summary(meter.records, matmul_params(trainer.model), time.perf_counter() - start, session.device) | {
-        "gradient_checkpointing": config.gradient_checkpointing, "padding_free": padding_free}
+        "gradient_checkpointing": config.gradient_checkpointing, "padding_free": padding_free, "liger": liger}
+
+
+MODES = ("onboard", "onboard_nogc", "onboard_fast", "onboard_fast_nogc", "trl", "trl_pf", "trl_pf_liger")
 
 
 def main() -> None:
@@ -122,15 +129,19 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=2048)
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--mode", choices=["onboard", "onboard_nogc", "trl", "trl_pf"])
+    parser.add_argument("--mode", choices=MODES)
+    parser.add_argument("--modes", default=",".join(MODES), help="the runs, comma-separated, in this order")
     parser.add_argument("--data")
     args = parser.parse_args()
     if args.mode:  # one run, in this process
         out = Path(tempfile.mkdtemp())
         runs = {"onboard": lambda: run_onboard(args, Path(args.data), out),
                 "onboard_nogc": lambda: run_onboard(args, Path(args.data), out, checkpointing=False),
+                "onboard_fast": lambda: run_onboard(args, Path(args.data), out, fast=True),
+                "onboard_fast_nogc": lambda: run_onboard(args, Path(args.data), out, checkpointing=False, fast=True),
                 "trl": lambda: run_trl(args, Path(args.data), out, False),
-                "trl_pf": lambda: run_trl(args, Path(args.data), out, True)}
+                "trl_pf": lambda: run_trl(args, Path(args.data), out, True),
+                "trl_pf_liger": lambda: run_trl(args, Path(args.data), out, True, liger=True)}
         try:
             result = runs[args.mode]()
         except Exception as exc:  # noqa: BLE001 - one failing run is reported, the others still run
@@ -140,7 +151,7 @@ def main() -> None:
     data = Path(tempfile.mkdtemp()) / "chats.jsonl"
     make_chats(data, args.samples)
     results = {}
-    for mode in ("onboard", "onboard_nogc", "trl", "trl_pf"):
+    for mode in args.modes.split(","):
         cmd = [sys.executable, __file__, "--mode", mode, "--data", str(data), "--model", args.model,
                "--steps", str(args.steps), "--batch", str(args.batch), "--max-length", str(args.max_length),
                "--device", args.device]
@@ -148,7 +159,7 @@ def main() -> None:
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
         results[mode] = json.loads(line[7:]) if line else {"error": (proc.stderr or proc.stdout)[-800:]}
         print(json.dumps(results[mode]), flush=True)
-    ours, trl, pf = results["onboard"], results["trl"], results["trl_pf"]
+    ours, trl, pf = (results.get(m, {}) for m in ("onboard", "trl", "trl_pf"))
     if all("tokens_per_s" in r for r in (ours, trl, pf)):
         print(f"tokens/s: onboard {ours['tokens_per_s']:.0f}, trl {trl['tokens_per_s']:.0f}, "
               f"trl padding-free {pf['tokens_per_s']:.0f}; onboard/trl {ours['tokens_per_s'] / trl['tokens_per_s']:.2f} "

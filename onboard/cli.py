@@ -110,8 +110,8 @@ def check(
     html: HtmlOpt = None,
 ) -> None:
     """Load MODEL once and run the checklist: LOAD001 load, ATTN001 attention, LORA001 lora, LOSS001
-    initial_loss, PACK001 packing, CCE001 cce, GA001 grad_accum, TRAIN001 train_step (onboard checks lists them,
-    onboard explain CODE documents one).
+    initial_loss, PACK001 packing, CCE001 cce, GA001 grad_accum, TRAIN001 train_step, KERN001 kernels (onboard
+    checks lists them, onboard explain CODE documents one).
 
     Exit codes: 0 READY (or READY_WITH_FIXES without --strict), 1 NOT_READY, 2 bad input or usage,
     3 environment or internal error.

@@ -89,3 +89,20 @@ def test_the_checked_step_is_the_trained_step_on_cuda(tmp_path):
     assert options["gradient_checkpointing"] is True and options["bf16"] is True
     assert result.report["patches_applied"] == report.verified_patches
     assert result.report["lora"]["r"] == report.options["lora_rank"]
+
+
+@pytest.mark.parametrize("spec", ["tiny:llama", "config:llama3-8b"])
+def test_packed_attention_is_verified_in_bf16_with_the_varlen_kernel(spec):
+    """On CUDA in bf16 the lever runs torch's varlen attention (one kernel per row); KERN001 verifies it against
+    the plain model (sdpa with transformers' block-diagonal mask) within bf16 tolerance, on a tiny model and
+    on the Llama-3-8B shape."""
+    from onboard.checks import KernelsCheck
+    from onboard.patches import ids, get_patch
+
+    session = ModelSession(model=spec, device="cuda")
+    report = run_checks(session, [c for c in CHECKS if c.code in ("LOAD001", "LORA001", "PACK001")] + [KernelsCheck])
+    kern = by_code(report)["KERN001"]
+    assert kern.status is Status.PASS, kern.message
+    assert kern.measurements[f"{ids.SPEED_PACKED_ATTENTION}.path"].value == "torch varlen_attn"
+    assert ids.SPEED_PACKED_ATTENTION in report.verified_patches
+    assert get_patch(ids.SPEED_PACKED_ATTENTION).describe(session.train_model) == "torch varlen_attn"

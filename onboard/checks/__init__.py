@@ -7,6 +7,7 @@ from onboard.checks.base import Check, FixAvailability
 from onboard.checks.cce import CceCheck
 from onboard.checks.grad_accum import GradAccumCheck
 from onboard.checks.initial_loss import InitialLossCheck
+from onboard.checks.kernels import KernelsCheck
 from onboard.checks.load import LoadCheck
 from onboard.checks.lora import LoraCheck
 from onboard.checks.packing import PackingCheck
@@ -14,6 +15,7 @@ from onboard.checks.train_step import TrainStepCheck
 
 CHECKS: tuple[type[Check], ...] = (
     LoadCheck, AttentionCheck, LoraCheck, InitialLossCheck, PackingCheck, CceCheck, GradAccumCheck, TrainStepCheck,
+    KernelsCheck,
 )
 
 

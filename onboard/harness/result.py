@@ -99,7 +99,7 @@ class CheckResult:
     measurements: dict[str, Measurement] = field(default_factory=dict)
     evidence: dict[str, Any] = field(default_factory=dict)  # heading -> text or plain data
     proposed_patch: str | None = None  # a patch id that fixes the finding
-    enables: str | None = None  # a patch id the check verified as safe to train with (no finding)
+    enables: str | list[str] | None = None  # patch ids the check verified as safe to train with (no finding)
     fix: FixRecord | None = None
     duration_s: float = 0.0
     figures: list[dict[str, Any]] = field(default_factory=list)  # the check's own plots (bar_figure), or notes
@@ -150,7 +150,8 @@ class RunReport:
     def verified_patches(self) -> list[str]:
         """Patches a training run should apply: verified fixes, then verified optimisations."""
         fixes = [c.fix.patch_id for c in self.checks if c.fixed]
-        enabled = [c.enables for c in self.checks if c.enables and c.status in (Status.PASS, Status.WARN)]
+        enabled = [p for c in self.checks if c.enables and c.status in (Status.PASS, Status.WARN)
+                   for p in ([c.enables] if isinstance(c.enables, str) else c.enables)]
         return list(dict.fromkeys(fixes + enabled))
 
     @property

@@ -1,0 +1,150 @@
+"""KERN001: each speed lever gives the plain model's loss and LoRA gradients on a packed batch."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from onboard.checks.base import Check
+from onboard.harness.data import pack
+from onboard.harness.forward import PackedBatch
+from onboard.harness.result import Status
+from onboard.patches import get_patch, ids
+
+LEVERS = (ids.SPEED_PACKED_ATTENTION,)  # tried in this order; each one alone against the plain model
+ROW_SAMPLES = 4  # the shortest samples, packed into one row as training packs them
+
+
+class KernelsCheck(Check):
+    """What it does:
+    For each speed lever onboard can train with (speed.packed_attention: packed rows attend per sample
+    instead of through a dense block-diagonal mask), runs one forward and backward of a packed row (the 4
+    shortest samples, position_ids restarting, no mask, as the packing collator gives them) with the
+    model as the earlier checks left it, then again with the lever on, and compares the loss and the
+    gradients of every adapter weight. The adapters' B matrices are set to small random values for the
+    comparison (they start at zero, which leaves the A matrices without gradient) and put back after. The
+    model is in eval mode: no dropout, the same function both times. Tolerances: the loss within
+    kernels.loss_rtol (1e-5 relative in fp32, 1e-2 in bf16), the gradients within 10 times that. The time
+    of each run is recorded (informative; a tiny model on a CPU says nothing about speed).
+
+    Why it matters:
+    A faster kernel that computes other attention trains another model, and nothing in the loss curve
+    says so. A lever is applied in training only once it has been shown to give this model's own math.
+
+    Failure modes:
+    FM-KERN-MATH: a lever runs but gives another loss or other gradients: WARN, and the lever is left off;
+    training is correct, only slower. Stock Llama 4 shows it: its decoder layers do not pass position_ids on
+    to the attention function, so speed.packed_attention cannot see where the samples of a row start and
+    attends across the whole row.
+    A lever that does not apply to the model, or raises on it (attention sinks, logit softcapping), is
+    reported as not applicable with its reason: onboard's limit, not the model's fault.
+
+    Fix:
+    None needed: a lever that fails is not applied. Levers that pass are listed for training
+    (`onboard train`, `onboard.apply_patches`).
+    """
+
+    code = "KERN001"
+    name = "kernels"
+    summary = "each speed lever gives the plain loss and LoRA gradients on a packed batch"
+    requires = ("LORA001", "PACK001")  # a packed row that leaks has no plain math to compare a lever against
+    needs_labels = True
+
+    def run(self, session):
+        model = session.train_model
+        shortest = sorted((ex for ex in session.examples if ex.n_trained), key=len)[:ROW_SAMPLES]
+        rows = pack(shortest, sum(len(ex) for ex in shortest))
+        batch = PackedBatch.from_rows(rows[:1], session.device, session.pad_id)
+        rtol = session.threshold("kernels.loss_rtol")
+        res = self.result(Status.PASS, "")
+        res.measure("packed_samples", len(shortest), "samples", f"{batch.input_ids.shape[1]} tokens in one row")
+        saved = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        was_training = model.training
+        try:
+            _randomise_lora_b(model, session.seed)
+            model.eval()
+            plain_loss, plain_grads, plain_s = _loss_and_grads(model, batch)
+            res.measure("loss_plain", round(plain_loss, 6), "nats")
+            res.measure("seconds_plain", round(plain_s, 4), "s", "one forward and backward, informative")
+            verified, failed, skipped = [], [], {}
+            for lever in LEVERS:
+                patch = get_patch(lever)
+                reason = patch.applies_to(model)
+                if reason is None:
+                    try:
+                        with patch.apply(model, session):
+                            loss, grads, seconds = _loss_and_grads(model, batch)
+                    except Exception as exc:  # noqa: BLE001 - a lever that cannot run this model is not used
+                        reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}"
+                if reason is not None:
+                    skipped[lever] = reason
+                    res.measure(f"{lever}", "not applicable", "", reason)
+                    continue
+                rel = abs(loss - plain_loss) / max(abs(plain_loss), 1e-12)
+                grad_rel = _rel(grads, plain_grads)
+                res.measure(f"{lever}.loss_rel_diff", float(f"{rel:.3g}"), "", compare="<=", limit=rtol)
+                res.measure(f"{lever}.grad_rel_diff", float(f"{grad_rel:.3g}"), "", compare="<=", limit=rtol * 10)
+                res.measure(f"{lever}.seconds", round(seconds, 4), "s", "one forward and backward, informative")
+                if hasattr(patch, "describe"):
+                    res.measure(f"{lever}.path", patch.describe(model), "", "what the lever runs here")
+                (verified if rel <= rtol and grad_rel <= rtol * 10 else failed).append((lever, rel, grad_rel))
+        finally:
+            _restore(model, saved)
+            model.train(was_training)
+        res.enables = [lever for lever, _, _ in verified] or None
+        if skipped:
+            res.evidence["not_applicable"] = skipped
+        if failed:
+            res.status, res.diagnosis = Status.WARN, "FM-KERN-MATH"
+            res.message = "; ".join(f"{lever} changes the math (loss rel {rel:.2g}, gradients rel {g:.2g}): left off"
+                                    for lever, rel, g in failed)
+            if verified:
+                res.message += f"; verified: {', '.join(v for v, _, _ in verified)}"
+            return res
+        if not verified:
+            res.status = Status.SKIP
+            res.message = "no speed lever applies here: " + "; ".join(f"{k}: {v}" for k, v in skipped.items())
+            return res
+        res.message = "verified for training: " + ", ".join(
+            f"{lever} (loss rel {rel:.1g}, gradients rel {g:.1g})" for lever, rel, g in verified)
+        return res
+
+
+def _loss_and_grads(model, batch: PackedBatch) -> tuple[float, dict[str, torch.Tensor], float]:
+    model.zero_grad(set_to_none=True)
+    if batch.input_ids.is_cuda:
+        torch.cuda.synchronize(batch.input_ids.device)
+    start = time.perf_counter()
+    out = model(input_ids=batch.input_ids, position_ids=batch.position_ids, labels=batch.labels, use_cache=False)
+    out.loss.backward()
+    if batch.input_ids.is_cuda:
+        torch.cuda.synchronize(batch.input_ids.device)
+    seconds = time.perf_counter() - start
+    grads = {n: p.grad.detach().float().clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return float(out.loss.detach()), grads, seconds
+
+
+def _rel(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    if set(a) != set(b):
+        return float("inf")
+    num = sum(((a[n] - b[n]) ** 2).sum() for n in b) ** 0.5
+    den = sum((b[n] ** 2).sum() for n in b) ** 0.5
+    return float(num / den.clamp(min=1e-30)) if b else 0.0
+
+
+@torch.no_grad()
+def _randomise_lora_b(model, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    for name, param in model.named_parameters():
+        if param.requires_grad and "lora_B" in name:
+            param.copy_(torch.randn(param.shape, generator=gen).to(param.device, param.dtype) * 1e-2)
+
+
+@torch.no_grad()
+def _restore(model, saved: dict[str, torch.Tensor]) -> None:
+    for name, param in model.named_parameters():
+        if name in saved:
+            param.copy_(saved[name])
+    model.zero_grad(set_to_none=True)

@@ -1,0 +1,168 @@
+"""speed.*: levers that make a training step faster without changing its math, each verified by KERN001.
+
+speed.packed_attention: attention for packed rows that runs each sample on its own, through transformers'
+attention interface (registered under "onboard_packed", selected with set_attn_implementation; no model
+class is edited). transformers' sdpa path isolates the samples of a packed row with a dense block-diagonal
+T x T mask, so sdpa computes, then discards, every score across samples (measured on an H200 at the
+Llama-3-8B attention shape, one 11.6k-token row of 12 samples, forward and backward: 35.2 ms with the mask,
+7.7 ms one causal call per sample). Here the samples' bounds come from the position_ids the packing
+collator gives (a position that does not follow the one before starts a sample), as transformers' own
+packed-sequence detection reads them. On CUDA in bf16/fp16, torch's varlen attention runs the whole row in
+one kernel (torch.nn.attention.varlen, where the installed torch has it); elsewhere each sample is one
+causal scaled_dot_product_attention call. Batches with padding (a 2D attention mask) and explicit 4D masks
+take the plain sdpa path, and so does a row whose model does not pass position_ids on to its attention
+function (stock Llama 4): it then attends across the whole row, which KERN001 catches (FM-KERN-MATH) before
+training may use the lever. What the function cannot compute exactly (attention sinks, logit softcapping,
+dropout) raises, so KERN001 reports the lever as not applicable rather than trains with other math.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.nn.functional as F
+
+from onboard.patches import ids
+from onboard.patches.base import Applicability, PatchHandle, unwrap
+
+PACKED_ATTENTION = "onboard_packed"
+
+
+def sample_bounds(position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
+    """[start, end) of each sample of each row: a sample starts where a position is not the previous one + 1."""
+    rows = []
+    for row in position_ids.tolist():
+        starts = [0] + [t for t in range(1, len(row)) if row[t] != row[t - 1] + 1]
+        rows.append(list(zip(starts, starts[1:] + [len(row)])))
+    return rows
+
+
+def _expand_kv(key: torch.Tensor, value: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    groups = heads // key.shape[1]
+    if groups == 1:
+        return key, value
+    return key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+
+
+def _window_mask(length: int, window: int | None, device) -> torch.Tensor | None:
+    """Causal mask with a sliding window (a key further back than `window` positions is not seen), or None
+    when the window covers the whole sample and is_causal does the same."""
+    if not window or length <= window:
+        return None
+    q = torch.arange(length, device=device)[:, None]
+    k = torch.arange(length, device=device)[None, :]
+    return (k <= q) & (q - k < window)
+
+
+def _varlen():
+    """torch's varlen attention and how to ask it for causal attention (its signature changed between
+    releases: an is_causal flag, later a window_size), or None where this torch has none."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    params = inspect.signature(varlen_attn).parameters
+    if "is_causal" in params:
+        return varlen_attn, {"is_causal": True}
+    if "window_size" in params:
+        return varlen_attn, {"window_size": (-1, 0)}
+    return None
+
+
+def _per_sample(query, key, value, bounds, scaling, window) -> torch.Tensor:
+    """query [B, H, T, D] -> output [B, T, H, D], each sample attending causally within itself."""
+    key, value = _expand_kv(key, value, query.shape[1])
+    out = torch.empty_like(query)
+    for b, row in enumerate(bounds):
+        for start, end in row:
+            mask = _window_mask(end - start, window, query.device)
+            out[b, :, start:end] = F.scaled_dot_product_attention(
+                query[b:b + 1, :, start:end], key[b:b + 1, :, start:end], value[b:b + 1, :, start:end],
+                attn_mask=mask, is_causal=mask is None, scale=scaling)[0]
+    return out.transpose(1, 2)
+
+
+def _varlen_row(query, key, value, bounds, scaling, varlen) -> torch.Tensor:
+    """The whole batch as one varlen call: rows laid end to end, every sample its own sequence."""
+    fn, causal = varlen
+    batch, heads, length, dim = query.shape
+    key, value = _expand_kv(key, value, heads)
+    flat = [t.transpose(1, 2).reshape(batch * length, heads, dim) for t in (query, key, value)]
+    starts = [b * length + s for b, row in enumerate(bounds) for s, _ in row] + [batch * length]
+    cu = torch.tensor(starts, dtype=torch.int32, device=query.device)
+    longest = max(e - s for row in bounds for s, e in row)
+    out = fn(*flat, cu, cu, longest, longest, scale=scaling, **causal)
+    return out.view(batch, length, heads, dim)
+
+
+def attention_path(device: torch.device, dtype: torch.dtype) -> str:
+    """Which computation packed rows get here: one varlen kernel, or a causal sdpa call per sample."""
+    if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16) and _varlen() is not None:
+        return "torch varlen_attn"
+    return "sdpa per sample"
+
+
+def packed_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """An attention function for transformers' AttentionInterface. Packed rows (no mask, position_ids that
+    restart) run per sample; anything with a mask runs transformers' sdpa."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    for name in ("s_aux", "sinks", "softcap"):
+        if kwargs.get(name) is not None:
+            raise NotImplementedError(f"{PACKED_ATTENTION} does not compute attention with {name}")
+    if dropout and module.training:
+        raise NotImplementedError(f"{PACKED_ATTENTION} does not apply attention dropout")
+    position_ids = kwargs.get("position_ids")
+    if attention_mask is not None or position_ids is None or not getattr(module, "is_causal", True):
+        if attention_mask is not None and attention_mask.dim() == 2:  # padding only: causal and padding, for sdpa
+            length = query.shape[2]
+            causal = torch.ones(length, length, dtype=torch.bool, device=query.device).tril()
+            attention_mask = causal[None, None] & attention_mask[:, None, None, -length:].bool()
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                      **kwargs)
+    if position_ids.shape[0] != query.shape[0]:
+        position_ids = position_ids.expand(query.shape[0], -1)
+    bounds = sample_bounds(position_ids[:, -query.shape[2]:])
+    window = kwargs.get("sliding_window")
+    varlen = _varlen() if query.is_cuda and query.dtype in (torch.bfloat16, torch.float16) and not window else None
+    if varlen is not None:
+        return _varlen_row(query, key, value, bounds, scaling, varlen), None
+    return _per_sample(query, key, value, bounds, scaling, window), None
+
+
+def register() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(PACKED_ATTENTION, packed_attention_forward)
+
+
+class PackedAttentionPatch:
+    id = ids.SPEED_PACKED_ATTENTION
+    applicability = Applicability.SAFE
+    summary = "packed rows attend per sample (torch varlen on CUDA, else one causal sdpa per sample), no dense T x T mask"
+    keeps_unpacked_outputs = False
+
+    def describe(self, model) -> str:
+        base = unwrap(model)
+        return attention_path(base.device, base.dtype)
+
+    def applies_to(self, model) -> str | None:
+        base = unwrap(model)
+        if not getattr(base, "_supports_attention_backend", False):
+            return f"{type(base).__name__} does not dispatch attention through transformers' attention interface"
+        if not hasattr(base, "set_attn_implementation"):
+            return f"{type(base).__name__} cannot switch attention implementation"
+        return None
+
+    def apply(self, model, context=None) -> PatchHandle:
+        reason = self.applies_to(model)
+        if reason:
+            raise ValueError(f"{self.id} does not apply: {reason}")
+        register()
+        base = unwrap(model)
+        old = base.config._attn_implementation
+        base.set_attn_implementation(PACKED_ATTENTION)
+        handle = PatchHandle(self.id)
+        handle.on_revert(lambda: base.set_attn_implementation(old))
+        return handle

@@ -1,0 +1,115 @@
+"""Speed levers (onboard.patches.speed) and KERN001, which verifies each one before training may use it."""
+
+import pytest
+import torch
+from peft import get_peft_model
+
+from conftest import by_code, make_session, run_all
+from onboard.checks import KernelsCheck
+from onboard.harness.data import pack
+from onboard.harness.forward import PackedBatch, Perturbation
+from onboard.harness.result import Status
+from onboard.patches import get_patch, ids, unwrap
+
+
+def _adapted(spec: str, **options):
+    session = make_session(spec, **options)
+    session.set_adapter(get_peft_model(session.model, session.lora_config()))
+    return session
+
+
+def _packed(session, n: int = 5) -> PackedBatch:
+    return PackedBatch.from_rows(pack(session.examples[:n], 4096)[:1], session.device, session.pad_id)
+
+
+def _loss_and_grads(model, batch):
+    model.zero_grad(set_to_none=True)
+    out = model(input_ids=batch.input_ids, position_ids=batch.position_ids, labels=batch.labels, use_cache=False)
+    out.loss.backward()
+    grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    model.zero_grad(set_to_none=True)
+    return out.loss.item(), grads
+
+
+def _same_math_with_the_lever(model, batch):
+    model.eval()
+    with torch.no_grad():  # B != 0: every adapter weight gets a gradient
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=1e-2)
+    plain = _loss_and_grads(model, batch)
+    with get_patch(ids.SPEED_PACKED_ATTENTION).apply(model):
+        assert unwrap(model).config._attn_implementation == "onboard_packed"
+        fast = _loss_and_grads(model, batch)
+    assert unwrap(model).config._attn_implementation == "sdpa"
+    assert fast[0] == pytest.approx(plain[0], rel=1e-6)
+    assert float((fast[1] - plain[1]).norm() / plain[1].norm()) < 1e-5
+
+
+@pytest.mark.parametrize("spec", ["tiny:llama", "tiny:qwen3"])
+def test_packed_attention_gives_the_plain_loss_and_gradients(spec):
+    session = _adapted(spec)
+    _same_math_with_the_lever(session.train_model, _packed(session))
+
+
+def test_packed_attention_keeps_a_sliding_window():
+    """A window shorter than the samples (Qwen2 with use_sliding_window, every layer windowed at 8 tokens): the
+    lever windows each sample as the model's mask does."""
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+
+    from onboard.fixtures.tiny import build_tiny
+
+    model = build_tiny("qwen2", 256, lambda c: AutoModelForCausalLM.from_config(c, attn_implementation="sdpa"),
+                       use_sliding_window=True, sliding_window=8, max_window_layers=0)
+    model = get_peft_model(model, LoraConfig(r=8, target_modules="all-linear"))
+    gen = torch.Generator().manual_seed(0)
+    ids_ = torch.randint(0, 256, (1, 60), generator=gen)
+    batch = PackedBatch(input_ids=ids_, labels=ids_.clone(), sample=torch.zeros_like(ids_),
+                        position_ids=torch.cat([torch.arange(25), torch.arange(35)])[None])
+    _same_math_with_the_lever(model, batch)
+
+
+def test_packed_attention_isolates_samples_by_their_positions():
+    """The lever's own evidence of being in use: under the default use_cache=True stock sdpa lets packed samples
+    see each other (FM-PACK-CACHE); the lever reads the bounds from position_ids and the leak is exactly 0."""
+    session = make_session("tiny:llama")
+    model = session.model.eval()
+    batch = _packed(session, 3)
+    vocab = sorted({t for ex in session.examples for t in ex.input_ids})
+    assert Perturbation(model, batch, vocab, 0).leak() > 1e-3
+    with get_patch(ids.SPEED_PACKED_ATTENTION).apply(model, session):
+        assert Perturbation(model, batch, vocab, 0).leak() == 0.0
+        with torch.no_grad():  # a padded batch takes the masked path, as sdpa computes it
+            padded = model(**session.probe_batch(3), use_cache=False).loss.item()
+    with torch.no_grad():
+        assert model(**session.probe_batch(3), use_cache=False).loss.item() == pytest.approx(padded, rel=1e-6)
+
+
+def test_kernels_check_verifies_the_lever_for_training():
+    report = run_all(make_session("tiny:llama"))
+    kern = by_code(report)["KERN001"]
+    assert kern.status is Status.PASS, kern.message
+    assert kern.enables == [ids.SPEED_PACKED_ATTENTION]
+    assert kern.measurements[f"{ids.SPEED_PACKED_ATTENTION}.grad_rel_diff"].value < 1e-4
+    assert ids.SPEED_PACKED_ATTENTION in report.verified_patches
+
+
+def test_a_lever_that_changes_the_math_is_left_off():
+    """Stock Llama 4 passes no position_ids to its attention function: the lever cannot see the samples and
+    attends across the row. KERN001 says so (FM-KERN-MATH, WARN) and the lever is not for training."""
+    report = run_all(make_session("fault:kern-math"))
+    kern = by_code(report)["KERN001"]
+    assert kern.status is Status.WARN and kern.diagnosis == "FM-KERN-MATH", kern.message
+    assert kern.measurements[f"{ids.SPEED_PACKED_ATTENTION}.grad_rel_diff"].value > 1e-2
+    assert ids.SPEED_PACKED_ATTENTION not in report.verified_patches
+    assert report.verdict.value != "NOT_READY"
+
+
+def test_kernels_check_leaves_the_adapter_as_it_found_it():
+    session = _adapted("tiny:llama")
+    before = {n: p.detach().clone() for n, p in session.train_model.named_parameters() if p.requires_grad}
+    KernelsCheck().run(session)
+    after = dict(session.train_model.named_parameters())
+    assert all(torch.equal(after[n], v) for n, v in before.items())
+    assert unwrap(session.train_model).config._attn_implementation == "sdpa"
