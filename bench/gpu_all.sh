@@ -28,7 +28,7 @@ for part in $parts; do
     cce) python3 bench/cce_memory.py > "$OUT/cce_memory.jsonl" 2> "$OUT/cce_memory.err" ;;
     packing) python3 bench/packing_backends.py > "$OUT/packing_backends.jsonl" 2> "$OUT/packing_backends.err" ;;
     trl) python3 bench/train_vs_trl.py ${TRL_ARGS:-} > "$OUT/train_vs_trl.log" 2>&1 ;;
-    kern) python3 -m pytest -q -m gpu tests/test_gpu.py -k packed_attention -p no:cacheprovider > "$OUT/kern.log" 2>&1 ;;
+    kern) python3 -m pytest -q -m gpu tests/test_gpu.py -k speed_levers -p no:cacheprovider > "$OUT/kern.log" 2>&1 ;;
     profile) python3 bench/step_profile.py > "$OUT/step_profile.log" 2>&1 ;;
     *) echo "unknown part $part" >&2; exit 2 ;;
   esac

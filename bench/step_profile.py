@@ -33,6 +33,61 @@ def step(model, batch) -> None:
     model.zero_grad(set_to_none=True)
 
 
+def timed(model, batch, autocast: bool = False, warm: int = 2, runs: int = 3) -> tuple[float, float]:
+    """(seconds per step, peak GiB) of forward + backward, after `warm` steps."""
+    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else torch.autocast("cuda", enabled=False)
+    with ctx:
+        for _ in range(warm):
+            step(model, batch)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        for _ in range(runs):
+            step(model, batch)
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / runs, torch.cuda.max_memory_allocated() / 2**30
+
+
+def compile_layers(model, on: bool) -> None:
+    """Regional compilation: each decoder layer compiled on its own (one code object, compiled once)."""
+    from onboard.patches import unwrap
+
+    for layer in unwrap(model).model.layers:
+        if on:
+            layer.compile()
+        else:
+            layer._compiled_call_impl = None
+
+
+def variants(model, batch) -> None:
+    """Levers on top of speed.packed_attention, one at a time: ms per step, tokens/s, peak memory."""
+    from onboard.patches import get_patch, ids, unwrap
+
+    tokens = batch["input_ids"].numel()
+
+    def show(label, seconds, peak):
+        print(f"  {label:<48} {seconds * 1e3:7.0f} ms  {tokens / seconds:7.0f} tokens/s  {peak:6.1f} GiB", flush=True)
+
+    show("plain (sdpa, block mask)", *timed(model, batch))
+    with get_patch(ids.SPEED_PACKED_ATTENTION).apply(model):
+        show("packed_attention", *timed(model, batch))
+        show("packed_attention + autocast bf16 (as the Trainer)", *timed(model, batch, autocast=True))
+        compile_layers(model, True)
+        show("packed_attention + compiled layers", *timed(model, batch, warm=3))
+        show("packed_attention + compiled layers + autocast", *timed(model, batch, autocast=True, warm=3))
+        compile_layers(model, False)
+        try:
+            from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+            _apply_liger_kernel_to_instance(model=unwrap(model), rope=True, rms_norm=True, swiglu=True,
+                                            cross_entropy=False, fused_linear_cross_entropy=False)
+            show("packed_attention + liger (rope, rms_norm, swiglu)", *timed(model, batch))
+            compile_layers(model, True)
+            show("packed_attention + liger + compiled layers", *timed(model, batch, warm=3))
+        except Exception as exc:  # noqa: BLE001
+            print(f"  liger: {type(exc).__name__}: {str(exc)[:200]}")
+
+
 def measure(model, batch, label: str) -> None:
     for _ in range(2):
         step(model, batch)
@@ -65,6 +120,7 @@ def main() -> None:
     parser.add_argument("--model", default="config:llama3-8b")
     parser.add_argument("--tokens", type=int, default=6500)
     parser.add_argument("--samples", type=int, default=12)
+    parser.add_argument("--variants", action="store_true", help="time further levers instead of profiling")
     args = parser.parse_args()
     session = ModelSession(model=args.model, device="cuda", max_examples=1)
     model = get_peft_model(session.model, session.lora_config())
@@ -72,6 +128,9 @@ def main() -> None:
     batch = row(args.tokens, args.samples, session.model.config.vocab_size, session.device)
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {args.model}, {batch['input_ids'].numel()} tokens "
           f"in {args.samples} samples")
+    if args.variants:
+        variants(model, batch)
+        return
     measure(model, batch, "plain (sdpa, block-diagonal mask)")
     with get_patch(ids.SPEED_PACKED_ATTENTION).apply(model):
         measure(model, batch, f"speed.packed_attention ({get_patch(ids.SPEED_PACKED_ATTENTION).describe(model)})")

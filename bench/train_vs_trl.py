@@ -83,7 +83,8 @@ def run_onboard(args, data: Path, out: Path, checkpointing: bool = True, fast: b
     opts = TrainOptions(out=out, max_steps=args.steps, batch_size=args.batch, lr=1e-4, save_steps=10**6)
     start = time.perf_counter()
     patches = ["packing.no_cache_no_mask"] + (["cce.fused_loss"] if session.device.type == "cuda" else [])
-    patches += ["speed.packed_attention"] if fast else []  # KERN001 verifies it on this shape (tests/test_gpu.py)
+    # the levers KERN001 verifies on this shape (tests/test_gpu.py)
+    patches += ["speed.packed_attention", "speed.compiled_layers"] if fast else []
     result = train(session, patches, opts)
     return summary(result.records, matmul_params(session.peft_model), time.perf_counter() - start,
                    session.device) | {

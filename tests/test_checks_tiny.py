@@ -26,7 +26,8 @@ def test_checklist_on_tiny_architectures(arch):
     assert checks["CCE001"].status is Status.PASS
     assert checks["CCE001"].measurements["logits_produced"].value == 0
     assert report.verdict is Verdict.READY_WITH_FIXES
-    assert report.verified_patches == ["packing.no_cache_no_mask", "cce.fused_loss"]
+    # the fix, the fused loss, and the packed attention KERN001 verified (compiled layers: CUDA only)
+    assert report.verified_patches == ["packing.no_cache_no_mask", "cce.fused_loss", "speed.packed_attention"]
 
 
 def test_no_fix_leaves_packing_failing():

@@ -153,6 +153,7 @@ PATCH_MODELS = {
     "lora.exclude_unwrappable": ("fault:lora-unsupported", {}),
     "lora.expert_parameters": ("fault:lora-experts", {}),
     "speed.packed_attention": ("tiny:llama", {}),
+    "speed.compiled_layers": ("tiny:llama", {}),  # compiled on the CPU here (the lever itself is CUDA-only)
 }
 
 
@@ -179,6 +180,10 @@ def test_apply_then_revert_leaves_the_model_unchanged(patch_id):
         plain = lora_config(model, session.lora_targets)
         assert patch.configure(plain, model) != plain  # the model is one it changes
     else:
+        if patch_id == "speed.compiled_layers":
+            from onboard.patches.speed import CompiledLayersPatch
+
+            patch = CompiledLayersPatch(devices=("cpu",))
         handle = patch.apply(model, session)
         handle.revert()
     after = snapshot()

@@ -92,10 +92,10 @@ def test_the_checked_step_is_the_trained_step_on_cuda(tmp_path):
 
 
 @pytest.mark.parametrize("spec", ["tiny:llama", "config:llama3-8b"])
-def test_packed_attention_is_verified_in_bf16_with_the_varlen_kernel(spec):
-    """On CUDA in bf16 the lever runs torch's varlen attention (one kernel per row); KERN001 verifies it against
-    the plain model (sdpa with transformers' block-diagonal mask) within bf16 tolerance, on a tiny model and
-    on the Llama-3-8B shape."""
+def test_speed_levers_are_verified_in_bf16(spec):
+    """On CUDA in bf16 speed.packed_attention runs torch's varlen attention (one kernel per row) and
+    speed.compiled_layers compiles each decoder layer; KERN001 verifies both, together, against the plain model
+    (sdpa with transformers' block-diagonal mask) within bf16 tolerance, on a tiny model and the Llama-3-8B shape."""
     from onboard.checks import KernelsCheck
     from onboard.patches import ids, get_patch
 
@@ -106,3 +106,4 @@ def test_packed_attention_is_verified_in_bf16_with_the_varlen_kernel(spec):
     assert kern.measurements[f"{ids.SPEED_PACKED_ATTENTION}.path"].value == "torch varlen_attn"
     assert ids.SPEED_PACKED_ATTENTION in report.verified_patches
     assert get_patch(ids.SPEED_PACKED_ATTENTION).describe(session.train_model) == "torch varlen_attn"
+    assert ids.SPEED_COMPILED_LAYERS in report.verified_patches, kern.measurements

@@ -31,15 +31,16 @@ def _loss_and_grads(model, batch):
     return out.loss.item(), grads
 
 
-def _same_math_with_the_lever(model, batch):
+def _same_math_with_the_lever(model, batch, patch=None):
     model.eval()
     with torch.no_grad():  # B != 0: every adapter weight gets a gradient
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.normal_(std=1e-2)
     plain = _loss_and_grads(model, batch)
-    with get_patch(ids.SPEED_PACKED_ATTENTION).apply(model):
-        assert unwrap(model).config._attn_implementation == "onboard_packed"
+    with (patch or get_patch(ids.SPEED_PACKED_ATTENTION)).apply(model):
+        if patch is None:
+            assert unwrap(model).config._attn_implementation == "onboard_packed"
         fast = _loss_and_grads(model, batch)
     assert unwrap(model).config._attn_implementation == "sdpa"
     assert fast[0] == pytest.approx(plain[0], rel=1e-6)
@@ -86,11 +87,27 @@ def test_packed_attention_isolates_samples_by_their_positions():
         assert model(**session.probe_batch(3), use_cache=False).loss.item() == pytest.approx(padded, rel=1e-6)
 
 
+def test_compiled_layers_give_the_plain_loss_and_gradients_and_revert():
+    """Regional compilation on the CPU (the lever is CUDA-only in a run; the math is the same here): every decoder
+    layer compiled, the same loss and gradients, and no layer left compiled after revert."""
+    from onboard.patches.speed import CompiledLayersPatch, repeated_blocks
+
+    session = _adapted("tiny:llama")
+    blocks = repeated_blocks(session.train_model)
+    assert len(blocks) == session.model.config.num_hidden_layers
+    assert type(blocks[0]).__name__ == "LlamaDecoderLayer"
+    patch = CompiledLayersPatch(devices=("cpu",))
+    _same_math_with_the_lever(session.train_model, _packed(session), patch)
+    assert all(b._compiled_call_impl is None for b in blocks)
+    assert "cpu" in get_patch(ids.SPEED_COMPILED_LAYERS).applies_to(session.train_model)
+
+
 def test_kernels_check_verifies_the_lever_for_training():
     report = run_all(make_session("tiny:llama"))
     kern = by_code(report)["KERN001"]
     assert kern.status is Status.PASS, kern.message
-    assert kern.enables == [ids.SPEED_PACKED_ATTENTION]
+    assert kern.enables == [ids.SPEED_PACKED_ATTENTION]  # compiled layers: CUDA only, said so
+    assert kern.measurements[ids.SPEED_COMPILED_LAYERS].value == "not applicable"
     assert kern.measurements[f"{ids.SPEED_PACKED_ATTENTION}.grad_rel_diff"].value < 1e-4
     assert ids.SPEED_PACKED_ATTENTION in report.verified_patches
 
@@ -113,3 +130,23 @@ def test_kernels_check_leaves_the_adapter_as_it_found_it():
     after = dict(session.train_model.named_parameters())
     assert all(torch.equal(after[n], v) for n, v in before.items())
     assert unwrap(session.train_model).config._attn_implementation == "sdpa"
+
+
+def test_in_bf16_a_lever_is_judged_against_fp32_beside_the_plain_run():
+    """bf16 rounding differs between right computations: KERN001 measures the plain run's and the lever's
+    distance from the same model in fp32 (weights cast up for one pass and back, bit for bit), and still
+    catches a lever that changes the math."""
+    from onboard.checks import CHECKS
+    from onboard.harness.runner import run_checks
+
+    subset = [c for c in CHECKS if c.code in ("LOAD001", "LORA001", "PACK001", "KERN001")]
+    session = make_session("tiny:llama", dtype="bfloat16")
+    before = [(p, p.detach().clone()) for p in session.model.parameters()]  # the objects PEFT will wrap
+    kern = by_code(run_checks(session, subset))["KERN001"]
+    ms = kern.measurements
+    assert kern.status is Status.PASS, kern.message
+    assert 0 < ms["plain_vs_fp32_grad_rel"].value < ms[f"{ids.SPEED_PACKED_ATTENTION}.vs_fp32_grad_rel"].limit
+    # the base weights went to fp32 for one pass and back: bit for bit, every one
+    assert all(p.dtype is torch.bfloat16 and torch.equal(p, v) for p, v in before)
+    leaky = by_code(run_checks(make_session("fault:kern-math", dtype="bfloat16"), subset))["KERN001"]
+    assert leaky.status is Status.WARN and leaky.diagnosis == "FM-KERN-MATH", leaky.message

@@ -27,7 +27,7 @@ def test_every_report_shows_an_unfixed_failure(not_ready):
     cce = next(c for c in data["checks"] if c["code"] == "CCE001")
     assert cce["status"] == "FAIL" and cce["diagnosis"] == "FM-CCE-MATH" and cce["fix"] is None
     assert "cce.fused_loss" not in data["patches"]  # training must not use what failed
-    assert data["patches"] == ["packing.no_cache_no_mask"]  # only what was verified
+    assert data["patches"] == ["packing.no_cache_no_mask", "speed.packed_attention"]  # only what was verified
 
     suite = ET.parse(out / "r.xml").getroot()
     assert suite.get("failures") == "1"

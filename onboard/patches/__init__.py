@@ -7,7 +7,7 @@ from onboard.patches.cce import CcePatch
 from onboard.patches.extra_inputs import ExtraInputsPatch
 from onboard.patches.loss_kwargs import LossKwargsPatch
 from onboard.patches.packing import BlockMaskPatch, PackingPatch
-from onboard.patches.speed import PackedAttentionPatch
+from onboard.patches.speed import CompiledLayersPatch, PackedAttentionPatch
 from onboard.patches.peft_targets import (ExcludeUnwrappablePatch, ExpertParametersPatch, WrappedLinearTargetsPatch,
                                          lora_config)
 
@@ -15,6 +15,7 @@ PATCHES: dict[str, Patch | LoraTransform] = {p.id: p for p in (
     AttentionFallbackPatch(), CausalAttentionPatch(), WrappedLinearTargetsPatch(), ExcludeUnwrappablePatch(), ExpertParametersPatch(),
     ExtraInputsPatch(),
     PackingPatch(), BlockMaskPatch(), LossKwargsPatch(), CcePatch(), PackedAttentionPatch(),
+    CompiledLayersPatch(),
 )}
 if tuple(PATCHES) != ids.ALL:  # a patch without its constant, or a constant without its patch
     raise ImportError(f"onboard.patches: registry {sorted(PATCHES)} differs from onboard.patches.ids {sorted(ids.ALL)}")

@@ -1,5 +1,12 @@
 """speed.*: levers that make a training step faster without changing its math, each verified by KERN001.
 
+speed.compiled_layers: regional torch.compile, each repeated block (decoder layer) compiled on its own
+(nn.Module.compile; the layers share one code object, so one compilation serves them all, and a new row length
+recompiles once with dynamic shapes). Measured on an H200 (Llama-3-8B shape, one packed row of 6,493 tokens,
+forward and backward, with speed.packed_attention): 691 -> 460 ms per step, peak memory 84 -> 66 GiB; Inductor
+fuses the elementwise work around the matmuls (the fp32 adapters' casts, RMSNorm, SwiGLU, RoPE). CUDA only:
+on a CPU the compilation costs more than a check-sized run saves.
+
 speed.packed_attention: attention for packed rows that runs each sample on its own, through transformers'
 attention interface (registered under "onboard_packed", selected with set_attn_implementation; no model
 class is edited). transformers' sdpa path isolates the samples of a packed row with a dense block-diagonal
@@ -36,6 +43,20 @@ def sample_bounds(position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
         starts = [0] + [t for t in range(1, len(row)) if row[t] != row[t - 1] + 1]
         rows.append(list(zip(starts, starts[1:] + [len(row)])))
     return rows
+
+
+_last: list = [None, None, None]  # (position_ids, its version, its bounds): one forward's layers share them
+
+
+def _bounds_once(position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
+    """sample_bounds, computed once per forward: every layer gets the same position_ids tensor, and reading it
+    on the host waits for the GPU, once per layer otherwise. The tensor itself is kept, so no other tensor can
+    take its id while it is remembered; an in-place change bumps its version."""
+    if _last[0] is position_ids and _last[1] == position_ids._version:
+        return _last[2]
+    bounds = sample_bounds(position_ids)
+    _last[:] = [position_ids, position_ids._version, bounds]
+    return bounds
 
 
 def _expand_kv(key: torch.Tensor, value: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,6 +124,7 @@ def attention_path(device: torch.device, dtype: torch.dtype) -> str:
     return "sdpa per sample"
 
 
+@torch.compiler.disable  # runs eagerly inside a compiled layer: it reads sample bounds on the host
 def packed_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """An attention function for transformers' AttentionInterface. Packed rows (no mask, position_ids that
     restart) run per sample; anything with a mask runs transformers' sdpa."""
@@ -121,9 +143,12 @@ def packed_attention_forward(module, query, key, value, attention_mask, scaling=
             attention_mask = causal[None, None] & attention_mask[:, None, None, -length:].bool()
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                       **kwargs)
-    if position_ids.shape[0] != query.shape[0]:
-        position_ids = position_ids.expand(query.shape[0], -1)
-    bounds = sample_bounds(position_ids[:, -query.shape[2]:])
+    bounds = _bounds_once(position_ids)
+    if len(bounds) != query.shape[0]:  # position_ids given for one row, shared by the batch
+        bounds = bounds[:1] * query.shape[0]
+    if bounds[0][-1][1] != query.shape[2]:
+        raise NotImplementedError(f"{PACKED_ATTENTION}: position_ids cover {bounds[0][-1][1]} positions, the "
+                                  f"queries {query.shape[2]} (a cache or a prefix)")
     window = kwargs.get("sliding_window")
     varlen = _varlen() if query.is_cuda and query.dtype in (torch.bfloat16, torch.float16) and not window else None
     if varlen is not None:
@@ -165,4 +190,47 @@ class PackedAttentionPatch:
         base.set_attn_implementation(PACKED_ATTENTION)
         handle = PatchHandle(self.id)
         handle.on_revert(lambda: base.set_attn_implementation(old))
+        return handle
+
+
+def repeated_blocks(model) -> list[torch.nn.Module]:
+    """The model's repeated blocks: the children of its longest ModuleList whose members are all of one class
+    (the decoder layers), found in the module tree rather than by attribute name."""
+    best: list[torch.nn.Module] = []
+    for module in unwrap(model).modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) > len(best) and len(module) > 1:
+            if len({type(m) for m in module}) == 1:
+                best = list(module)
+    return best
+
+
+class CompiledLayersPatch:
+    id = ids.SPEED_COMPILED_LAYERS
+    applicability = Applicability.SAFE
+    summary = "torch.compile each decoder layer on its own (regional compilation), CUDA only"
+    keeps_unpacked_outputs = False
+
+    def __init__(self, devices: tuple[str, ...] = ("cuda",)):
+        self.devices = devices
+
+    def describe(self, model) -> str:
+        blocks = repeated_blocks(model)
+        return f"{len(blocks)} x {type(blocks[0]).__name__}" if blocks else "no repeated blocks"
+
+    def applies_to(self, model) -> str | None:
+        device = unwrap(model).device.type
+        if device not in self.devices:
+            return f"compiled on {', '.join(self.devices)} only: on {device} the compilation costs more than it saves"
+        if not repeated_blocks(model):
+            return "no repeated block (a ModuleList of one class) to compile"
+        return None
+
+    def apply(self, model, context=None) -> PatchHandle:
+        reason = self.applies_to(model)
+        if reason:
+            raise ValueError(f"{self.id} does not apply: {reason}")
+        handle = PatchHandle(self.id)
+        for block in repeated_blocks(model):
+            block.compile()
+            handle.on_revert(lambda block=block: setattr(block, "_compiled_call_impl", None))
         return handle

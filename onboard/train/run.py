@@ -132,6 +132,10 @@ def train(session, patch_ids: list[str], options: TrainOptions, *, check_source:
     if console is not None:
         console.print(f"Training with patches: {', '.join(applied) or 'none'}"
                       + "".join(f"; {k} left out: {why}" for k, why in skipped.items()), highlight=False)
+        levers = [p for p in applied if p.startswith("speed.")]
+        if levers:
+            console.print(f"Speed levers: {', '.join(levers)} (KERN001 verified the same loss and adapter gradients "
+                          "with them on)", highlight=False)
     if session.tokenizer.pad_token_id is None:
         session.tokenizer.pad_token_id = session.pad_id
     collator = (DataCollatorWithFlattening(return_position_ids=True) if options.packing else
