@@ -199,6 +199,8 @@ def train(
     epochs: Annotated[float, typer.Option(help="passes over the data")] = 1.0,
     max_steps: Annotated[int, typer.Option("--max-steps", help="optimizer steps; overrides --epochs when > 0")] = -1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="samples per micro-batch (one packed row)")] = 8,
+    batch_tokens: Annotated[Optional[int], typer.Option("--batch-tokens", help="real tokens per micro-batch instead "
+                            "of --batch-size: samples grouped in data order while they fit (packing only)")] = None,
     grad_accum: Annotated[int, typer.Option("--grad-accum", help="micro-batches per optimizer step")] = 1,
     lr: Annotated[float, typer.Option(help="peak learning rate (linear decay)")] = 2e-4,
     lora_rank: RankOpt = D.lora_rank,
@@ -244,9 +246,11 @@ def train(
         from onboard.harness.errors import BadInput
         from onboard.reports import json_report, terminal
         from onboard.train import TrainOptions, load_check_report, refuse_existing_run
+        from onboard.train.run import check_batching
         from onboard.train import train as run_training
 
         refuse_existing_run(out, resume)  # before minutes of loading and checking, not after
+        check_batching(batch_tokens, packing)
         report = load_check_report(from_report) if from_report else None
         cfg, setup = _setup(ctx, given, config, no_config, report=report, report_path=from_report)
         if report is not None and report.model.get("id") != setup.spec().display:
@@ -283,7 +287,8 @@ def train(
             err.print(f"[yellow]--force:[/] training a {report.verdict.value} model ({findings})", highlight=False)
             source["forced"] = True
         options = TrainOptions(
-            out=out, data=data, epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
+            out=out, data=data, epochs=epochs, max_steps=max_steps, batch_size=batch_size, batch_tokens=batch_tokens,
+            grad_accum=grad_accum,
             lr=lr, packing=packing, cce=cce, save_steps=save_steps, resume=resume)
         result = run_training(session, report.verified_patches, options, check_source=source, console=err)
         r = result.report

@@ -178,3 +178,32 @@ def test_malformed_data_line_is_named(tmp_path):
     res = runner.invoke(app, ["train", "tiny:llama", "--data", str(data), "--out", str(tmp_path / "r")])
     text = res.output.replace("\n", " ")
     assert res.exit_code == 2 and "chats.jsonl:3:" in text.replace(" ", "") and "not valid JSON" in " ".join(text.split())
+
+
+@pytest.mark.parametrize("budget", [120, 400])
+def test_a_token_budget_fills_each_micro_batch_and_covers_the_data_once(budget, tmp_path):
+    """--batch-tokens: each micro-batch holds the samples that fit the budget (a longer sample alone), one epoch
+    sees every real token of the data once, and the steps are as many as the budget's groups."""
+    from onboard.train.run import token_budget_groups
+
+    tiny = make_session("tiny:llama")
+    result = train(tiny, PATCHES, TrainOptions(out=tmp_path / "run", batch_tokens=budget, lr=1e-3, save_steps=100))
+    lengths = [len(ex) for ex in tiny.examples]
+    groups = token_budget_groups(lengths, budget)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in g) <= budget or len(g) == 1 for g in groups)
+    tokens = [r["tokens"] for r in result.records]
+    assert len(tokens) == len(groups) and sum(tokens) == sum(lengths)
+    assert sorted(tokens) == sorted(sum(lengths[i] for i in g) for g in groups)
+    assert all(t <= budget or t in lengths for t in tokens)
+
+
+def test_a_token_budget_needs_packing_and_is_refused_before_loading(tmp_path):
+    import time
+
+    start = time.perf_counter()
+    res = runner.invoke(app, ["train", "tiny:llama", "--batch-tokens", "256", "--no-packing", "--force",
+                              "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "--no-packing" in " ".join(res.output.split()), res.output
+    assert time.perf_counter() - start < 2  # no model was loaded, no check ran
+    assert not (tmp_path / "r").exists()

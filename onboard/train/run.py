@@ -30,7 +30,7 @@ CURVE = "loss.png"
 ADAPTER = "adapter"
 # options a resumed run must share with the run it continues
 RESUME_KEYS = ("model", "data_sha256", "patches", "lora_r", "lora_alpha", "lora_targets", "lr", "batch_size",
-               "grad_accum", "packing", "seed", "max_length", "cce", "epochs", "max_steps")
+               "batch_tokens", "grad_accum", "packing", "seed", "max_length", "cce", "epochs", "max_steps")
 
 
 @dataclass
@@ -40,6 +40,8 @@ class TrainOptions:
     epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides epochs
     batch_size: int = 8  # samples per micro-batch; one packed row when packing
+    # real tokens per micro-batch instead: samples grouped in data order while they fit (packing only)
+    batch_tokens: int | None = None
     grad_accum: int = 1
     lr: float = 2e-4
     packing: bool = True
@@ -112,6 +114,7 @@ def train(session, patch_ids: list[str], options: TrainOptions, *, check_source:
     else:
         examples = session.tokenize(read_chats(data_path))  # every line validated: a bad one is named
     rows = [{"input_ids": ex.input_ids, "labels": ex.labels} for ex in examples]
+    check_batching(options.batch_tokens, options.packing)
     untrained = sum(1 for ex in examples if ex.n_trained == 0)
     truncated = sum(1 for ex in examples if ex.truncated)
 
@@ -143,13 +146,20 @@ def train(session, patch_ids: list[str], options: TrainOptions, *, check_source:
     cuda = session.device.type == "cuda"
     # the builder TRAIN001 and GA001 used: precision and checkpointing are what the checks ran with
     args = training_arguments(
-        session, out, per_device_train_batch_size=options.batch_size, gradient_accumulation_steps=options.grad_accum,
+        session, out, per_device_train_batch_size=options.batch_size if options.batch_tokens is None else 1,
+        gradient_accumulation_steps=options.grad_accum,
         learning_rate=options.lr, num_train_epochs=options.epochs, max_steps=options.max_steps,
         lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, seed=options.seed, data_seed=options.seed,
         logging_steps=1, save_strategy="steps", save_steps=options.save_steps, save_total_limit=2,
     )
     prepare_for_checkpointing(model, args)
-    trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collator)
+    dataset = rows
+    if options.batch_tokens is not None:  # one dataset item per micro-batch: the samples a token budget holds
+        dataset = [{"samples": [rows[i] for i in group]}
+                   for group in token_budget_groups([len(r["input_ids"]) for r in rows], options.batch_tokens)]
+        flatten = collator
+        collator = lambda items: flatten([sample for item in items for sample in item["samples"]])  # noqa: E731
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
     trainer.remove_callback(PrinterCallback)
     start_step = int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0
     listeners = []
@@ -157,7 +167,7 @@ def train(session, patch_ids: list[str], options: TrainOptions, *, check_source:
     if console is not None:
         from onboard.train.monitor import RichProgress
 
-        progress = RichProgress(console, _total_steps(len(rows), options), start_step)
+        progress = RichProgress(console, _total_steps(len(dataset), options), start_step)
         listeners.append(progress)
     meter = StepMeter(trainer, out / LOG, session.device, keep_until=start_step, listeners=tuple(listeners))
     stop = GracefulStop()
@@ -240,6 +250,16 @@ def model_path(session) -> str | None:
     return getattr(session.model.config, "_name_or_path", None) or None
 
 
+def check_batching(batch_tokens: int | None, packing: bool) -> None:
+    """A token budget needs packed rows, and a positive number of tokens."""
+    if batch_tokens is None:
+        return
+    if not packing:
+        raise BadInput("--batch-tokens groups samples into packed rows: it cannot be used with --no-packing")
+    if batch_tokens < 1:
+        raise BadInput(f"--batch-tokens must be a positive number of tokens, not {batch_tokens}")
+
+
 def refuse_existing_run(out: Path, resume: bool) -> None:
     """An --out holding an earlier run's checkpoints is refused before anything slow runs (unless --resume)."""
     from transformers.trainer_utils import get_last_checkpoint
@@ -265,12 +285,28 @@ def _resume_point(out: Path, fingerprint: dict, resume: bool, get_last_checkpoin
     return last
 
 
+def token_budget_groups(lengths: list[int], budget: int) -> list[list[int]]:
+    """Indices grouped in order while their lengths sum to at most `budget`; a sample longer than the budget is a
+    group of its own (it is never cut)."""
+    groups: list[list[int]] = []
+    total = 0
+    for i, n in enumerate(lengths):
+        if groups and total + n <= budget:
+            groups[-1].append(i)
+            total += n
+        else:
+            groups.append([i])
+            total = n
+    return groups
+
+
 def _total_steps(n_rows: int, options: TrainOptions) -> int:
     if options.max_steps > 0:
         return options.max_steps
     import math
 
-    per_epoch = math.ceil(math.ceil(n_rows / options.batch_size) / options.grad_accum)
+    per_batch = options.batch_size if options.batch_tokens is None else 1  # n_rows: micro-batches already
+    per_epoch = math.ceil(math.ceil(n_rows / per_batch) / options.grad_accum)
     return max(1, math.ceil(per_epoch * options.epochs))
 
 
