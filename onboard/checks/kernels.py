@@ -69,6 +69,7 @@ class KernelsCheck(Check):
         res.measure("packed_samples", len(shortest), "samples", f"{batch.input_ids.shape[1]} tokens in one row")
         saved = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         was_training = model.training
+        kept = []  # handles of the verified levers, on until the check ends (also when it crashes)
         try:
             _randomise_lora_b(model, session.seed)
             model.eval()
@@ -83,7 +84,7 @@ class KernelsCheck(Check):
                             "the plain run's own rounding: the lever may be this far from fp32, times the factor")
                 res.measure("plain_vs_fp32_grad_rel", float(f"{plain_grad_rel:.3g}"), "")
             res.measure("seconds_plain", round(plain_s, 4), "s", "one forward and backward, informative")
-            verified, failed, skipped, kept = [], [], {}, []
+            verified, failed, skipped = [], [], {}
             for lever in LEVERS:  # each on top of the levers verified before it: what training runs is all of them
                 patch = get_patch(lever)
                 reason = patch.applies_to(model)
@@ -129,9 +130,9 @@ class KernelsCheck(Check):
                 else:
                     failed.append((lever, rel, grad_rel))
                     handle.revert()
+        finally:
             for handle in reversed(kept):
                 handle.revert()
-        finally:
             _restore(model, saved)
             model.train(was_training)
         res.enables = [lever for lever, _, _ in verified] or None
