@@ -150,3 +150,15 @@ def test_in_bf16_a_lever_is_judged_against_fp32_beside_the_plain_run():
     assert all(p.dtype is torch.bfloat16 and torch.equal(p, v) for p, v in before)
     leaky = by_code(run_checks(make_session("fault:kern-math", dtype="bfloat16"), subset))["KERN001"]
     assert leaky.status is Status.WARN and leaky.diagnosis == "FM-KERN-MATH", leaky.message
+
+
+def test_the_lever_reverts_a_sub_model_that_never_took_sdpa():
+    """Apertus 1.5's vision tokenizer refuses sdpa: reverting through set_attn_implementation crashed KERN001
+    (the sweep's one INCONCLUSIVE). Each sub-model's own backend is put back as it was."""
+    session = make_session("tiny:apertus1p5")
+    model = session.train_model
+    before = [m.config._attn_implementation for m in unwrap(model).modules() if hasattr(m, "set_attn_implementation")]
+    kern = KernelsCheck().run(session)
+    assert kern.status is not Status.ERROR, kern.message
+    after = [m.config._attn_implementation for m in unwrap(model).modules() if hasattr(m, "set_attn_implementation")]
+    assert after == before and "onboard_packed" not in after

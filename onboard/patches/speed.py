@@ -186,10 +186,18 @@ class PackedAttentionPatch:
             raise ValueError(f"{self.id} does not apply: {reason}")
         register()
         base = unwrap(model)
-        old = base.config._attn_implementation
+        # every sub-model's own backend, put back as it was on revert (set_attn_implementation would re-check
+        # each, and a vision tower that never took sdpa refuses it: Apertus 1.5)
+        before = {id(m.config): (m.config, m.config._attn_implementation) for m in base.modules()
+                  if hasattr(m, "set_attn_implementation") and getattr(m, "config", None) is not None}
         base.set_attn_implementation(PACKED_ATTENTION)
         handle = PatchHandle(self.id)
-        handle.on_revert(lambda: base.set_attn_implementation(old))
+
+        def restore():
+            for config, backend in before.values():
+                config._attn_implementation = backend
+
+        handle.on_revert(restore)
         return handle
 
 
