@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from onboard.checks.base import Check
+from onboard.harness.forward import grad_rel_diff
 from onboard.harness.memory import cuda_peak_bytes
 from onboard.harness.result import Status, bar_figure, note_figure
 from onboard.patches import get_patch, unwrap
@@ -109,7 +110,7 @@ class CceCheck(Check):
         stats = handle.stats
         rtol = session.threshold("cce.loss_rtol")
         rel = abs(fused_loss - ref_loss) / max(abs(ref_loss), 1e-12)
-        grad_rel = _grad_rel_diff(ref_grads, fused_grads)
+        grad_rel = grad_rel_diff(ref_grads, fused_grads)
         res.measure("impl", stats.impl)
         res.measure("logit_scale", float(f"{stats.scale:.6g}"), "", "measured: logits / output layer")
         res.measure("logit_softcap", stats.softcap if stats.softcap is not None else "none", "", "measured fit")
@@ -170,14 +171,6 @@ def _loss_and_grads(model, batch) -> tuple[float, dict[str, torch.Tensor], dict]
 def _ce(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).to(logits.device),
                                              ignore_index=-100).item()
-
-
-def _grad_rel_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    if set(a) != set(b) or not a:
-        return float("inf")
-    num = sum(((a[n] - b[n]) ** 2).sum() for n in a) ** 0.5
-    den = sum((a[n] ** 2).sum() for n in a) ** 0.5
-    return float(num / den.clamp(min=1e-30))
 
 
 def _measure_memory(res, session, patch, model) -> None:

@@ -8,8 +8,9 @@ import torch
 
 from onboard.checks.base import Check
 from onboard.harness.data import pack
-from onboard.harness.forward import PackedBatch
+from onboard.harness.forward import PackedBatch, grad_rel_diff
 from onboard.harness.result import Status
+from onboard.harness.training import restore_parameters
 from onboard.patches import get_patch, ids
 
 LEVERS = (ids.SPEED_PACKED_ATTENTION, ids.SPEED_COMPILED_LAYERS)  # tried in this order, each on top of those
@@ -133,7 +134,7 @@ class KernelsCheck(Check):
         finally:
             for handle in reversed(kept):
                 handle.revert()
-            _restore(model, saved)
+            restore_parameters(model, saved)
             model.train(was_training)
         res.enables = [lever for lever, _, _ in verified] or None
         if skipped:
@@ -170,7 +171,7 @@ def _loss_and_grads(model, batch: PackedBatch) -> tuple[float, dict[str, torch.T
 
 
 def _distance(loss, grads, ref_loss, ref_grads) -> tuple[float, float]:
-    return abs(loss - ref_loss) / max(abs(ref_loss), 1e-12), _rel(grads, ref_grads)
+    return abs(loss - ref_loss) / max(abs(ref_loss), 1e-12), grad_rel_diff(ref_grads, grads)
 
 
 def _fp32_reference(model, batch, session):
@@ -196,25 +197,9 @@ def _fp32_reference(model, batch, session):
             torch.cuda.empty_cache()
 
 
-def _rel(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    if set(a) != set(b):
-        return float("inf")
-    num = sum(((a[n] - b[n]) ** 2).sum() for n in b) ** 0.5
-    den = sum((b[n] ** 2).sum() for n in b) ** 0.5
-    return float(num / den.clamp(min=1e-30)) if b else 0.0
-
-
 @torch.no_grad()
 def _randomise_lora_b(model, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     for name, param in model.named_parameters():
         if param.requires_grad and "lora_B" in name:
             param.copy_(torch.randn(param.shape, generator=gen).to(param.device, param.dtype) * 1e-2)
-
-
-@torch.no_grad()
-def _restore(model, saved: dict[str, torch.Tensor]) -> None:
-    for name, param in model.named_parameters():
-        if name in saved:
-            param.copy_(saved[name])
-    model.zero_grad(set_to_none=True)

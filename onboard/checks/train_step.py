@@ -9,6 +9,7 @@ import torch
 
 from onboard.checks.base import Check, FixAvailability
 from onboard.harness.result import Status
+from onboard.harness.training import restore_parameters
 from onboard.patches.base import unwrap
 from onboard.patches import ids
 
@@ -215,11 +216,7 @@ def _reference_loss(session, examples) -> float:
     return float(torch.cat(list(reference.values())).mean())
 
 
-@torch.no_grad()
 def _restore(model, trainable: dict[str, torch.Tensor]) -> None:
     """Put the adapter back as it was: later checks and the report see the untrained model."""
-    for name, param in model.named_parameters():
-        if name in trainable:
-            param.copy_(trainable[name])
-    model.zero_grad(set_to_none=True)
+    restore_parameters(model, trainable)
     model.eval()

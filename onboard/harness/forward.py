@@ -113,6 +113,15 @@ class Perturbation:
         return self._distance(base[1], other[1])
 
 
+def grad_rel_diff(reference: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) -> float:
+    """||other - reference|| / ||reference|| over every named gradient; inf when the names differ or none exist."""
+    if set(reference) != set(other) or not reference:
+        return float("inf")
+    num = sum(((other[n] - reference[n]) ** 2).sum() for n in reference) ** 0.5
+    den = sum((reference[n] ** 2).sum() for n in reference) ** 0.5
+    return float(num / den.clamp(min=1e-30))
+
+
 def batch_tensors(examples: list[Example], device: torch.device, pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded batch with an attention mask; labels IGNORE on padding."""
     width = max(len(ex) for ex in examples)

@@ -51,5 +51,17 @@ def undo_checkpointing(model) -> None:
         base.disable_input_require_grads()
 
 
-__all__ = ["TRAINED_WITH", "checkpointing", "prepare_for_checkpointing",
+def restore_parameters(model, saved: dict) -> None:
+    """Copy saved values back into the named parameters (an adapter a check trained or perturbed) and drop the
+    gradients: later checks and the report see the adapter as it was."""
+    import torch
+
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in saved:
+                param.copy_(saved[name])
+    model.zero_grad(set_to_none=True)
+
+
+__all__ = ["TRAINED_WITH", "checkpointing", "prepare_for_checkpointing", "restore_parameters",
            "training_arguments", "undo_checkpointing"]
