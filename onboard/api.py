@@ -99,6 +99,7 @@ def apply_patches(target, report: RunReport, *, cce: str = "auto") -> AppliedPat
     patches = [get_patch(p) for p in report.verified_patches]
     device = next(model.parameters()).device
     context = _Context(model, device)
+    context.patch_options = report.patch_options
     result = AppliedPatches(applied=[])
     for patch in patches:
         if is_lora_transform(patch):
@@ -215,6 +216,7 @@ class _Context:
 
     def __init__(self, model, device):
         self.model, self.device, self.attn = model, device, None
+        self.patch_options: dict[str, str] = {}
 
     def probe_batch(self, n: int = 1) -> dict[str, torch.Tensor]:
         from onboard.patches.base import unwrap

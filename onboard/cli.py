@@ -290,7 +290,8 @@ def train(
             out=out, data=data, epochs=epochs, max_steps=max_steps, batch_size=batch_size, batch_tokens=batch_tokens,
             grad_accum=grad_accum,
             lr=lr, packing=packing, cce=cce, save_steps=save_steps, resume=resume)
-        result = run_training(session, report.verified_patches, options, check_source=source, console=err)
+        result = run_training(session, report.verified_patches, options, check_source=source, console=err,
+                              patch_options=report.patch_options)
         r = result.report
         if result.status == "interrupted":
             err.print(f"stopped after step {result.steps}; checkpoint {r['last_checkpoint']} saved. "

@@ -154,6 +154,7 @@ PATCH_MODELS = {
     "lora.expert_parameters": ("fault:lora-experts", {}),
     "speed.packed_attention": ("tiny:llama", {}),
     "speed.compiled_layers": ("tiny:llama", {}),  # compiled on the CPU here (the lever itself is CUDA-only)
+    "moe.experts_implementation": ("tiny:qwen3_moe", {}),  # grouped_mm (as loaded) -> batched_mm -> grouped_mm
 }
 
 
@@ -184,6 +185,8 @@ def test_apply_then_revert_leaves_the_model_unchanged(patch_id):
             from onboard.patches.speed import CompiledLayersPatch
 
             patch = CompiledLayersPatch(devices=("cpu",))
+        if patch_id == "moe.experts_implementation":
+            session.patch_options[patch_id] = "batched_mm"  # MOE001's choice
         handle = patch.apply(model, session)
         handle.revert()
     after = snapshot()

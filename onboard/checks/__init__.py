@@ -10,12 +10,13 @@ from onboard.checks.initial_loss import InitialLossCheck
 from onboard.checks.kernels import KernelsCheck
 from onboard.checks.load import LoadCheck
 from onboard.checks.lora import LoraCheck
+from onboard.checks.moe import MoeCheck
 from onboard.checks.packing import PackingCheck
 from onboard.checks.train_step import TrainStepCheck
 
 CHECKS: tuple[type[Check], ...] = (
     LoadCheck, AttentionCheck, LoraCheck, InitialLossCheck, PackingCheck, CceCheck, GradAccumCheck, TrainStepCheck,
-    KernelsCheck,
+    KernelsCheck, MoeCheck,
 )
 
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
-import torch
-
 from onboard.checks.base import Check
 from onboard.harness.data import pack
-from onboard.harness.forward import PackedBatch, grad_rel_diff
+from onboard.harness.forward import PackedBatch
 from onboard.harness.result import Status
+from onboard.harness.samemath import SameMath, first_line, loss_and_grads, randomise_lora_b
 from onboard.harness.training import restore_parameters
 from onboard.patches import get_patch, ids
 
@@ -72,19 +69,9 @@ class KernelsCheck(Check):
         was_training = model.training
         kept = []  # handles of the verified levers, on until the check ends (also when it crashes)
         try:
-            _randomise_lora_b(model, session.seed)
+            randomise_lora_b(model, session.seed)
             model.eval()
-            plain_loss, plain_grads, plain_s = _loss_and_grads(model, batch)
-            res.measure("loss_plain", round(plain_loss, 6), "nats")
-            # in bf16/fp16 two right computations differ by rounding: each run is judged by its distance from the
-            # same model in fp32, against the plain run's own distance (a lever may round differently, not worse)
-            reference = _fp32_reference(model, batch, session)
-            if reference is not None:
-                plain_rel, plain_grad_rel = _distance(plain_loss, plain_grads, *reference)
-                res.measure("plain_vs_fp32_loss_rel", float(f"{plain_rel:.3g}"), "",
-                            "the plain run's own rounding: the lever may be this far from fp32, times the factor")
-                res.measure("plain_vs_fp32_grad_rel", float(f"{plain_grad_rel:.3g}"), "")
-            res.measure("seconds_plain", round(plain_s, 4), "s", "one forward and backward, informative")
+            plain = SameMath.measure(model, batch, rtol, factor, res)
             verified, failed, skipped = [], [], {}
             for lever in LEVERS:  # each on top of the levers verified before it: what training runs is all of them
                 patch = get_patch(lever)
@@ -93,34 +80,19 @@ class KernelsCheck(Check):
                     try:
                         handle = patch.apply(model, session)
                     except Exception as exc:  # noqa: BLE001 - a lever that cannot run this model is not used
-                        reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}"
+                        reason = first_line(exc)
                     else:
                         try:
-                            _loss_and_grads(model, batch)  # a first call compiles or tunes: not timed
-                            loss, grads, seconds = _loss_and_grads(model, batch)
+                            loss_and_grads(model, batch)  # a first call compiles or tunes: not timed
+                            loss, grads, seconds = loss_and_grads(model, batch)
                         except Exception as exc:  # noqa: BLE001
                             handle.revert()
-                            reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}"
+                            reason = first_line(exc)
                 if reason is not None:
                     skipped[lever] = reason
                     res.measure(f"{lever}", "not applicable", "", reason)
                     continue
-                rel, grad_rel = _distance(loss, grads, plain_loss, plain_grads)
-                if reference is None:  # fp32: the plain run is the reference
-                    good = rel <= rtol and grad_rel <= rtol * 10
-                    res.measure(f"{lever}.loss_rel_diff", float(f"{rel:.3g}"), "", compare="<=", limit=rtol)
-                    res.measure(f"{lever}.grad_rel_diff", float(f"{grad_rel:.3g}"), "", compare="<=", limit=rtol * 10)
-                else:
-                    res.measure(f"{lever}.loss_rel_diff", float(f"{rel:.3g}"), "", "against the plain run")
-                    res.measure(f"{lever}.grad_rel_diff", float(f"{grad_rel:.3g}"), "", "against the plain run")
-                    ref_rel, ref_grad_rel = _distance(loss, grads, *reference)
-                    loss_limit = max(factor * plain_rel, rtol)
-                    grad_limit = max(factor * plain_grad_rel, rtol * 10)
-                    res.measure(f"{lever}.vs_fp32_loss_rel", float(f"{ref_rel:.3g}"), "", compare="<=",
-                                limit=float(f"{loss_limit:.3g}"))
-                    res.measure(f"{lever}.vs_fp32_grad_rel", float(f"{ref_grad_rel:.3g}"), "", compare="<=",
-                                limit=float(f"{grad_limit:.3g}"))
-                    good = ref_rel <= loss_limit and ref_grad_rel <= grad_limit
+                good, rel, grad_rel = plain.judge(res, lever, loss, grads)
                 res.measure(f"{lever}.seconds", round(seconds, 4), "s",
                             "one forward and backward with this lever and those verified before it, informative")
                 if hasattr(patch, "describe"):
@@ -154,52 +126,3 @@ class KernelsCheck(Check):
             f"{lever} (loss rel {rel:.1g}, gradients rel {g:.1g})" for lever, rel, g in verified)
         return res
 
-
-def _loss_and_grads(model, batch: PackedBatch) -> tuple[float, dict[str, torch.Tensor], float]:
-    model.zero_grad(set_to_none=True)
-    if batch.input_ids.is_cuda:
-        torch.cuda.synchronize(batch.input_ids.device)
-    start = time.perf_counter()
-    out = model(input_ids=batch.input_ids, position_ids=batch.position_ids, labels=batch.labels, use_cache=False)
-    out.loss.backward()
-    if batch.input_ids.is_cuda:
-        torch.cuda.synchronize(batch.input_ids.device)
-    seconds = time.perf_counter() - start
-    grads = {n: p.grad.detach().float().clone() for n, p in model.named_parameters() if p.grad is not None}
-    model.zero_grad(set_to_none=True)
-    return float(out.loss.detach()), grads, seconds
-
-
-def _distance(loss, grads, ref_loss, ref_grads) -> tuple[float, float]:
-    return abs(loss - ref_loss) / max(abs(ref_loss), 1e-12), grad_rel_diff(ref_grads, grads)
-
-
-def _fp32_reference(model, batch, session):
-    """The plain run with every floating weight in fp32 (then cast back: bf16 -> fp32 -> bf16 is exact), or None
-    when the model is fp32 already or the fp32 copy does not fit."""
-    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
-    if dtypes <= {torch.float32}:
-        return None
-    saved = {n: p.dtype for n, p in model.named_parameters() if p.is_floating_point()}
-    try:
-        for p in model.parameters():
-            if p.is_floating_point():
-                p.data = p.data.float()
-        loss, grads, _ = _loss_and_grads(model, batch)
-        return loss, grads
-    except torch.OutOfMemoryError:
-        return None
-    finally:
-        for n, p in model.named_parameters():
-            if n in saved:
-                p.data = p.data.to(saved[n])
-        if batch.input_ids.is_cuda:
-            torch.cuda.empty_cache()
-
-
-@torch.no_grad()
-def _randomise_lora_b(model, seed: int) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    for name, param in model.named_parameters():
-        if param.requires_grad and "lora_B" in name:
-            param.copy_(torch.randn(param.shape, generator=gen).to(param.device, param.dtype) * 1e-2)

@@ -155,6 +155,12 @@ class RunReport:
         return list(dict.fromkeys(fixes + enabled))
 
     @property
+    def patch_options(self) -> dict[str, str]:
+        """The choices checks made for the verified patches (MOE001: which experts implementation), by patch id."""
+        verified = set(self.verified_patches)
+        return {k: v for c in self.checks for k, v in (c.evidence.get("patch_options") or {}).items() if k in verified}
+
+    @property
     def reason(self) -> str:
         """One line: each blocking finding with its message (the cause, in the check's words) and the fix that
         was tried; or, for a ready model, the patches that made it ready."""

@@ -79,6 +79,8 @@ class ModelSession:
         self.timings: dict[str, float] = {}
         self.peft_model = None  # set through set_adapter by the lora check; later checks train through it
         self.applied: dict[str, object] = {}  # patch id -> handle (None for a LoRA-config transform), in order
+        # patch id -> the choice a check made for it (MOE001: which experts implementation), read by the patch
+        self.patch_options: dict[str, str] = {}
         self._reference: dict[int, torch.Tensor] = {}  # example index -> its per-token losses run alone
         self._logit_width: int | None = None
 

@@ -6,6 +6,7 @@ from onboard.patches.base import Applicability, LoraTransform, Patch, PatchHandl
 from onboard.patches.cce import CcePatch
 from onboard.patches.extra_inputs import ExtraInputsPatch
 from onboard.patches.loss_kwargs import LossKwargsPatch
+from onboard.patches.moe import ExpertsImplementationPatch
 from onboard.patches.packing import BlockMaskPatch, PackingPatch
 from onboard.patches.speed import CompiledLayersPatch, PackedAttentionPatch
 from onboard.patches.peft_targets import (ExcludeUnwrappablePatch, ExpertParametersPatch, WrappedLinearTargetsPatch,
@@ -15,7 +16,7 @@ PATCHES: dict[str, Patch | LoraTransform] = {p.id: p for p in (
     AttentionFallbackPatch(), CausalAttentionPatch(), WrappedLinearTargetsPatch(), ExcludeUnwrappablePatch(), ExpertParametersPatch(),
     ExtraInputsPatch(),
     PackingPatch(), BlockMaskPatch(), LossKwargsPatch(), CcePatch(), PackedAttentionPatch(),
-    CompiledLayersPatch(),
+    CompiledLayersPatch(), ExpertsImplementationPatch(),
 )}
 if tuple(PATCHES) != ids.ALL:  # a patch without its constant, or a constant without its patch
     raise ImportError(f"onboard.patches: registry {sorted(PATCHES)} differs from onboard.patches.ids {sorted(ids.ALL)}")

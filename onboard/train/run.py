@@ -102,7 +102,7 @@ def _use_cce(options: TrainOptions, device: torch.device) -> bool:
 
 
 def train(session, patch_ids: list[str], options: TrainOptions, *, check_source: dict | None = None,
-          console=None, callbacks=()) -> TrainResult:
+          console=None, callbacks=(), patch_options: dict[str, str] | None = None) -> TrainResult:
     """Train a LoRA on the session's model; write the adapter, a JSON step log, the loss curve and a report."""
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, PrinterCallback, Trainer
     from transformers.trainer_utils import get_last_checkpoint
@@ -120,6 +120,7 @@ def train(session, patch_ids: list[str], options: TrainOptions, *, check_source:
 
     fingerprint = {
         "model": session.spec.display, "data_sha256": file_sha256(data_path), "patches": sorted(patch_ids),
+        "patch_options": dict(sorted((patch_options or {}).items())),
         "lora_targets": session.lora_targets or "all-linear", "max_length": session.max_length,
         "lora_r": session.lora_rank, "lora_alpha": session.lora_alpha,
         **{k: v for k, v in asdict(options).items() if k not in ("out", "data", "resume", "save_steps")},
@@ -131,6 +132,7 @@ def train(session, patch_ids: list[str], options: TrainOptions, *, check_source:
     from transformers import set_seed
 
     set_seed(options.seed)  # the LoRA initialisation too, so equal options give equal runs
+    session.patch_options.update(patch_options or {})  # the checks' choices for the patches (experts implementation)
     model, applied, skipped = prepare_model(session, patch_ids, options)
     if console is not None:
         console.print(f"Training with patches: {', '.join(applied) or 'none'}"
@@ -139,6 +141,9 @@ def train(session, patch_ids: list[str], options: TrainOptions, *, check_source:
         if levers:
             console.print(f"Speed levers: {', '.join(levers)} (KERN001 verified the same loss and adapter gradients "
                           "with them on)", highlight=False)
+        if ids.MOE_EXPERTS_IMPLEMENTATION in applied:
+            console.print(f"Experts implementation: {session.patch_options[ids.MOE_EXPERTS_IMPLEMENTATION]} (MOE001 "
+                          "verified eager's loss and adapter gradients with it, and found it fastest)", highlight=False)
     if session.tokenizer.pad_token_id is None:
         session.tokenizer.pad_token_id = session.pad_id
     collator = (DataCollatorWithFlattening(return_position_ids=True) if options.packing else

@@ -1,0 +1,129 @@
+"""Same math: does another way of running a model's training step (a speed lever, an experts kernel, the
+compiled step) give the loss and the adapter gradients of the plain run? KERN001, MOE001 and COMPILE001 judge
+with this one rule.
+
+In fp32 the other run must give the plain loss within `rtol` (relative) and the gradients within 10 times that.
+In bf16/fp16 two right computations differ by rounding, so each run is judged by its distance from the same
+model run once in fp32 (the weights cast up for that pass, then back: bf16 -> fp32 -> bf16 is exact): the other
+run may be at most `factor` times as far from fp32 as the plain run is, and never needs to be closer than the
+fixed tolerances (rtol for the loss, 10 x rtol for the gradients).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from onboard.harness.forward import PackedBatch, grad_rel_diff
+
+
+def loss_and_grads(model, batch: PackedBatch) -> tuple[float, dict[str, torch.Tensor], float]:
+    """One forward and backward of a packed row: the loss, every trainable gradient (fp32 copies), seconds."""
+    model.zero_grad(set_to_none=True)
+    if batch.input_ids.is_cuda:
+        torch.cuda.synchronize(batch.input_ids.device)
+    start = time.perf_counter()
+    out = model(input_ids=batch.input_ids, position_ids=batch.position_ids, labels=batch.labels, use_cache=False)
+    out.loss.backward()
+    if batch.input_ids.is_cuda:
+        torch.cuda.synchronize(batch.input_ids.device)
+    seconds = time.perf_counter() - start
+    grads = {n: p.grad.detach().float().clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return float(out.loss.detach()), grads, seconds
+
+
+def distance(loss, grads, ref_loss, ref_grads) -> tuple[float, float]:
+    return abs(loss - ref_loss) / max(abs(ref_loss), 1e-12), grad_rel_diff(ref_grads, grads)
+
+
+def fp32_reference(model, batch):
+    """The plain run with every floating weight in fp32 (then cast back: bf16 -> fp32 -> bf16 is exact), or None
+    when the model is fp32 already or the fp32 copy does not fit."""
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if dtypes <= {torch.float32}:
+        return None
+    saved = {n: p.dtype for n, p in model.named_parameters() if p.is_floating_point()}
+    try:
+        for p in model.parameters():
+            if p.is_floating_point():
+                p.data = p.data.float()
+        loss, grads, _ = loss_and_grads(model, batch)
+        return loss, grads
+    except torch.OutOfMemoryError:
+        return None
+    finally:
+        for n, p in model.named_parameters():
+            if n in saved:
+                p.data = p.data.to(saved[n])
+        if batch.input_ids.is_cuda:
+            torch.cuda.empty_cache()
+
+
+@torch.no_grad()
+def randomise_lora_b(model, seed: int) -> None:
+    """Small random adapter B matrices: at their zero start the A matrices get no gradient to compare."""
+    gen = torch.Generator().manual_seed(seed)
+    for name, param in model.named_parameters():
+        if param.requires_grad and "lora_B" in name:
+            param.copy_(torch.randn(param.shape, generator=gen).to(param.device, param.dtype) * 1e-2)
+
+
+@dataclass
+class SameMath:
+    """The plain run another way of running must reproduce, and the limits it is judged against."""
+
+    loss: float
+    grads: dict[str, torch.Tensor]
+    seconds: float
+    rtol: float
+    factor: float
+    reference: tuple[float, dict[str, torch.Tensor]] | None = None  # the fp32 run, in bf16/fp16
+    plain_rel: float = 0.0
+    plain_grad_rel: float = 0.0
+
+    @classmethod
+    def measure(cls, model, batch: PackedBatch, rtol: float, factor: float, res=None) -> SameMath:
+        """The plain run (and in bf16/fp16 its fp32 reference), recorded on `res` when given."""
+        return cls.of_run(loss_and_grads(model, batch), model, batch, rtol, factor, res)
+
+    @classmethod
+    def of_run(cls, run, model, batch: PackedBatch, rtol: float, factor: float, res=None) -> SameMath:
+        """`run` (loss, grads, seconds: the plain run, already made) with its fp32 reference."""
+        loss, grads, seconds = run
+        plain = cls(loss, grads, seconds, rtol, factor, fp32_reference(model, batch))
+        if plain.reference is not None:
+            plain.plain_rel, plain.plain_grad_rel = distance(loss, grads, *plain.reference)
+        if res is not None:
+            res.measure("loss_plain", round(loss, 6), "nats")
+            if plain.reference is not None:
+                res.measure("plain_vs_fp32_loss_rel", float(f"{plain.plain_rel:.3g}"), "",
+                            "the plain run's own rounding: another run may be this far from fp32, times the factor")
+                res.measure("plain_vs_fp32_grad_rel", float(f"{plain.plain_grad_rel:.3g}"), "")
+            res.measure("seconds_plain", round(seconds, 4), "s", "one forward and backward, informative")
+        return plain
+
+    def judge(self, res, prefix: str, loss: float, grads: dict[str, torch.Tensor]) -> tuple[bool, float, float]:
+        """Whether (loss, grads) is the plain math; measurements named `prefix.*` go on `res`.
+        Returns (same, loss distance, gradient distance), both from the plain run."""
+        rel, grad_rel = distance(loss, grads, self.loss, self.grads)
+        if self.reference is None:  # fp32: the plain run is the reference
+            res.measure(f"{prefix}.loss_rel_diff", float(f"{rel:.3g}"), "", compare="<=", limit=self.rtol)
+            res.measure(f"{prefix}.grad_rel_diff", float(f"{grad_rel:.3g}"), "", compare="<=", limit=self.rtol * 10)
+            return rel <= self.rtol and grad_rel <= self.rtol * 10, rel, grad_rel
+        res.measure(f"{prefix}.loss_rel_diff", float(f"{rel:.3g}"), "", "against the plain run")
+        res.measure(f"{prefix}.grad_rel_diff", float(f"{grad_rel:.3g}"), "", "against the plain run")
+        ref_rel, ref_grad_rel = distance(loss, grads, *self.reference)
+        loss_limit = max(self.factor * self.plain_rel, self.rtol)
+        grad_limit = max(self.factor * self.plain_grad_rel, self.rtol * 10)
+        res.measure(f"{prefix}.vs_fp32_loss_rel", float(f"{ref_rel:.3g}"), "", compare="<=",
+                    limit=float(f"{loss_limit:.3g}"))
+        res.measure(f"{prefix}.vs_fp32_grad_rel", float(f"{ref_grad_rel:.3g}"), "", compare="<=",
+                    limit=float(f"{grad_limit:.3g}"))
+        return ref_rel <= loss_limit and ref_grad_rel <= grad_limit, rel, grad_rel
+
+
+def first_line(exc: BaseException, width: int = 160) -> str:
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:width]}"
