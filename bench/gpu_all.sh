@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU tests and benchmarks in one go, for a CUDA machine (through the device tool or your own).
-#   bench/gpu_all.sh [PART ...]   PART: env tests checklist cce packing trl kern profile (default: all)
+#   bench/gpu_all.sh [PART ...]   PART: env tests checklist cce packing trl kern profile compile_moe (default: all)
 #   TRL_ARGS passes options to bench/train_vs_trl.py (e.g. --modes onboard,onboard_fast --steps 12)
 # Logs go under $OUT (the device tool's output folder; ./gpu-logs elsewhere), one file per part.
 # Packages the machine lacks travel as wheels in .whl/ (cut-cross-entropy, gguf, trl, datasets, ...):
@@ -18,7 +18,7 @@ if [ -d .whl ] && [ ! -f /tmp/site/.onboard-installed ]; then
     && touch /tmp/site/.onboard-installed
 fi
 export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
-parts=${*:-env tests checklist cce packing trl kern profile}
+parts=${*:-env tests checklist cce packing trl kern profile compile_moe}
 for part in $parts; do
   start=$(date +%s)
   case $part in
@@ -30,6 +30,8 @@ for part in $parts; do
     trl) python3 bench/train_vs_trl.py ${TRL_ARGS:-} > "$OUT/train_vs_trl.log" 2>&1 ;;
     kern) python3 -m pytest -q -m gpu tests/test_gpu.py -k speed_levers -p no:cacheprovider > "$OUT/kern.log" 2>&1 ;;
     profile) python3 bench/step_profile.py > "$OUT/step_profile.log" 2>&1 ;;
+    compile_moe) python3 bench/compile_moe.py ${COMPILE_MOE_ARGS:-} > "$OUT/compile_moe.jsonl" 2> "$OUT/compile_moe.err" ;;
+    newtests) python3 -m pytest -q -m gpu tests/test_gpu.py -k "experts or compile" -p no:cacheprovider > "$OUT/newtests.log" 2>&1 ;;
     *) echo "unknown part $part" >&2; exit 2 ;;
   esac
   echo "$part: exit $? in $(( $(date +%s) - start )) s" | tee -a "$OUT/parts.txt"

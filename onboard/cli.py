@@ -63,6 +63,7 @@ RankOpt = Annotated[int, _setup_opt("lora_rank", "--lora-rank", "--lora-r")]
 AlphaOpt = Annotated[int, _setup_opt("lora_alpha", "--lora-alpha")]
 CkptOpt = Annotated[Optional[bool], _setup_opt("gradient_checkpointing",
                                                "--gradient-checkpointing/--no-gradient-checkpointing")]
+CompileOpt = Annotated[Optional[bool], _setup_opt("torch_compile", "--torch-compile/--no-torch-compile")]
 PackLenOpt = Annotated[int, _setup_opt("pack_length", "--pack-length")]
 SeedOpt = Annotated[int, _setup_opt("seed")]
 NoFixOpt = Annotated[bool, _setup_opt("no_fix", "--no-fix")]
@@ -99,6 +100,7 @@ def check(
     lora_rank: RankOpt = D.lora_rank,
     lora_alpha: AlphaOpt = D.lora_alpha,
     gradient_checkpointing: CkptOpt = D.gradient_checkpointing,
+    torch_compile: CompileOpt = D.torch_compile,
     seed: SeedOpt = D.seed,
     no_fix: NoFixOpt = D.no_fix,
     unsafe_fixes: UnsafeOpt = D.unsafe_fixes,
@@ -110,8 +112,8 @@ def check(
     html: HtmlOpt = None,
 ) -> None:
     """Load MODEL once and run the checklist: LOAD001 load, ATTN001 attention, LORA001 lora, LOSS001
-    initial_loss, PACK001 packing, CCE001 cce, GA001 grad_accum, TRAIN001 train_step, KERN001 kernels (onboard
-    checks lists them, onboard explain CODE documents one).
+    initial_loss, PACK001 packing, CCE001 cce, GA001 grad_accum, TRAIN001 train_step, KERN001 kernels, MOE001
+    experts, COMPILE001 compile (onboard checks lists them, onboard explain CODE documents one).
 
     Exit codes: 0 READY (or READY_WITH_FIXES without --strict), 1 NOT_READY, 2 bad input or usage,
     3 environment or internal error.
@@ -121,7 +123,7 @@ def check(
                  trust_remote_code=trust_remote_code, random_weights=random_weights, lora_targets=lora_targets,
                  chat_template=chat_template, max_length=max_length, pack_length=pack_length, seed=seed,
                  data=data, no_fix=no_fix, unsafe_fixes=unsafe_fixes, strict=strict, lora_rank=lora_rank,
-                 lora_alpha=lora_alpha, gradient_checkpointing=gradient_checkpointing)
+                 lora_alpha=lora_alpha, gradient_checkpointing=gradient_checkpointing, torch_compile=torch_compile)
 
     def body() -> ExitCode:
         from onboard.checks import CHECKS

@@ -107,3 +107,40 @@ def test_speed_levers_are_verified_in_bf16(spec):
     assert ids.SPEED_PACKED_ATTENTION in report.verified_patches
     assert get_patch(ids.SPEED_PACKED_ATTENTION).describe(session.train_model) == "torch varlen_attn"
     assert ids.SPEED_COMPILED_LAYERS in report.verified_patches, kern.measurements
+
+
+@pytest.mark.parametrize("arch", ["qwen3_moe", "gpt_oss"])
+def test_experts_kernels_are_verified_in_bf16(arch):
+    """On CUDA in bf16 transformers' grouped_mm and batched_mm give eager's loss and adapter gradients within
+    bf16 rounding (judged against the fp32 run), the experts' adapters included; the chosen one is the fastest."""
+    from onboard.checks import LoraCheck, MoeCheck, PackingCheck
+
+    session = ModelSession(model=f"tiny:{arch}", device="cuda")
+    check = by_code(run_checks(session, [LoraCheck, PackingCheck, MoeCheck]))["MOE001"]
+    assert check.status is Status.PASS, check.message
+    m = check.measurements
+    verified = [n for n in ("eager", "batched_mm", "grouped_mm") if f"{n}.seconds" in m]
+    assert {"batched_mm", "grouped_mm"} <= set(verified), m
+    assert m["chosen"].value == min(verified, key=lambda n: m[f"{n}.seconds"].value)
+
+
+def test_compile_failure_is_fixed_by_regional_compilation():
+    """fault:compile-fail on CUDA: whole-model compile fails on the final norm's custom operator (no fake
+    implementation); compiling the decoder layers only (speed.compiled_layers, Inductor) leaves the norm eager,
+    and the re-run check verifies it: one graph per layer, eager's math within bf16 rounding."""
+    from onboard.checks import CompileCheck, LoraCheck, PackingCheck
+    from onboard.patches import ids
+
+    session = ModelSession(model="fault:compile-fail", device="cuda")
+    check = by_code(run_checks(session, [LoraCheck, PackingCheck, CompileCheck]))["COMPILE001"]
+    assert check.diagnosis == "FM-COMPILE-FAIL", check.message
+    assert check.proposed_patch == ids.SPEED_COMPILED_LAYERS and check.fix.verified, check.fix
+
+
+def test_compiled_step_matches_eager_on_cuda():
+    from onboard.checks import CompileCheck, LoraCheck, PackingCheck
+
+    session = ModelSession(model="tiny:llama", device="cuda")
+    check = by_code(run_checks(session, [LoraCheck, PackingCheck, CompileCheck]))["COMPILE001"]
+    assert check.status is Status.PASS, check.message
+    assert check.measurements["backend"].value == "inductor" and check.measurements["speedup"].value > 0

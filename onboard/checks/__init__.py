@@ -5,6 +5,7 @@ from __future__ import annotations
 from onboard.checks.attention import AttentionCheck
 from onboard.checks.base import Check, FixAvailability
 from onboard.checks.cce import CceCheck
+from onboard.checks.compile import CompileCheck
 from onboard.checks.grad_accum import GradAccumCheck
 from onboard.checks.initial_loss import InitialLossCheck
 from onboard.checks.kernels import KernelsCheck
@@ -16,7 +17,7 @@ from onboard.checks.train_step import TrainStepCheck
 
 CHECKS: tuple[type[Check], ...] = (
     LoadCheck, AttentionCheck, LoraCheck, InitialLossCheck, PackingCheck, CceCheck, GradAccumCheck, TrainStepCheck,
-    KernelsCheck, MoeCheck,
+    KernelsCheck, MoeCheck, CompileCheck,
 )
 
 

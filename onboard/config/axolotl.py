@@ -24,7 +24,7 @@ USED = {
     "load_in_4bit", "load_in_8bit", "sample_packing", "eval_sample_packing", "pad_to_sequence_len",
     "sequence_len", "attn_implementation", *ATTN_FLAGS, "plugins", "cut_cross_entropy", "bf16", "fp16",
     "bfloat16", "float16", "tf32", "micro_batch_size", "gradient_accumulation_steps", "datasets",
-    "chat_template", "chat_template_jinja", "seed", "lora_model_dir", "gradient_checkpointing",
+    "chat_template", "chat_template_jinja", "seed", "lora_model_dir", "gradient_checkpointing", "torch_compile",
 }
 # axolotl fields that do not change what these checks measure: optimiser, schedule, logging, saving, ...
 NOT_CHECKED = {
@@ -32,7 +32,7 @@ NOT_CHECKED = {
     "weight_decay", "output_dir", "dataset_prepared_path", "val_set_size", "logging_steps", "saves_per_epoch",
     "evals_per_epoch", "train_on_inputs", "group_by_length", "resume_from_checkpoint",
     "local_rank", "deepspeed", "fsdp", "fsdp_config", "strict", "debug", "special_tokens", "tokens",
-    "max_grad_norm", "torch_compile", "dataset_processes", "shuffle_merged_datasets", "save_total_limit",
+    "max_grad_norm", "dataset_processes", "shuffle_merged_datasets", "save_total_limit",
     "auto_resume_from_checkpoints", "load_best_model_at_end", "save_safetensors", "low_cpu_mem_usage",
     "test_datasets", "loss_watchdog_threshold", "loss_watchdog_patience", "early_stopping_patience",
     "is_llama_derived_model", "is_mistral_derived_model", "is_qwen_derived_model", "is_falcon_derived_model",
@@ -93,6 +93,7 @@ class _Reader:
         self._cce()
         self._accumulation()
         self._checkpointing()
+        self._compile()
         self._data()
         return self.config
 
@@ -249,6 +250,14 @@ class _Reader:
                       "checkpointing, without offloading")
         else:
             raise self.fail(f"gradient_checkpointing must be true, false or a mode name, not {value!r}")
+
+    def _compile(self) -> None:
+        value = self.data.get("torch_compile")
+        if value is None or value == "auto":
+            return
+        if not isinstance(value, bool):
+            raise self.fail(f"torch_compile must be true, false or auto, not {value!r}")
+        self.config.options["torch_compile"] = value  # COMPILE001 checks the compiled step, on the CPU too
 
     def _data(self) -> None:
         template = self.get("chat_template", str)

@@ -19,8 +19,10 @@ import torch
 from onboard.harness.forward import PackedBatch, grad_rel_diff
 
 
-def loss_and_grads(model, batch: PackedBatch) -> tuple[float, dict[str, torch.Tensor], float]:
-    """One forward and backward of a packed row: the loss, every trainable gradient (fp32 copies), seconds."""
+def loss_and_grads(model, batch: PackedBatch, owner=None) -> tuple[float, dict[str, torch.Tensor], float]:
+    """One forward and backward of a packed row: the loss, every trainable gradient (fp32 copies) named as in
+    `owner` (default: `model`; a compiled module of `owner` runs it), and the seconds."""
+    owner = model if owner is None else owner
     model.zero_grad(set_to_none=True)
     if batch.input_ids.is_cuda:
         torch.cuda.synchronize(batch.input_ids.device)
@@ -30,8 +32,8 @@ def loss_and_grads(model, batch: PackedBatch) -> tuple[float, dict[str, torch.Te
     if batch.input_ids.is_cuda:
         torch.cuda.synchronize(batch.input_ids.device)
     seconds = time.perf_counter() - start
-    grads = {n: p.grad.detach().float().clone() for n, p in model.named_parameters() if p.grad is not None}
-    model.zero_grad(set_to_none=True)
+    grads = {n: p.grad.detach().float().clone() for n, p in owner.named_parameters() if p.grad is not None}
+    owner.zero_grad(set_to_none=True)
     return float(out.loss.detach()), grads, seconds
 
 

@@ -59,7 +59,9 @@ class ModelSession:
             from onboard.fixtures.faults import get_fault
 
             fault = get_fault(spec.target)
-            setup = setup.replace(lora_targets=setup.lora_targets or fault.lora_targets, attn=setup.attn or fault.attn)
+            setup = setup.replace(lora_targets=setup.lora_targets or fault.lora_targets, attn=setup.attn or fault.attn,
+                                  torch_compile=setup.torch_compile if setup.torch_compile is not None
+                                  else fault.torch_compile)
             if getattr(fault, "max_length", None) and setup.max_length == DEFAULT.max_length:
                 setup = setup.replace(max_length=fault.max_length)  # the fault's trigger, unless one was given
         self.setup = setup  # the setup in effect: what the report records and training builds from

@@ -58,6 +58,8 @@ class Setup:
     # ---- training flags
     gradient_checkpointing: bool | None = _opt(None, "checkpoint gradients in the training step (default: on with "
                                                "CUDA)", trained=True, group="training", types=(bool,))
+    torch_compile: bool | None = _opt(None, "check the training step under torch.compile (COMPILE001; default: on "
+                                      "with CUDA)", group="training", types=(bool,))
     # ---- the run
     no_fix: bool = _opt(False, "report only: do not apply and verify fixes", group="run", types=(bool,))
     unsafe_fixes: bool = _opt(False, "also apply patches that change what is trained", group="run", types=(bool,))

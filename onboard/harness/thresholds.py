@@ -55,6 +55,14 @@ DEFAULTS: dict[str, Threshold] = {t.name: t for t in (
               "KERN001: a speed lever's loss vs the plain model's on a packed row; gradients are allowed 10 times this"),
     Threshold("kernels.rounding_factor", 2.0, "x plain",
               "KERN001 in bf16/fp16: a lever's distance from fp32 may be this many times the plain run's"),
+    # dynamo + AOTAutograd on the CPU gave eager's loss and gradients exactly; Inductor within 5e-7 (tiny Llama, fp32)
+    Threshold("compile.loss_rtol", _per_dtype(1e-5, 1e-2, 1e-2, 1e-2), "relative",
+              "COMPILE001: the compiled step's loss vs eager's; gradients are allowed 10 times this (bf16/fp16: "
+              "judged against the fp32 run, as KERN001)"),
+    Threshold("compile.max_graph_breaks", 0.0, "breaks",
+              "COMPILE001: graph breaks in the compiled training forward (a healthy decoder compiles in one graph)"),
+    Threshold("compile.max_recompiles", 0.0, "graphs",
+              "COMPILE001: graphs compiled for a third row length, after the one dynamic-shape recompile"),
     Threshold("train_step.loss_rtol", _per_dtype(1e-4, 2e-2, 2e-2, 2e-2), "relative",
               "TRAIN001: the packed training step's loss vs the samples run one by one"),
 )}

@@ -44,6 +44,10 @@ class PackingPatch:
             set_attr(handle, config, "use_cache", False)
 
         def pre_hook(module, args, kwargs):
+            if torch.compiler.is_compiling():  # no data-dependent test inside a compiled graph (it breaks there):
+                if kwargs.get("position_ids") is not None:  # a step without the cache isolates packed rows and
+                    kwargs["use_cache"] = False  # changes nothing for others; the packing collator gives no mask
+                return args, kwargs
             if not is_packed(kwargs.get("position_ids")):
                 return None
             mask = kwargs.get("attention_mask")

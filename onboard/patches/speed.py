@@ -218,8 +218,8 @@ class CompiledLayersPatch:
     summary = "torch.compile each decoder layer on its own (regional compilation), CUDA only"
     keeps_unpacked_outputs = False
 
-    def __init__(self, devices: tuple[str, ...] = ("cuda",)):
-        self.devices = devices
+    def __init__(self, devices: tuple[str, ...] = ("cuda",), backend: str = "inductor"):
+        self.devices, self.backend = devices, backend
 
     def describe(self, model) -> str:
         blocks = repeated_blocks(model)
@@ -239,6 +239,6 @@ class CompiledLayersPatch:
             raise ValueError(f"{self.id} does not apply: {reason}")
         handle = PatchHandle(self.id)
         for block in repeated_blocks(model):
-            block.compile()
+            block.compile(backend=self.backend)
             handle.on_revert(lambda block=block: setattr(block, "_compiled_call_impl", None))
         return handle

@@ -1,0 +1,58 @@
+"""COMPILE001: the training step under torch.compile on real tiny models (CPU: dynamo + AOTAutograd)."""
+
+import pytest
+
+from conftest import by_code, make_session
+from onboard.checks import CompileCheck, LoraCheck, PackingCheck
+from onboard.harness.result import Status
+from onboard.harness.runner import run_checks
+from onboard.patches import ids
+
+
+def _compile_check(spec: str, **options):
+    session = make_session(spec, **options)
+    report = run_checks(session, [LoraCheck, PackingCheck, CompileCheck])
+    return session, by_code(report)["COMPILE001"]
+
+
+def test_a_healthy_model_compiles_in_one_graph_with_eager_math():
+    """Stock tiny Llama with LoRA and the packing fix: one graph, one dynamic recompile for the second row length,
+    nothing new for the third, and the compiled step's loss and adapter gradients exactly eager's (aot_eager)."""
+    _, check = _compile_check("tiny:llama", torch_compile=True)
+    assert check.status is Status.PASS, check.message
+    m = check.measurements
+    assert m["graph_breaks"].value == 0 and m["recompiles_third_length"].value == 0
+    assert m["graphs"].value[0] == 1 and len(set(m["row_lengths"].value)) == 3
+    assert m["compiled.loss_rel_diff"].value == 0.0 and m["compiled.grad_rel_diff"].value == 0.0
+
+
+def test_the_cpu_compiles_only_when_asked():
+    _, check = _compile_check("tiny:llama")
+    assert check.status is Status.SKIP and "--torch-compile" in check.message
+
+
+def test_a_graph_break_is_named_at_its_source_line():
+    """fault:compile-breaks: a Python `if` on a tensor in every decoder layer. The finding names the line."""
+    _, check = _compile_check("fault:compile-breaks")
+    assert check.diagnosis == "FM-COMPILE-BREAKS" and check.status is Status.WARN, check.message
+    first = check.evidence["graph_breaks"][0]
+    assert first["at"].endswith("faults.py:" + first["at"].rsplit(":", 1)[1]) and "data-dependent" in first["reason"]
+    assert check.measurements["graph_breaks"].value >= 2  # one per layer at least
+    assert check.measurements["compiled.grad_rel_diff"].value == 0.0  # breaks cost speed, not math
+
+
+def test_regional_compilation_is_judged_when_it_is_the_setup():
+    """With speed.compiled_layers applied (here a CPU instance compiling with aot_eager), the check judges the
+    regionally compiled model as it is, counting its graphs and breaks and comparing its math with eager's.
+    (fault:compile-math and fault:compile-fail run in tests/test_faults.py.)"""
+    from onboard.patches.speed import CompiledLayersPatch
+
+    session = make_session("tiny:llama", torch_compile=True)
+    run_checks(session, [LoraCheck, PackingCheck])
+    patch = CompiledLayersPatch(devices=("cpu",), backend="aot_eager")
+    session.apply_patch(patch)
+    check = CompileCheck().run(session)
+    assert check.measurements["mode"].value.startswith("decoder layers"), check.measurements["mode"]
+    assert check.status is Status.PASS, check.message
+    assert check.measurements["graph_breaks"].value == 0
+    session.revert_patch(ids.SPEED_COMPILED_LAYERS)
