@@ -212,6 +212,7 @@ def train(
                        "(position_ids restart) or pad them")] = True,
     cce: Annotated[str, typer.Option(help="fused CCE loss: auto (on CUDA when verified), on, off")] = "auto",
     gradient_checkpointing: CkptOpt = D.gradient_checkpointing,
+    torch_compile: CompileOpt = D.torch_compile,
     save_steps: Annotated[int, typer.Option("--save-steps", help="checkpoint every N steps")] = 50,
     device: DeviceOpt = D.device,
     dtype: DtypeOpt = D.dtype,
@@ -242,7 +243,7 @@ def train(
                  trust_remote_code=trust_remote_code, random_weights=random_weights, lora_targets=lora_targets,
                  chat_template=chat_template, max_length=max_length, seed=seed, data=data,
                  unsafe_fixes=unsafe_fixes, lora_rank=lora_rank, lora_alpha=lora_alpha,
-                 gradient_checkpointing=gradient_checkpointing)
+                 gradient_checkpointing=gradient_checkpointing, torch_compile=torch_compile)
 
     def body() -> int:
         from onboard.harness.errors import BadInput

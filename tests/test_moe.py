@@ -94,3 +94,42 @@ def test_training_runs_the_kernel_the_check_chose(tmp_path):
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "again" / "train_config.json").read_text())["patch_options"] == \
         {ids.MOE_EXPERTS_IMPLEMENTATION: "eager"}
+
+
+def test_an_expert_whose_tokens_do_not_reach_the_loss_is_not_blamed():
+    """The false alarm the H200 run of config:qwen3-30b-a3b-12l showed (20 experts under eager): an expert routed
+    only tokens the loss does not depend on rightly gets no adapter gradient. Here labels cover the first 8 of 96
+    tokens, so most routed tokens are dead: they are not counted, and no expert is named."""
+    import torch
+    from peft import get_peft_model
+
+    from onboard.checks.moe import _counter, _expert_lora_layers, _unlearning
+    from onboard.harness.forward import PackedBatch
+    from onboard.harness.samemath import loss_and_grads, randomise_lora_b
+    from onboard.patches.moe import experts_modules
+
+    session = make_session("tiny:qwen3_moe")
+    model = get_peft_model(session.model, session.lora_config())
+    randomise_lora_b(model, 0)
+    ids_ = torch.randint(0, 500, (1, 96), generator=torch.Generator().manual_seed(0))
+    labels = torch.full_like(ids_, -100)
+    labels[0, :8] = ids_[0, :8]
+    batch = PackedBatch(input_ids=ids_, labels=labels, sample=torch.zeros_like(ids_), position_ids=torch.arange(96)[None])
+    counts, raw, hooks = {}, {}, []
+    for _, module in experts_modules(model):
+        pre, post = _counter(counts, module)
+        hooks += [module.register_forward_pre_hook(pre, with_kwargs=True),
+                  module.register_forward_hook(post, with_kwargs=True),
+                  module.register_forward_pre_hook(lambda m, a, k: raw.__setitem__(id(m), k.get(
+                      "top_k_index", a[1] if len(a) > 1 else None)), with_kwargs=True)]
+    _, grads, _ = loss_and_grads(model, batch)
+    for hook in hooks:
+        hook.remove()
+    live = sum(int(c.sum()) for c in counts.values())
+    routed = sum(int(v.numel()) for v in raw.values())
+    assert 0 < live < routed / 4  # only the labelled prefix's tokens count
+    layers = _expert_lora_layers(model)
+    assert _unlearning(layers, counts, grads) == []
+    experts = session.model.config.num_experts
+    every_routed = {k: torch.bincount(v.reshape(-1), minlength=experts) for k, v in raw.items()}
+    assert _unlearning(layers, every_routed, grads)  # counting every routed token would blame the dead ones

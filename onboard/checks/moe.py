@@ -32,11 +32,12 @@ class MoeCheck(Check):
     are KERN001's (onboard.harness.samemath): in fp32 the loss within kernels.loss_rtol (1e-5 relative) and the
     gradients within 10 times that; in bf16/fp16 each run at most kernels.rounding_factor (2) times as far from
     the fp32 run as eager is.
-    It also counts the tokens the router sends to each expert (what the experts module receives), and asks of
-    each implementation that every expert that got tokens gets a gradient on its adapter: with B random, a
-    routed expert's adapter gradient is non-zero, so zero is a clean null. An expert that got no token in a
-    check-sized batch is not a fault (a healthy router need not reach every expert on a few hundred tokens):
-    it is counted, not judged.
+    It also counts, per expert, the routed tokens the loss depends on (the experts module's top_k_index, kept
+    where the gradient of the module's output row is not zero: the last token of a sample, or one no labelled
+    token attends to, gives its expert no gradient, rightly), and asks of each implementation that every expert
+    with such a token gets a gradient on its adapter: with B random that gradient is non-zero, so zero is a
+    clean null. An expert that got no token in a check-sized batch is not a fault (a healthy router need not
+    reach every expert on a few hundred tokens): it is counted, not judged.
     On CUDA each implementation's step is timed (after a first, untimed call); the fastest verified one is
     chosen for training. On the CPU the implementation the model loaded with is kept when verified.
 
@@ -82,7 +83,11 @@ class MoeCheck(Check):
         res.measure("experts_modules", len(modules), "", type(modules[0][1]).__name__)
         res.measure("implementation_in_use", in_use, "", "what the model loaded with: what trains without this check")
         counts: dict[int, torch.Tensor] = {}
-        hooks = [module.register_forward_pre_hook(_counter(counts, module), with_kwargs=True) for _, module in modules]
+        hooks = []
+        for _, module in modules:
+            pre, post = _counter(counts, module)
+            hooks += [module.register_forward_pre_hook(pre, with_kwargs=True),
+                      module.register_forward_hook(post, with_kwargs=True)]
         added = _add_expert_adapter(model, session) if not _expert_lora_layers(model) else None
         res.measure("expert_lora", "added for the check" if added else "training's LoRA", "",
                     "training's LoRA leaves the experts out (LORA001): an adapter on the expert weights was added "
@@ -169,14 +174,31 @@ class MoeCheck(Check):
 
 
 def _counter(counts: dict[int, torch.Tensor], module):
-    """A pre-hook adding the experts' routed token counts (the top_k_index the experts module receives)."""
-    def hook(_module, args, kwargs):
+    """Hooks that add, per expert, the routed tokens whose expert output reaches the loss (its gradient row is
+    not zero): a token the loss does not depend on (the last of a sample, one no labelled token attends to)
+    gives its expert no gradient, rightly. Returns the two hook handles' owner: a pre-hook reading top_k_index,
+    and a forward hook putting a gradient hook on the output."""
+    pending: list[torch.Tensor] = []
+
+    def pre(_module, args, kwargs):
         index = kwargs.get("top_k_index", args[1] if len(args) > 1 else None)
-        if isinstance(index, torch.Tensor):
+        pending[:] = [index] if isinstance(index, torch.Tensor) else []
+
+    def post(_module, _args, _kwargs, output):
+        if not pending or not isinstance(output, torch.Tensor) or not output.requires_grad:
+            return
+        index = pending.pop()
+
+        def on_grad(grad):
+            live = grad.reshape(-1, grad.shape[-1]).abs().sum(-1) != 0
             n = module.num_experts
-            found = torch.bincount(index.reshape(-1).clamp(0, n).cpu(), minlength=n + 1)[:n]
+            routed = index.reshape(live.shape[0], -1)[live].reshape(-1).clamp(0, n).cpu()
+            found = torch.bincount(routed, minlength=n + 1)[:n]
             counts[id(module)] = counts.get(id(module), torch.zeros(n, dtype=torch.long)) + found
-    return hook
+
+        output.register_hook(on_grad)
+
+    return pre, post
 
 
 def _expert_lora_layers(model) -> list[tuple[str, object]]:
@@ -211,8 +233,8 @@ def _routing(res, modules, routed: dict[int, torch.Tensor]) -> None:
     if not reached:
         return
     total = modules[0][1].num_experts
-    res.measure("experts_reached_min", min(reached), "experts", f"of {total} per layer, on this batch (counted, "
-                "not judged: a check-sized batch need not reach every expert)")
+    res.measure("experts_reached_min", min(reached), "experts", f"of {total} per layer, by tokens the loss depends "
+                "on, on this batch (counted, not judged: a check-sized batch need not reach every expert)")
     res.measure("experts_reached_mean", round(sum(reached) / len(reached), 1), "experts", f"of {total} per layer")
 
 

@@ -17,9 +17,10 @@ from onboard.patches.base import Applicability, PatchHandle, unwrap
 
 def experts_modules(model) -> list:
     """(name, module) of each fused experts module whose forward transformers dispatches through its experts
-    interface (the class carries use_experts_implementation: its instances get `_is_expert_parallel`)."""
+    interface (the class carries use_experts_implementation: its instances get `is_concatenated`, transformers
+    5.17 to 5.24, and its forward wraps the class's own)."""
     return [(n, m) for n, m in unwrap(model).named_modules()
-            if hasattr(m, "_is_expert_parallel") and hasattr(type(m).forward, "__wrapped__")]
+            if hasattr(m, "is_concatenated") and hasattr(type(m).forward, "__wrapped__")]
 
 
 def offered() -> list[str]:
