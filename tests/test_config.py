@@ -201,3 +201,15 @@ def test_axolotl_gradient_checkpointing_is_the_setups(tmp_path, value, wanted, n
     assert cfg.options["gradient_checkpointing"] is wanted
     assert any("gradient_checkpointing" in n for n in cfg.notes) is noted
     assert Setup.build(str(path), **cfg.setup_options()).gradient_checkpointing is wanted
+
+
+@pytest.mark.parametrize("value, wanted", [("true", True), ("false", False), ("auto", None)])
+def test_axolotl_torch_compile_decides_whether_the_compiled_step_is_checked(tmp_path, value, wanted):
+    from onboard.harness.setup import Setup
+
+    (tmp_path / "chats.jsonl").write_text("")
+    path = tmp_path / "axolotl.yml"
+    path.write_text(AXOLOTL.format(model="tiny:llama") + f"torch_compile: {value}\n")
+    cfg = load_config(path)
+    assert cfg.options.get("torch_compile") is wanted
+    assert Setup.build(str(path), **cfg.setup_options()).torch_compile is wanted
