@@ -133,3 +133,14 @@ def test_an_expert_whose_tokens_do_not_reach_the_loss_is_not_blamed():
     experts = session.model.config.num_experts
     every_routed = {k: torch.bincount(v.reshape(-1), minlength=experts) for k, v in raw.items()}
     assert _unlearning(layers, every_routed, grads)  # counting every routed token would blame the dead ones
+
+
+def test_a_model_that_refuses_a_switch_by_name_is_judged_as_it_runs():
+    """Kimi K2.5 (a composite model) refuses set_experts_implementation("grouped_mm") at its top level while its
+    language model runs grouped_mm. The sweep's first run called that FM-MOE-KERNEL (the implementation in use
+    was never run: a false alarm); the one in use now runs as the model has it, and matches eager."""
+    _, check = _moe_check("tiny:kimi_k25")
+    assert check.status is Status.PASS, check.message
+    m = check.measurements
+    assert m["implementation_in_use"].value == "grouped_mm"
+    assert m["grouped_mm.grad_rel_diff"].value <= m["grouped_mm.grad_rel_diff"].limit
