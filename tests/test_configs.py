@@ -13,7 +13,7 @@ from onboard.harness.spec import ModelSpec, SourceKind
 
 # parameter counts of the released models (the shipped Qwen3-MoE has 12 of its 48 layers)
 RELEASED = {"llama3-8b": (8.02e9, 8.04e9), "qwen2.5-7b": (7.60e9, 7.63e9), "gemma3-4b": (4.29e9, 4.31e9),
-            "qwen3-30b-a3b-12l": (8.0e9, 8.2e9)}
+            "qwen3-30b-a3b-12l": (8.0e9, 8.2e9), "llama3-70b": (70.5e9, 70.6e9)}
 
 
 @pytest.mark.parametrize("name", sorted(RELEASED))
