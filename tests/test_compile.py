@@ -1,6 +1,5 @@
 """COMPILE001: the training step under torch.compile on real tiny models (CPU: dynamo + AOTAutograd)."""
 
-import pytest
 
 from conftest import by_code, make_session
 from onboard.checks import CompileCheck, LoraCheck, PackingCheck

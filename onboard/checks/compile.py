@@ -10,10 +10,8 @@ import time
 import torch
 
 from onboard.checks.base import Check, FixAvailability
-from onboard.harness.data import pack
-from onboard.harness.forward import PackedBatch
 from onboard.harness.result import Status
-from onboard.harness.samemath import SameMath, first_line, loss_and_grads, randomise_lora_b
+from onboard.harness.samemath import SameMath, first_line, loss_and_grads, randomise_lora_b, shortest_row
 from onboard.harness.training import restore_parameters
 from onboard.patches import get_patch, ids, unwrap
 
@@ -80,14 +78,8 @@ class CompileCheck(Check):
         model = session.train_model
         regional = ids.SPEED_COMPILED_LAYERS in session.applied
         backend = "inductor" if on_cuda else "aot_eager"
-        labelled = sorted((ex for ex in session.examples if ex.n_trained), key=len)
-        batches, start = [], 0
-        for n in ROWS:
-            group = labelled[start:start + n]
-            start += n
-            if group:
-                batches.append(PackedBatch.from_rows(pack(group, sum(len(ex) for ex in group))[:1], session.device,
-                                                     session.pad_id))
+        starts = [sum(ROWS[:i]) for i in range(len(ROWS))]
+        batches = [b for b in (shortest_row(session, n, start) for n, start in zip(ROWS, starts)) if b is not None]
         res = self.result(Status.PASS, "")
         res.measure("mode", "decoder layers (speed.compiled_layers)" if regional else "whole model", "",
                     "what is compiled")

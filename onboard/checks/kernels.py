@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from onboard.checks.base import Check
-from onboard.harness.data import pack
-from onboard.harness.forward import PackedBatch
 from onboard.harness.result import Status
-from onboard.harness.samemath import SameMath, first_line, loss_and_grads, randomise_lora_b
+from onboard.harness.samemath import SameMath, first_line, loss_and_grads, randomise_lora_b, shortest_row
 from onboard.harness.training import restore_parameters
 from onboard.patches import get_patch, ids
 
@@ -58,13 +56,12 @@ class KernelsCheck(Check):
 
     def run(self, session):
         model = session.train_model
-        shortest = sorted((ex for ex in session.examples if ex.n_trained), key=len)[:ROW_SAMPLES]
-        rows = pack(shortest, sum(len(ex) for ex in shortest))
-        batch = PackedBatch.from_rows(rows[:1], session.device, session.pad_id)
+        batch = shortest_row(session, ROW_SAMPLES)
         rtol = session.threshold("kernels.loss_rtol")
         factor = session.threshold("kernels.rounding_factor")
         res = self.result(Status.PASS, "")
-        res.measure("packed_samples", len(shortest), "samples", f"{batch.input_ids.shape[1]} tokens in one row")
+        res.measure("packed_samples", int((batch.sample.unique() >= 0).sum()), "samples",
+                    f"{batch.input_ids.shape[1]} tokens in one row")
         saved = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         was_training = model.training
         kept = []  # handles of the verified levers, on until the check ends (also when it crashes)

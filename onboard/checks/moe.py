@@ -8,10 +8,8 @@ from contextlib import nullcontext
 import torch
 
 from onboard.checks.base import Check, FixAvailability
-from onboard.harness.data import pack
-from onboard.harness.forward import PackedBatch
 from onboard.harness.result import Status
-from onboard.harness.samemath import SameMath, first_line, loss_and_grads, randomise_lora_b
+from onboard.harness.samemath import SameMath, first_line, loss_and_grads, randomise_lora_b, shortest_row
 from onboard.harness.training import restore_parameters
 from onboard.patches import ids
 from onboard.patches.moe import current, experts_modules, offered, set_implementation
@@ -76,12 +74,11 @@ class MoeCheck(Check):
         if not modules:
             return self.result(Status.SKIP, "no experts module that transformers dispatches through its experts "
                                             "interface (not a mixture-of-experts model, or its experts are its own code)")
-        shortest = sorted((ex for ex in session.examples if ex.n_trained), key=len)[:ROW_SAMPLES]
-        rows = pack(shortest, sum(len(ex) for ex in shortest))
-        batch = PackedBatch.from_rows(rows[:1], session.device, session.pad_id)
+        batch = shortest_row(session, ROW_SAMPLES)
         in_use = current(model)
         res = self.result(Status.PASS, "")
-        res.measure("packed_samples", len(shortest), "samples", f"{batch.input_ids.shape[1]} tokens in one row")
+        res.measure("packed_samples", int((batch.sample.unique() >= 0).sum()), "samples",
+                    f"{batch.input_ids.shape[1]} tokens in one row")
         res.measure("experts_modules", len(modules), "", type(modules[0][1]).__name__)
         res.measure("implementation_in_use", in_use, "", "what the model loaded with: what trains without this check")
         counts: dict[int, torch.Tensor] = {}

@@ -19,6 +19,17 @@ import torch
 from onboard.harness.forward import PackedBatch, grad_rel_diff
 
 
+def shortest_row(session, n: int, start: int = 0) -> PackedBatch | None:
+    """The labelled samples `start`..`start + n` of the session's data, shortest first, packed into one row as
+    the packing collator packs them (position_ids restarting, no mask); None when there are none."""
+    from onboard.harness.data import pack
+
+    group = sorted((ex for ex in session.examples if ex.n_trained), key=len)[start:start + n]
+    if not group:
+        return None
+    return PackedBatch.from_rows(pack(group, sum(len(ex) for ex in group))[:1], session.device, session.pad_id)
+
+
 def loss_and_grads(model, batch: PackedBatch, owner=None) -> tuple[float, dict[str, torch.Tensor], float]:
     """One forward and backward of a packed row: the loss, every trainable gradient (fp32 copies) named as in
     `owner` (default: `model`; a compiled module of `owner` runs it), and the seconds."""
