@@ -1,6 +1,5 @@
 """COMPILE001: the training step under torch.compile on real tiny models (CPU: dynamo + AOTAutograd)."""
 
-
 from conftest import by_code, make_session
 from onboard.checks import CompileCheck, LoraCheck, PackingCheck
 from onboard.harness.result import Status
@@ -55,3 +54,14 @@ def test_regional_compilation_is_judged_when_it_is_the_setup():
     assert check.status is Status.PASS, check.message
     assert check.measurements["graph_breaks"].value == 0
     session.revert_patch(ids.SPEED_COMPILED_LAYERS)
+
+
+def test_the_recompile_limit_is_a_finding_not_terminal_noise(capfd):
+    """Tiny Qwen3-MoE with LoRA on its experts (PEFT target_parameters registers a parametrization inside each
+    forward): whole-model compile breaks in every MoE layer and hits torch's recompile limit, after which that
+    frame runs eagerly without a word. The check says so; torch's own warning does not reach the terminal."""
+    _, check = _compile_check("tiny:qwen3_moe", torch_compile=True)
+    assert check.diagnosis == "FM-COMPILE-BREAKS", check.message
+    assert "recompile limit" in check.message and "recompile_limit" in check.evidence["recompile_limit"]
+    assert "parametrize.py" in check.evidence["graph_breaks"][0]["at"]
+    assert "recompile_limit" not in capfd.readouterr().err

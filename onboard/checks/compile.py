@@ -197,10 +197,10 @@ class _CompilerLog(logging.Handler):
 
     def emit(self, record):
         text = record.getMessage()
-        if "recompile_limit" in text or "cache_size_limit" in text:
+        if re.search(r"hit config\.(recompile|cache_size)_limit", text.splitlines()[0] if text else ""):
             self.limit_hit.append(text.splitlines()[0][:300])
             return
-        where = re.search(r"Graph break in user code at (\S+)", text)
+        where = re.search(r"^Graph break (?:\([^)]*\) )?in user code at (\S+)", text)
         if where:
             lines = [ln.strip() for ln in text.splitlines()]
             reason = next((ln.removeprefix("Explanation:").strip() for ln in lines if ln.startswith("Explanation:")),
@@ -217,6 +217,11 @@ class _CompilerLog(logging.Handler):
         self._breaks.propagate = False  # collected here, not printed
         self._breaks.addHandler(self)
         self._dynamo.addHandler(self)
+        # torch prints dynamo's warnings through its own handler on this logger: the recompile-limit warning is
+        # the finding's evidence here, not terminal noise
+        self._printers = [h for h in self._dynamo.handlers if h is not self]
+        for handler in self._printers:
+            self._dynamo.removeHandler(handler)
         return self
 
     def __exit__(self, *exc):
@@ -225,5 +230,8 @@ class _CompilerLog(logging.Handler):
         self._breaks.removeHandler(self)
         self._dynamo.removeHandler(self)
         self._breaks.propagate = self._propagate
-        torch._logging.set_logs()
+        torch._logging.set_logs()  # torch's own configuration again (its handlers included)
+        for handler in self._printers:
+            if handler not in self._dynamo.handlers:
+                self._dynamo.addHandler(handler)
         return False
