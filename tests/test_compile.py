@@ -24,6 +24,17 @@ def test_a_healthy_model_compiles_in_one_graph_with_eager_math():
     assert m["compiled.loss_rel_diff"].value == 0.0 and m["compiled.grad_rel_diff"].value == 0.0
 
 
+def test_onboards_own_packing_fix_does_not_break_the_graph():
+    """Stock OPT needs packing.block_mask (its mask ignores position_ids). The first compile sweep blamed OPT, GPT-OSS,
+    BERT and BigBird for graph breaks that were onboard's own: the fix's pre-hook tested the positions with
+    `.item()`. Under compilation it now builds the mask without a data-dependent test: no break, eager's math."""
+    session, check = _compile_check("tiny:opt", torch_compile=True)
+    assert ids.PACKING_BLOCK_MASK in session.applied
+    assert check.status is Status.PASS, check.message
+    assert check.measurements["graph_breaks"].value == 0
+    assert check.measurements["compiled.grad_rel_diff"].value == 0.0
+
+
 def test_the_cpu_compiles_only_when_asked():
     _, check = _compile_check("tiny:llama")
     assert check.status is Status.SKIP and "--torch-compile" in check.message

@@ -105,6 +105,13 @@ class BlockMaskPatch:
 
         def pre_hook(module, args, kwargs):
             positions = kwargs.get("position_ids")
+            if torch.compiler.is_compiling():  # no data-dependent test inside a compiled graph (it breaks there):
+                # a row of one sample gets the plain causal mask from the block mask; a caller's mask is kept
+                if positions is None or kwargs.get("attention_mask") is not None:
+                    return None
+                kwargs["attention_mask"] = block_causal_mask(positions, dtype, None)
+                kwargs["use_cache"] = False
+                return args, kwargs
             if not is_packed(positions):
                 return None
             mask = kwargs.get("attention_mask")
