@@ -88,9 +88,14 @@ class MoeCheck(Check):
             hooks += [module.register_forward_pre_hook(pre, with_kwargs=True),
                       module.register_forward_hook(post, with_kwargs=True)]
         added = _add_expert_adapter(model, session) if not _expert_lora_layers(model) else None
-        res.measure("expert_lora", "added for the check" if added else "training's LoRA", "",
-                    "training's LoRA leaves the experts out (LORA001): an adapter on the expert weights was added "
-                    "for this check" if added else "the adapters training trains")
+        if added:
+            res.measure("expert_lora", "added for the check", "", "training's LoRA leaves the experts out (LORA001): "
+                        "an adapter on the expert weights was added for this check")
+        elif _expert_lora_layers(model):
+            res.measure("expert_lora", "training's LoRA", "", "the adapters training trains")
+        else:
+            res.measure("expert_lora", "none", "", "PEFT would not put an adapter on these expert weights: the "
+                        "experts' adapter gradients are not judged")
         saved = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         was_training = model.training
         runs: dict[str, tuple] = {}
@@ -180,8 +185,8 @@ class MoeCheck(Check):
 def _counter(counts: dict[int, torch.Tensor], module):
     """Hooks that add, per expert, the routed tokens whose expert output reaches the loss (its gradient row is
     not zero): a token the loss does not depend on (the last of a sample, one no labelled token attends to)
-    gives its expert no gradient, rightly. Returns the two hook handles' owner: a pre-hook reading top_k_index,
-    and a forward hook putting a gradient hook on the output."""
+    gives its expert no gradient, rightly. Returns (pre-hook, forward hook): the pre-hook reads top_k_index,
+    the forward hook puts a gradient hook on the output."""
     pending: list[torch.Tensor] = []
 
     def pre(_module, args, kwargs):
