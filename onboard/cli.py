@@ -64,6 +64,7 @@ AlphaOpt = Annotated[int, _setup_opt("lora_alpha", "--lora-alpha")]
 CkptOpt = Annotated[Optional[bool], _setup_opt("gradient_checkpointing",
                                                "--gradient-checkpointing/--no-gradient-checkpointing")]
 CompileOpt = Annotated[Optional[bool], _setup_opt("torch_compile", "--torch-compile/--no-torch-compile")]
+TrainerOpt = Annotated[str, _setup_opt("trainer", "--trainer")]
 PackLenOpt = Annotated[int, _setup_opt("pack_length", "--pack-length")]
 SeedOpt = Annotated[int, _setup_opt("seed")]
 NoFixOpt = Annotated[bool, _setup_opt("no_fix", "--no-fix")]
@@ -101,6 +102,7 @@ def check(
     lora_alpha: AlphaOpt = D.lora_alpha,
     gradient_checkpointing: CkptOpt = D.gradient_checkpointing,
     torch_compile: CompileOpt = D.torch_compile,
+    trainer: TrainerOpt = D.trainer,
     seed: SeedOpt = D.seed,
     no_fix: NoFixOpt = D.no_fix,
     unsafe_fixes: UnsafeOpt = D.unsafe_fixes,
@@ -123,7 +125,8 @@ def check(
                  trust_remote_code=trust_remote_code, random_weights=random_weights, lora_targets=lora_targets,
                  chat_template=chat_template, max_length=max_length, pack_length=pack_length, seed=seed,
                  data=data, no_fix=no_fix, unsafe_fixes=unsafe_fixes, strict=strict, lora_rank=lora_rank,
-                 lora_alpha=lora_alpha, gradient_checkpointing=gradient_checkpointing, torch_compile=torch_compile)
+                 lora_alpha=lora_alpha, gradient_checkpointing=gradient_checkpointing, torch_compile=torch_compile,
+                 trainer=trainer)
 
     def body() -> ExitCode:
         from onboard.checks import CHECKS
@@ -213,6 +216,7 @@ def train(
     cce: Annotated[str, typer.Option(help="fused CCE loss: auto (on CUDA when verified), on, off")] = "auto",
     gradient_checkpointing: CkptOpt = D.gradient_checkpointing,
     torch_compile: CompileOpt = D.torch_compile,
+    trainer: TrainerOpt = D.trainer,
     save_steps: Annotated[int, typer.Option("--save-steps", help="checkpoint every N steps")] = 50,
     device: DeviceOpt = D.device,
     dtype: DtypeOpt = D.dtype,
@@ -243,7 +247,8 @@ def train(
                  trust_remote_code=trust_remote_code, random_weights=random_weights, lora_targets=lora_targets,
                  chat_template=chat_template, max_length=max_length, seed=seed, data=data,
                  unsafe_fixes=unsafe_fixes, lora_rank=lora_rank, lora_alpha=lora_alpha,
-                 gradient_checkpointing=gradient_checkpointing, torch_compile=torch_compile)
+                 gradient_checkpointing=gradient_checkpointing, torch_compile=torch_compile,
+                 trainer=trainer)
 
     def body() -> int:
         from onboard.harness.errors import BadInput

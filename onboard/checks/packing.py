@@ -2,64 +2,117 @@
 
 from __future__ import annotations
 
+import re
+from contextlib import contextmanager
+
 import torch
 
 from onboard.checks.base import Check, FixAvailability
-from onboard.harness.data import PackedRow, pack
-from onboard.harness.forward import PackedBatch, Perturbation, split_losses
+from onboard.harness.data import IGNORE, PackedRow, pack
+from onboard.harness.forward import PackedBatch, Perturbation, batch_tensors, split_losses, token_losses
 from onboard.harness.result import Status, bar_figure
-from onboard.patches import ids
+from onboard.patches import ids, unwrap
+from onboard.patches.packing import padding_fraction
 
 ROW_SAMPLES = 3  # samples in the judged row: two earlier ones for the last to see
+TRAIN_BATCH = 8  # samples per micro-batch of `onboard train` (its --batch-size default): the fallback's cost
 
 # name -> (forward kwargs builder, failure mode when this convention leaks)
-CONVENTIONS = {
+# a loop of your own (--trainer custom): the model's default cache, or an all-ones mask, may reach the forward
+CUSTOM_CONVENTIONS = {
     "no_mask_default_cache": (lambda ids: {}, "FM-PACK-CACHE"),
     "ones_mask_no_cache": (lambda ids: {"attention_mask": torch.ones_like(ids), "use_cache": False}, "FM-PACK-MASK"),
     "no_mask_no_cache": (lambda ids: {"use_cache": False}, "FM-PACK-ISOLATION"),
 }
+# the HF Trainer (and TRL, axolotl, onboard train): it sets config.use_cache from TrainingArguments.use_cache (False)
+# on the model it trains, and the packing collator sends position_ids and no mask
+TRAINER_CONVENTIONS = {
+    "trainer_no_mask": (lambda ids: {}, "FM-PACK-CACHE"),
+    "no_mask_no_cache": (lambda ids: {"use_cache": False}, "FM-PACK-ISOLATION"),
+}
+CONVENTIONS = {**CUSTOM_CONVENTIONS, **TRAINER_CONVENTIONS}
+MISSING_KERNEL = re.compile(r"can't keep packed sequences apart without `([^`]+)`")
+
+
+def conventions(trainer: str) -> dict:
+    return CUSTOM_CONVENTIONS if trainer == "custom" else TRAINER_CONVENTIONS
+
+
+@contextmanager
+def trainer_config(model, trainer: str):
+    """The model's config as the trainer leaves it: the HF Trainer sets `model.config.use_cache` to
+    TrainingArguments.use_cache (False) when it is built; a loop of one's own leaves it as loaded."""
+    config = unwrap(model).config
+    if trainer == "custom":
+        yield
+        return
+    old = config.use_cache if "use_cache" in config.__dict__ else None
+    config.use_cache = False
+    try:
+        yield
+    finally:
+        if old is None:
+            config.__dict__.pop("use_cache", None)
+        else:
+            config.use_cache = old
 
 
 class PackingCheck(Check):
     """What it does:
     Packs the first samples of the data (at most 3, within --pack-length) into a row (position_ids restart
-    at 0 for each sample) and asks, under each of three
-    conventions trainers feed packed rows with (no attention mask and the model's default use_cache, as
-    DataCollatorWithFlattening; an all-ones attention mask; no mask with use_cache=False), whether a
-    sample can see the samples before it. The verdict is a perturbation test: the tokens of the first
-    sample of the row are replaced and the row is run again; the log-probabilities of every other sample
-    must not move. A healthy model gives exactly 0 (masked keys contribute exact zeros), so the
-    tolerance is tiny (1e-5 nats in fp32, 1e-3 in bf16/fp16) and needs no noise model. A control run puts
-    the row twice in one batch and changes the first copy's first sample: rows never attend to each other, so what moves in the
-    second copy is numerical coupling inside the batch (e.g. MoE kernels), and the tolerance is at least 4
-    times it. The control runs once per check, under the first convention whose leak is above the floor
-    (coupling inside a batch is the model's kernels', not a mask's). The loss of each sample packed against alone is kept as the measure of harm.
-    A convention the model cannot run (e.g. a hybrid cache that cannot take packed rows) is reported as
-    not applicable with its error, and the others are still judged.
+    at 0 for each sample) and asks, under the conventions the training setup feeds packed rows with, whether a
+    sample can see the samples before it, and whether each sample trains as it does alone.
+    The conventions are the trainer's (--trainer): with the HF Trainer (hf, the default: also TRL, axolotl and
+    onboard train) the model runs with config.use_cache=False, as the Trainer sets it, with no attention mask,
+    and again with use_cache=False passed explicitly; with a loop of one's own (custom) the model's default
+    use_cache, an all-ones attention mask, and no mask with use_cache=False.
+    Isolation is a perturbation test: the tokens of the first sample of the row are replaced and the row is
+    run again; the log-probabilities of every other sample must not move. A healthy model gives exactly 0
+    (masked keys contribute exact zeros), so the tolerance is tiny (1e-5 nats in fp32, 1e-3 in bf16/fp16). A
+    control run puts the row twice in one batch and changes the first copy's first sample: rows never attend to
+    each other, so what moves in the second copy is numerical coupling inside the batch (e.g. MoE kernels), and
+    the tolerance is at least 4 times it.
+    Harm: every later sample's per-token loss packed against the sample alone. The first sample of the row
+    sees no other sample under a causal model, so its own difference is the noise floor of running a longer
+    row (0 to rounding); a later sample may differ by at most 4 times that, and at least the tolerance. A
+    row whose samples are isolated but whose later samples still train otherwise is positioned otherwise:
+    absolute positions counted over the row (FM-PACK-POSITIONS).
+    Under packing.unpacked (the fallback) the same two measures are taken on a right-padded batch of the same
+    samples: another row changed must move nothing, and each sample's loss must equal its loss alone (the
+    unpadded longest row gives the floor); the padding this costs on the data (micro-batches of 8 samples in
+    data order) is the fallback's cost.
+    A convention the model cannot run (a hybrid cache) is reported not applicable, never a crash; a
+    boundary input a torch fallback refuses names the kernel package it needs.
 
     Why it matters:
     transformers isolates packed samples only when it finds them from position_ids, which it does only
     with no attention mask and no cache; some models build their mask without position_ids (OPT, XGLM,
-    MPT, GPT-OSS), use positions of their own (ALiBi: Bloom), or carry a recurrent state across the row
-    (Mamba and linear-attention layers). Then every sample attends to the ones before it: training
-    silently learns from the wrong context, and the loss can even look lower.
+    MPT, GPT-OSS), use positions of their own (learned or sinusoidal absolute positions over the row: the Bart
+    family, BioGPT), or carry a recurrent or convolution state across the row (Mamba, GatedDeltaNet, LFM2
+    and other hybrid layers, which take sample boundaries only as seq_idx / cu_seq_lens and only with their
+    CUDA kernels). Then samples train on the wrong context, and the loss can even look lower.
 
     Failure modes:
-    FM-PACK-CACHE: the default use_cache=True disables packed-sample detection.
-    FM-PACK-MASK: an all-ones attention mask disables it.
+    FM-PACK-CACHE: use_cache=True (the model's default, outside the HF Trainer) disables packed-sample detection.
+    FM-PACK-MASK: an all-ones attention mask disables it (a loop of one's own).
     FM-PACK-ISOLATION: samples leak even with no mask and no cache.
+    FM-PACK-POSITIONS: samples are isolated but a later sample's loss differs from its loss alone: its
+    positions run over the row, not from its own start.
 
     Fix:
-    packing.no_cache_no_mask (safe) for FM-PACK-CACHE / FM-PACK-MASK: use_cache=False in the config, and
-    the mask dropped on packed rows when it only marks right padding. packing.block_mask (safe) for
-    FM-PACK-ISOLATION: packed rows get an explicit block-diagonal causal 4D mask (eager and sdpa), which
-    isolates models whose attention takes one; it cannot isolate a recurrent state, and the re-check says
-    so. Either is verified by re-running all three conventions.
+    packing.no_cache_no_mask (safe) for FM-PACK-CACHE / FM-PACK-MASK. For FM-PACK-ISOLATION,
+    packing.block_mask (an explicit block-diagonal causal 4D mask, eager and sdpa), then
+    packing.sample_boundaries (seq_idx and cu_seq_lens_q/k from the collator, as TRL's padding-free collator
+    sends them: hybrid layers keep samples apart with their CUDA kernels; a torch fallback refuses them and
+    the finding names the package). Each is verified by re-running the check: no leak and no harm.
+    When none verifies, or for FM-PACK-POSITIONS: packing.unpacked, training on right-padded micro-batches,
+    verified by the same two measures on a padded batch, its padding cost stated. The model then trains
+    correctly, slower (READY_WITH_FIXES).
     """
 
     code = "PACK001"
     name = "packing"
-    summary = "a packed sample's outputs do not move when another sample of its row changes"
+    summary = "a packed sample's outputs do not move when another sample of its row changes, and train as alone"
     requires = ("LORA001",)
     fix_availability = FixAvailability.SOMETIMES
     needs_labels = True
@@ -73,27 +126,35 @@ class PackingCheck(Check):
         rows = [r for r in pack(session.examples, session.pack_length) if len(set(r.sample)) > 1][:1]
         if not rows:
             return self.result(Status.SKIP, f"no two samples fit in one row of {session.pack_length} tokens")
-        rows = [first_samples(rows[0], session.examples, ROW_SAMPLES)]
+        row = first_samples(rows[0], session.examples, ROW_SAMPLES)
+        if ids.PACKING_UNPACKED in session.applied:
+            return self._unpacked(session, sorted(set(row.sample)))
+        rows = [row]
         reference = session.reference_losses(sorted(set(rows[0].sample)))
         model = session.train_model
+        trainer = session.setup.trainer
         floor = session.threshold("packing.tolerance")
         factor = session.threshold("packing.control_factor")
-        res = self.result(Status.PASS, "")
+        res = self.result(Status.PASS, "", fallback_patch=ids.PACKING_UNPACKED)
         res.measure("packed_samples", len(set(rows[0].sample)), "samples", f"in one row of up to {session.pack_length} tokens")
+        res.measure("trainer", trainer, "", "whose conventions are judged (--trainer)")
         batch = PackedBatch.from_rows(rows, session.device, session.pad_id)
         vocab = sorted({t for ex in session.examples for t in ex.input_ids})
-        leaking, not_applicable, harm = [], {}, {}
+        first = int(batch.sample[0, 0])
+        leaking, not_applicable, harm, harmful, missing = [], {}, {}, [], []
         shared: tuple[str, float] | None = None  # the control, run once: batch coupling is the model's, not a mask's
-        for name, (kwargs_for, mode) in CONVENTIONS.items():
+        for name, (kwargs_for, mode) in conventions(trainer).items():
             try:
-                probe = Perturbation(model, batch, vocab, session.seed, kwargs_for)
-                leak = probe.leak()
-                # the control only judges a move: an exact 0 needs no estimate of the noise
-                if leak > floor and shared is None:
-                    shared = (name, probe.control())
+                with trainer_config(model, trainer if name == "trainer_no_mask" else "custom"):
+                    probe = Perturbation(model, batch, vocab, session.seed, kwargs_for)
+                    leak = probe.leak()
+                    # the control only judges a move: an exact 0 needs no estimate of the noise
+                    if leak > floor and shared is None:
+                        shared = (name, probe.control())
                 control = shared[1] if leak > floor else 0.0
             except Exception as exc:  # noqa: BLE001 - a convention the model cannot run is reported, not fatal
                 text = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+                missing += [m for m in MISSING_KERNEL.findall(str(exc)) if m not in missing]
                 not_applicable[name] = text
                 res.measure(f"leak_{name}", "not applicable", "", text)
                 continue
@@ -106,44 +167,139 @@ class PackingCheck(Check):
                         f"when a leak is above the floor{', under ' + shared[0] if shared and leak > floor else ''})")
             res.measure(f"loss_shift_{name}", float(f"{max(map(abs, diffs.values())):.3g}"), "nats",
                         "largest |packed - alone| of a sample's mean loss")
+            noise, worst = token_shifts(packed, reference, first)
+            harm_floor = max(tol, factor * noise)
+            res.measure(f"harm_{name}", float(f"{worst:.3g}"), "nats", compare="<=", limit=harm_floor,
+                        note=f"(largest |packed - alone| of a later sample's token loss; the first sample's, "
+                             f"{noise:.2g}, is the floor of running the longer row)")
             harm[name] = {str(s): round(d, 5) for s, d in sorted(diffs.items())}
             if leak > tol:
                 leaking.append((name, mode))
+            elif worst > harm_floor:
+                harmful.append(name)
         res.evidence["per_sample_diff"] = harm
         res.evidence["per_sample_unpacked_loss"] = {str(i): round(r.mean().item(), 4) if r.numel() else None
                                                     for i, r in reference.items()}
         if not_applicable:
             res.evidence["not_applicable"] = not_applicable
-        judged = [n for n in CONVENTIONS if n not in not_applicable]
+        judged = [n for n in conventions(trainer) if n not in not_applicable]
         masked = ids.PACKING_BLOCK_MASK in session.applied
+        if missing:  # the boundaries reached a torch fallback that refuses them: a kernel package is missing
+            res.evidence["missing_kernels"] = missing
+            res.status, res.diagnosis = Status.FAIL, "FM-PACK-ISOLATION"
+            res.message = (f"the model's layers keep packed samples apart only with {', '.join(missing)} (CUDA "
+                           f"kernels), not installed here: its torch fallback refuses sample boundaries "
+                           f"({next(iter(not_applicable.values()))})")
+            return res
         if not judged:
             res.status = Status.ERROR
-            first = next(iter(not_applicable.values()))
-            res.message = (f"the model cannot take an explicit 4D block mask: {first}" if masked else
+            first_error = next(iter(not_applicable.values()))
+            res.message = (f"the model cannot take an explicit 4D block mask: {first_error}" if masked else
                            "no convention could run a packed row: " + "; ".join(f"{k}: {v}" for k, v in not_applicable.items()))
             return res
         skipped = f"; not applicable: {', '.join(not_applicable)} ({next(iter(not_applicable.values()))})" if not_applicable else ""
-        if not leaking:
+        if not leaking and not harmful:
             res.message = (f"{res.measurements['packed_samples'].value} packed samples see nothing of each other "
-                           f"under {', '.join(judged)}{skipped}")
+                           f"and train as alone under {', '.join(judged)}{skipped}")
             return res
-        names = [n for n, _ in leaking]
         res.status = Status.FAIL
+        names = [n for n, _ in leaking]
+        if not leaking:
+            worst = max(res.measurements[f"harm_{n}"].value for n in harmful)
+            res.diagnosis = "FM-PACK-POSITIONS"
+            res.message = (f"packed samples see nothing of each other, yet a later sample's token loss differs from "
+                           f"its loss alone by {worst:.3g} nats: its positions run over the row, not from its own "
+                           f"start (position_ids are not what the model positions by){skipped}")
+            return res
         if "no_mask_no_cache" in names:
             res.diagnosis, res.proposed_patch = "FM-PACK-ISOLATION", ids.PACKING_BLOCK_MASK
+            res.alternatives = [ids.PACKING_SAMPLE_BOUNDARIES]
             leak = res.measurements["leak_no_mask_no_cache"].value
             res.message = (f"samples see each other even with no mask and use_cache=False "
                            f"(log-probs move by {leak:.3g} nats){skipped}")
-            if masked:
-                res.message = (f"samples still see each other under an explicit block-diagonal mask (log-probs move "
-                               f"by {leak:.3g} nats): the leak is not in the attention mask; a recurrent or "
-                               f"linear-attention state, or positions of the model's own, cross the row{skipped}")
+            if masked or ids.PACKING_SAMPLE_BOUNDARIES in session.applied:
+                how = "an explicit block-diagonal mask" if masked else "sample boundaries (seq_idx, cu_seq_lens)"
+                res.message = (f"samples still see each other with {how} (log-probs move by {leak:.3g} nats): "
+                               f"a recurrent, convolution or linear-attention state, or positions of the model's "
+                               f"own, cross the row{skipped}")
             return res
         res.diagnosis = leaking[0][1]
         res.proposed_patch = ids.PACKING_NO_CACHE
         res.message = ("cross-sample attention with " + " and ".join(names) + " ("
                        + ", ".join(m for _, m in leaking) + f"){skipped}")
         return res
+
+    def _unpacked(self, session, samples: list[int]):
+        """Under packing.unpacked: the samples as one right-padded batch. Another row changed must move nothing,
+        and each sample's token losses must equal its own alone (the longest row, unpadded, gives the floor)."""
+        examples = [session.examples[i] for i in samples]
+        reference = session.reference_losses(samples)
+        floor = session.threshold("packing.tolerance")
+        factor = session.threshold("packing.control_factor")
+        batch = batch_tensors(examples, session.device, session.pad_id)
+        vocab = sorted({t for ex in session.examples for t in ex.input_ids})
+        res = self.result(Status.PASS, "")
+        res.measure("padded_samples", len(samples), "samples", "right-padded in one batch")
+        with torch.no_grad():
+            logits = session.train_model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits
+            changed = batch["input_ids"].clone()
+            real0 = batch["attention_mask"][0].bool()
+            gen = torch.Generator().manual_seed(session.seed + 1)
+            pool = torch.tensor(vocab, dtype=torch.long)
+            index = torch.randint(0, len(pool), changed[0].shape, generator=gen)
+            picks, after = pool[index].to(changed.device), pool[(index + 1) % len(pool)].to(changed.device)
+            picks = torch.where(picks == changed[0], after, picks)  # every real token of the first row changes
+            changed[0] = torch.where(real0, picks, changed[0])
+            other = session.train_model(input_ids=changed, attention_mask=batch["attention_mask"], use_cache=False).logits
+        real = batch["attention_mask"][1:].bool()
+        move = ((logits[1:].float().log_softmax(-1) - other[1:].float().log_softmax(-1)).abs().amax(-1)[real].max().item()
+                if real.any() else 0.0)
+        losses = token_losses(logits, batch["labels"]).cpu()
+        trained = batch["labels"].cpu() != IGNORE
+        shifts = {}
+        for row, index in enumerate(samples):
+            own, alone = losses[row][trained[row]], reference[index]
+            shifts[index] = (own - alone).abs().max().item() if own.shape == alone.shape and own.numel() else 0.0
+        longest = max(range(len(samples)), key=lambda r: len(examples[r]))
+        noise = shifts[samples[longest]]
+        harm_floor = max(floor, factor * noise)
+        worst = max(shifts.values())
+        res.measure("leak_padded", float(f"{move:.3g}"), "nats", compare="<=", limit=floor,
+                    note="(another row changed: log-probs of the others)")
+        res.measure("harm_padded", float(f"{worst:.3g}"), "nats", compare="<=", limit=harm_floor,
+                    note=f"(largest |padded - alone| of a token loss; the unpadded longest row's, {noise:.2g}, is the floor)")
+        lengths = [len(ex) for ex in session.examples]
+        padding = padding_fraction(lengths, TRAIN_BATCH)
+        res.measure("padding_fraction", round(padding, 4), "of tokens",
+                    f"right-padded micro-batches of {TRAIN_BATCH} samples in data order, on this data")
+        res.evidence["per_sample_diff"] = {"padded": {str(i): round(float(
+            (losses[r][trained[r]].mean() - reference[i].mean()) if reference[i].numel() else 0.0), 5)
+            for r, i in enumerate(samples)}}
+        res.evidence["per_sample_unpacked_loss"] = {str(i): round(reference[i].mean().item(), 4)
+                                                    if reference[i].numel() else None for i in samples}
+        res.evidence["fallback_cost"] = (f"unpacked: {padding:.0%} of the tokens of right-padded micro-batches of "
+                                         f"{TRAIN_BATCH} samples (data order) are padding on this data, compute that "
+                                         "packed rows do not spend")
+        if move > floor or worst > harm_floor:
+            res.status, res.diagnosis = Status.FAIL, "FM-PACK-ISOLATION"
+            res.message = (f"even right-padded, samples do not train as alone: another row moves log-probs by "
+                           f"{move:.3g} nats, a token loss differs from alone by {worst:.3g}")
+            return res
+        res.message = (f"{len(samples)} samples right-padded in one batch see nothing of each other and train as "
+                       f"alone; packing is off: {padding:.0%} of the tokens are padding on this data")
+        return res
+
+
+def token_shifts(packed: dict[int, torch.Tensor], reference: dict[int, torch.Tensor], first: int) -> tuple[float, float]:
+    """(the first sample's largest |packed - alone| token loss, the later samples' largest): the first sees no
+    other sample in a causal row, so its shift is the noise of running a longer row."""
+    def shift(s):
+        a, b = packed[s], reference[s]
+        return (a - b).abs().max().item() if a.shape == b.shape and a.numel() else 0.0
+
+    noise = shift(first) if first in packed else 0.0
+    later = [shift(s) for s in packed if s != first]
+    return noise, max(later, default=0.0)
 
 
 def first_samples(row: PackedRow, examples, n: int) -> PackedRow:
@@ -159,6 +315,8 @@ PACK_SERIES = {  # evidence key -> legend, colour
     "no_mask_default_cache": ("packed, default cache", "#fb8f44"),
     "ones_mask_no_cache": ("packed, all-ones mask", "#bf3989"),
     "no_mask_no_cache": ("packed, no mask, no cache", "#6e7781"),
+    "trainer_no_mask": ("packed, as the Trainer runs it", "#fb8f44"),
+    "padded": ("right-padded (unpacked)", "#1a7f37"),
 }
 
 

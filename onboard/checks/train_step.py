@@ -8,20 +8,20 @@ import time
 import torch
 
 from onboard.checks.base import Check, FixAvailability
+from onboard.harness.forward import grad_rel_diff
 from onboard.harness.result import Status
 from onboard.harness.training import restore_parameters
 from onboard.patches.base import unwrap
-from onboard.patches import ids
+from onboard.patches import ids, training_collator
 
 SAMPLES = 4
 
 
-def packing_collator():
-    """What onboard train feeds the model: samples flattened into one row, position_ids restarting per
-    sample, no attention mask, the first label of each sample ignored."""
-    from transformers import DataCollatorWithFlattening
-
-    return DataCollatorWithFlattening(return_position_ids=True)
+def packing_collator(applied=(), pad_id: int = 0):
+    """What onboard train feeds the model with these patches: samples flattened into one row (position_ids
+    restarting per sample, no attention mask, the first label of each sample ignored; with their boundaries under
+    packing.sample_boundaries), or right-padded under packing.unpacked."""
+    return training_collator(applied, pad_id)
 
 
 class TrainStepCheck(Check):
@@ -65,6 +65,8 @@ class TrainStepCheck(Check):
 
         model = session.train_model
         examples = sorted(session.examples, key=len)[:SAMPLES]
+        collator = packing_collator(session.applied, session.pad_id)
+        unpacked = ids.PACKING_UNPACKED in session.applied
         data = [{"input_ids": ex.input_ids, "labels": ex.labels} for ex in examples]
         trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         res = self.result(Status.PASS, "")
@@ -72,17 +74,26 @@ class TrainStepCheck(Check):
         try:
             with tempfile.TemporaryDirectory() as out:
                 # the arguments `onboard train` builds (precision, gradient checkpointing), one step of them
+                # (no clipping: the gradient compared is the step's own, not its rescaled copy)
                 args = training_arguments(session, out, per_device_train_batch_size=SAMPLES, max_steps=1,
-                                          learning_rate=1e-3, logging_steps=1)
+                                          learning_rate=1e-3, logging_steps=1, max_grad_norm=0.0)
                 prepare_for_checkpointing(model, args)
-                trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=packing_collator())
+                trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=collator)
                 trainer.remove_callback(PrinterCallback)  # the step's log goes to the report, not stdout
-                packed = {k: v.to(session.device) for k, v in packing_collator()(data).items()}
+                packed = {k: v.to(session.device) if torch.is_tensor(v) else v for k, v in collator(data).items()}
                 # dropout (nn.Dropout, functional, any name its config gives it) shows as a train-mode forward
                 # that differs between two seeds; the loss is then compared with the model in eval mode
                 stochastic = _stochastic_in_train_mode(model, packed)
                 eval_loss = _eval_loss(trainer, model, packed) if stochastic else None
                 losses = _record_losses(trainer)  # exact: the Trainer's log rounds to 4 digits
+                # every adapter gets a gradient: lora_B off zero (at PEFT's init every lora_A gradient is exactly 0)
+                reference_grads = reference_step_loss = perturbed = None
+                if not stochastic:
+                    _perturb_lora_b(model, session.seed)
+                    perturbed = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+                    reference_step_loss, reference_grads = _reference_grads(model, examples, session.device)
+                captured = _grad_capture(model)
+                trainer.add_callback(captured)
                 trainer.train()
             changed = sum(not torch.equal(p.detach(), trainable[n]) for n, p in model.named_parameters()
                           if n in trainable)
@@ -104,7 +115,8 @@ class TrainStepCheck(Check):
             undo_checkpointing(model)
         seconds = time.perf_counter() - start
         tokens = sum(len(ex) for ex in examples)
-        res.measure("samples", len(examples), "samples", "packed into 1 row")
+        res.measure("samples", len(examples), "samples", "right-padded, one micro-batch (packing.unpacked)" if unpacked
+                    else "packed into 1 row")
         res.measure("tokens", tokens, "tokens")
         res.measure("step_seconds", round(seconds, 3), "s")
         res.measure("gradient_checkpointing", checkpointing(session), "", "as onboard train runs the step")
@@ -124,26 +136,95 @@ class TrainStepCheck(Check):
         if stochastic:
             loss = eval_loss
             res.measure("train_loss_eval_mode", round(loss, 6), "nats", "the same packed batch, dropout off")
-        ref = _reference_loss(session, examples)
+        alone = _reference_loss(session, examples)  # the adapter as it was (lora_B zero), cached by the session
+        ref = alone if reference_step_loss is None else reference_step_loss
         rtol = session.threshold("train_step.loss_rtol")
         rel = abs(loss - ref) / max(abs(ref), 1e-12)
         res.measure("loss_reference", round(ref, 6), "nats", "same samples run one by one")
         res.measure("loss_rel_diff", float(f"{rel:.3g}"), "", compare="<=", limit=rtol)
+        grad_rel = None
+        if reference_grads is not None and captured.grads is not None:
+            grad_rel = grad_rel_diff(reference_grads, captured.grads)
+            res.measure("grad_rel_diff", float(f"{grad_rel:.3g}"), "", compare="<=", limit=rtol * 10,
+                        note="(every adapter's gradient in the step vs the samples run one by one, lora_B off zero)")
+        if rel <= rtol and grad_rel is not None and grad_rel > rtol * 10:
+            res.status, res.diagnosis = Status.FAIL, "FM-TRAIN-LOSS"
+            res.message = (f"the training step's loss matches the samples' ({rel:.2g} relative) but its adapter "
+                           f"gradients do not: {grad_rel:.3g} relative to the samples run one by one")
+            return res
         if rel > rtol:
             res.status, res.diagnosis = Status.FAIL, "FM-TRAIN-LOSS"
-            own = _own_loss_unpacked(model, session, examples, trainer)
+            if perturbed is not None:  # the adapter the step started from
+                restore_parameters(model, perturbed)
+            try:
+                own = _own_loss_unpacked(model, session, examples, trainer)
+            finally:
+                _restore(model, trainable)
             res.measure("own_loss_unpacked", round(own, 6), "nats", "the model's own loss, the samples padded, not packed")
             if abs(own - ref) <= rtol * max(abs(ref), 1e-12):
-                why = "the model's own loss is right on the samples unpacked, so packing mixes them (see PACK001)"
+                why = ("the model's own loss is right on the samples unpacked, so packing mixes them (PACK001: "
+                       + _packing_mechanism(session) + ")")
             else:
                 why = (f"the model's own loss is {own:.4f} on the samples unpacked too, given what the Trainer "
                        "passes: its loss is not the next-token loss of its logits (e.g. labels not shifted, or "
                        "num_items_in_batch misused)")
-            res.message = f"the packed training step's loss {loss:.4f} is not the samples' loss {ref:.4f}: {why}"
+            res.message = (f"the {'right-padded' if unpacked else 'packed'} training step's loss {loss:.4f} is not the samples' "
+                           f"loss {ref:.4f}: {why}")
             return res
-        res.message = (f"one step on {tokens} packed tokens ran in {seconds:.1f} s; {changed} adapter tensors "
-                       f"updated; loss {loss:.4f} = reference {ref:.4f}")
+        res.message = (f"one step on {tokens} {'right-padded' if unpacked else 'packed'} tokens ran in {seconds:.1f} s; "
+                       f"{changed} adapter tensors updated; loss {loss:.4f} = reference {ref:.4f}"
+                       + (f", adapter gradients to {grad_rel:.1g}" if grad_rel is not None else ""))
         return res
+
+
+def _packing_mechanism(session) -> str:
+    """What PACK001 measured, in a few words, for TRAIN001's explanation."""
+    packing = session.results.get("PACK001")
+    if packing is not None and packing.diagnosis:
+        return f"{packing.diagnosis}: {packing.message[:160]}"
+    return "see its findings"
+
+
+def _grad_capture(model):
+    """A Trainer callback keeping every adapter gradient just before the optimizer steps (its `grads`)."""
+    from transformers import TrainerCallback
+
+    class GradCapture(TrainerCallback):
+        grads = None
+
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            self.grads = {n: p.grad.detach().float().clone() for n, p in model.named_parameters()
+                          if p.requires_grad and p.grad is not None}
+
+    return GradCapture()
+
+
+def _perturb_lora_b(model, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed + 7)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.requires_grad and "lora_B" in name:
+                param.copy_((torch.randn(param.shape, generator=gen) * 0.02).to(param.dtype))
+
+
+def _reference_grads(model, examples, device) -> tuple[float, dict[str, torch.Tensor]]:
+    """The samples' token-mean next-token loss and its adapter gradients, each sample run alone: the ground truth
+    a training step's loss and gradient must equal."""
+    from onboard.harness.forward import token_losses
+
+    total = sum(ex.n_trained for ex in examples)
+    model.zero_grad(set_to_none=True)
+    loss = 0.0
+    for ex in examples:
+        ids_ = torch.tensor([ex.input_ids], device=device)
+        labels = torch.tensor([ex.labels], device=device)
+        part = token_losses(model(input_ids=ids_, use_cache=False).logits, labels).sum() / total
+        part.backward()
+        loss += part.item()
+    grads = {n: p.grad.detach().float().clone() for n, p in model.named_parameters()
+             if p.requires_grad and p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return loss, grads
 
 
 def _record_losses(trainer) -> list[float]:

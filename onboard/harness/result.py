@@ -87,6 +87,11 @@ class FixRecord:
     message_after: str = ""
     measurements_after: dict[str, Measurement] = field(default_factory=dict)
     error: str | None = None
+    # a slower setup that trains correctly where the optimisation could not be fixed (packing.unpacked,
+    # cce.model_loss), with what it costs, measured
+    fallback: bool = False
+    cost: str | None = None
+    tried: list[dict[str, Any]] = field(default_factory=list)  # the fixes tried before this one: patch_id, why not
 
 
 @dataclass
@@ -99,6 +104,9 @@ class CheckResult:
     measurements: dict[str, Measurement] = field(default_factory=dict)
     evidence: dict[str, Any] = field(default_factory=dict)  # heading -> text or plain data
     proposed_patch: str | None = None  # a patch id that fixes the finding
+    alternatives: list[str] = field(default_factory=list)  # patches tried in turn when the proposed one does not verify
+    # a slower setup that avoids the optimisation the finding is about: tried when no fix verifies
+    fallback_patch: str | None = None
     enables: str | list[str] | None = None  # patch ids the check verified as safe to train with (no finding)
     fix: FixRecord | None = None
     duration_s: float = 0.0
@@ -239,6 +247,8 @@ def _check_to_dict(c: CheckResult) -> dict[str, Any]:
         "measurements": _measurements_to_dict(c.measurements),
         "evidence": c.evidence,
         "proposed_patch": c.proposed_patch,
+        "alternatives": c.alternatives,
+        "fallback_patch": c.fallback_patch,
         "enables": c.enables,
         "fix": fix,
         "duration_s": round(c.duration_s, 3),
@@ -262,6 +272,8 @@ def _check_from_dict(d: dict[str, Any]) -> CheckResult:
         measurements=_measurements_from_dict(d.get("measurements", {})),
         evidence=d.get("evidence", {}),
         proposed_patch=d.get("proposed_patch"),
+        alternatives=d.get("alternatives", []),
+        fallback_patch=d.get("fallback_patch"),
         enables=d.get("enables"),
         fix=fix,
         duration_s=d.get("duration_s", 0.0),

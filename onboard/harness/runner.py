@@ -37,14 +37,38 @@ def run_check(check, session) -> CheckResult:
 
 
 def try_fix(check, session, result: CheckResult) -> FixRecord:
-    """Apply the proposed patch for the rest of the run, re-run the check, record whether it now passes."""
+    """Fix the finding for the rest of the run: the proposed patch, then each alternative, each re-checked and
+    kept only when the finding is gone. When none verifies, the fallback (a slower setup that avoids the
+    optimisation: unpacked training, the model's own loss), re-checked the same way, with its cost."""
+    tried: list[dict] = []
+    record, after = None, None
+    for patch_id in [p for p in (result.proposed_patch, *result.alternatives) if p]:
+        record, after = _attempt(check, session, result, patch_id)
+        if record.verified:
+            record.tried = tried
+            return record
+        tried.append({"patch_id": patch_id, "why_not": record.error or record.message_after})
+    # the re-check may name a fallback of its own (PACK001 under a block mask that isolates but leaves the
+    # positions wrong): the last word on the finding is the latest run's
+    fallback = (after.fallback_patch if after is not None and after.fallback_patch else None) or result.fallback_patch
+    if fallback and fallback not in [t["patch_id"] for t in tried]:
+        record, after = _attempt(check, session, result, fallback)
+        record.fallback, record.tried = True, tried
+        record.cost = after.evidence.get("fallback_cost") if after is not None else None
+        return record
+    record.tried = tried[:-1]  # the record is the last try itself
+    return record
+
+
+def _attempt(check, session, result: CheckResult, patch_id: str) -> tuple[FixRecord, CheckResult | None]:
+    """Apply one patch for the rest of the run, re-run the check; revert it unless the finding is gone."""
     from onboard.patches import get_patch
 
-    patch = get_patch(result.proposed_patch)
+    patch = get_patch(patch_id)
     try:
         session.apply_patch(patch)
     except Exception as exc:  # noqa: BLE001
-        return FixRecord(patch.id, applied=False, verified=False, error=f"{type(exc).__name__}: {exc}")
+        return FixRecord(patch.id, applied=False, verified=False, error=f"{type(exc).__name__}: {exc}"), None
     after = run_check(check, session)
     # a fix is verified when the finding is gone: PASS, or a WARN about something else
     verified = after.status is Status.PASS or (after.status is Status.WARN and after.diagnosis != result.diagnosis)
@@ -57,7 +81,7 @@ def try_fix(check, session, result: CheckResult) -> FixRecord:
         status_after=after.status,
         message_after=after.message,
         measurements_after=after.measurements,
-    )
+    ), after
 
 
 def run_checks(
@@ -93,13 +117,14 @@ def run_checks(
         else:
             on_start(check)
             result = run_check(check, session)
-            if fix and result.status in (Status.FAIL, Status.WARN) and result.proposed_patch:
-                patch = get_patch(result.proposed_patch)
+            if fix and result.status in (Status.FAIL, Status.WARN) and (result.proposed_patch or result.fallback_patch):
+                patch = get_patch(result.proposed_patch or result.fallback_patch)
                 if patch.applicability is Applicability.SAFE or unsafe_fixes:
                     result.fix = try_fix(check, session, result)
                 else:
                     result.evidence["unapplied_fix"] = f"{patch.id} changes what is trained: rerun with --unsafe-fixes"
         results[check.code] = result
+        session.results[check.code] = result  # what later checks may cite (TRAIN001 names PACK001's mechanism)
         if result.blocking:
             unmet.add(check.code)
         on_result(result)

@@ -61,7 +61,9 @@ class ModelSession:
             fault = get_fault(spec.target)
             setup = setup.replace(lora_targets=setup.lora_targets or fault.lora_targets, attn=setup.attn or fault.attn,
                                   torch_compile=setup.torch_compile if setup.torch_compile is not None
-                                  else fault.torch_compile)
+                                  else fault.torch_compile,
+                                  trainer=fault.trainer if fault.trainer and setup.trainer == DEFAULT.trainer
+                                  else setup.trainer)
             if getattr(fault, "max_length", None) and setup.max_length == DEFAULT.max_length:
                 setup = setup.replace(max_length=fault.max_length)  # the fault's trigger, unless one was given
         self.setup = setup  # the setup in effect: what the report records and training builds from
@@ -83,6 +85,7 @@ class ModelSession:
         self.applied: dict[str, object] = {}  # patch id -> handle (None for a LoRA-config transform), in order
         # patch id -> the choice a check made for it (MOE001: which experts implementation), read by the patch
         self.patch_options: dict[str, str] = {}
+        self.results: dict = {}  # check code -> its CheckResult in this run, as the runner records them
         self._reference: dict[int, torch.Tensor] = {}  # example index -> its per-token losses run alone
         self._logit_width: int | None = None
 

@@ -26,6 +26,9 @@ def _opt(default, help: str, *, trained: bool = False, group: str, types: tuple 
     return field(default=default, metadata=meta)
 
 
+TRAINERS = ("hf", "custom")
+
+
 @dataclass(frozen=True)
 class Setup:
     # ---- the model
@@ -58,6 +61,10 @@ class Setup:
     # ---- training flags
     gradient_checkpointing: bool | None = _opt(None, "checkpoint gradients in the training step (default: on with "
                                                "CUDA)", trained=True, group="training", types=(bool,))
+    trainer: str = _opt("hf", "the training loop whose conventions the checks judge: hf (the HF Trainer, TRL, axolotl, "
+                        "onboard train: config.use_cache=False in training, a packing collator with no mask) or custom "
+                        "(a loop of your own: the model's default use_cache, possibly an all-ones mask)", trained=True,
+                        group="training", types=(str,))
     torch_compile: bool | None = _opt(None, "check the training step under torch.compile (COMPILE001; default: on "
                                       "with CUDA)", group="training", types=(bool,))
     # ---- the run
@@ -81,6 +88,8 @@ class Setup:
             if not targets or targets == ("all-linear",):
                 targets = None
             object.__setattr__(self, "lora_targets", targets)
+        if self.trainer not in TRAINERS:
+            raise BadInput(f"trainer must be one of {', '.join(TRAINERS)}, not {self.trainer!r}")
         for name in ("max_length", "pack_length", "lora_rank", "lora_alpha"):
             if getattr(self, name) < 1:
                 raise BadInput(f"{name} must be at least 1, not {getattr(self, name)}")

@@ -3,11 +3,12 @@
 from onboard.patches.attention import AttentionFallbackPatch, CausalAttentionPatch
 from onboard.patches import ids
 from onboard.patches.base import Applicability, LoraTransform, Patch, PatchHandle, is_lora_transform, unwrap
-from onboard.patches.cce import CcePatch
+from onboard.patches.cce import CcePatch, ModelLossPatch
 from onboard.patches.extra_inputs import ExtraInputsPatch
 from onboard.patches.loss_kwargs import LossKwargsPatch
 from onboard.patches.moe import ExpertsImplementationPatch
-from onboard.patches.packing import BlockMaskPatch, PackingPatch
+from onboard.patches.packing import (BlockMaskPatch, PackingPatch, SampleBoundariesPatch, UnpackedPatch,
+                                     training_collator)
 from onboard.patches.speed import CompiledLayersPatch, PackedAttentionPatch
 from onboard.patches.peft_targets import (ExcludeUnwrappablePatch, ExpertParametersPatch, WrappedLinearTargetsPatch,
                                          lora_config)
@@ -15,7 +16,8 @@ from onboard.patches.peft_targets import (ExcludeUnwrappablePatch, ExpertParamet
 PATCHES: dict[str, Patch | LoraTransform] = {p.id: p for p in (
     AttentionFallbackPatch(), CausalAttentionPatch(), WrappedLinearTargetsPatch(), ExcludeUnwrappablePatch(), ExpertParametersPatch(),
     ExtraInputsPatch(),
-    PackingPatch(), BlockMaskPatch(), LossKwargsPatch(), CcePatch(), PackedAttentionPatch(),
+    PackingPatch(), BlockMaskPatch(), SampleBoundariesPatch(), UnpackedPatch(), LossKwargsPatch(), CcePatch(),
+    ModelLossPatch(), PackedAttentionPatch(),
     CompiledLayersPatch(), ExpertsImplementationPatch(),
 )}
 if tuple(PATCHES) != ids.ALL:  # a patch without its constant, or a constant without its patch
@@ -30,4 +32,4 @@ def get_patch(patch_id: str) -> Patch:
 
 
 __all__ = ["PATCHES", "Applicability", "LoraTransform", "Patch", "PatchHandle", "get_patch", "ids",
-           "is_lora_transform", "lora_config", "unwrap"]
+           "is_lora_transform", "lora_config", "training_collator", "unwrap"]

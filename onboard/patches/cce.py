@@ -173,3 +173,20 @@ def measure_transform(model, head, context) -> tuple[float, float | None, int, f
     rtol = 1e-4 if logits.dtype == torch.float32 else 3e-2
     scale, softcap, err = fit_transform(z[..., :vocab], logits, softcap_candidates(base.config), rtol)
     return scale, softcap, vocab, err
+
+
+class ModelLossPatch:
+    """Not a change of the model: training computes the model's own loss from full logits instead of the fused
+    one. The fallback when the fused loss cannot be live or cannot reproduce the model's loss; it costs the
+    logits' memory, which CCE001 states."""
+
+    id = ids.CCE_MODEL_LOSS
+    applicability = Applicability.SAFE
+    keeps_unpacked_outputs = True
+    summary = "train with the model's own loss over full logits (the fused loss left off), at the logits' memory cost"
+
+    def applies_to(self, model) -> str | None:
+        return None
+
+    def apply(self, model, context=None) -> PatchHandle:
+        return PatchHandle(self.id)

@@ -124,3 +124,110 @@ class BlockMaskPatch:
         hook = base.register_forward_pre_hook(pre_hook, with_kwargs=True)
         handle.on_revert(hook.remove)
         return handle
+
+
+BOUNDARY_KEYS = ("seq_idx", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
+
+
+def sample_boundaries(position_ids: torch.Tensor) -> dict:
+    """What DataCollatorWithFlattening(return_seq_idx=True, return_flash_attn_kwargs=True) sends with a packed
+    row, computed from its position_ids: seq_idx (the sample of each token, from 0 in each row) and the
+    cumulative sample lengths over the flattened batch with the longest sample's length."""
+    doc = document_ids(position_ids) - 1  # [B, T], 0-based per row
+    starts = (position_ids.reshape(-1) == 0).nonzero().flatten()  # a sample starts where its positions restart
+    ends = torch.cat([starts[1:], starts.new_tensor([position_ids.numel()])])
+    cu = torch.cat([starts.new_zeros(1), ends]).to(torch.int32)
+    longest = int((ends - starts).max()) if len(starts) else 0
+    return {"seq_idx": doc.to(torch.int32), "cu_seq_lens_q": cu, "cu_seq_lens_k": cu,
+            "max_length_q": longest, "max_length_k": longest}
+
+
+class SampleBoundariesPatch:
+    id = ids.PACKING_SAMPLE_BOUNDARIES
+    applicability = Applicability.SAFE
+    keeps_unpacked_outputs = True  # a row of one sample gets no boundaries: nothing changes for it
+    summary = ("send each packed row's sample boundaries (seq_idx, cu_seq_lens_q/k) as the packing collator does "
+               "with return_seq_idx and return_flash_attn_kwargs: recurrent, convolution and linear-attention "
+               "layers (with their CUDA kernels) keep the samples apart")
+
+    def applies_to(self, model) -> str | None:
+        return None
+
+    def apply(self, model, context=None) -> PatchHandle:
+        base = unwrap(model)
+        handle = PatchHandle(self.id)
+        for config in model_configs(base):
+            set_attr(handle, config, "use_cache", False)
+
+        def pre_hook(module, args, kwargs):
+            positions = kwargs.get("position_ids")
+            if any(kwargs.get(k) is not None for k in BOUNDARY_KEYS) or not is_packed(positions):
+                return None  # the collator sent them (onboard train, TRL's padding-free collator), or one sample
+            kwargs.update(sample_boundaries(positions))
+            kwargs["use_cache"] = False
+            return args, kwargs
+
+        hook = base.register_forward_pre_hook(pre_hook, with_kwargs=True)
+        handle.on_revert(hook.remove)
+        return handle
+
+
+class UnpackedPatch:
+    """Not a change of the model: the training setup's. Training pads each micro-batch on the right instead of
+    packing it, which keeps samples apart on any model whose padded batch matches each sample alone."""
+
+    id = ids.PACKING_UNPACKED
+    applicability = Applicability.SAFE
+    keeps_unpacked_outputs = True
+    summary = ("train on right-padded micro-batches instead of packed rows: the fallback when no verified fix keeps "
+               "packed samples apart (slower by the padding it adds)")
+
+    def applies_to(self, model) -> str | None:
+        return None
+
+    def apply(self, model, context=None) -> PatchHandle:
+        return PatchHandle(self.id)  # the collator is the change: training_collator() reads the patch list
+
+
+def training_collator(patch_ids, pad_id: int, ignore_index: int = -100):
+    """The collator a training run with these patches uses: right-padded batches under packing.unpacked; packed
+    rows with sample boundaries under packing.sample_boundaries; else packed rows with position_ids only."""
+    from transformers import DataCollatorWithFlattening
+
+    patch_ids = set(patch_ids)
+    if ids.PACKING_UNPACKED in patch_ids:
+        return RightPadding(pad_id, ignore_index)
+    if ids.PACKING_SAMPLE_BOUNDARIES in patch_ids:
+        return DataCollatorWithFlattening(return_position_ids=True, return_seq_idx=True,
+                                          return_flash_attn_kwargs=True)
+    return DataCollatorWithFlattening(return_position_ids=True)
+
+
+class RightPadding:
+    """Samples ({"input_ids", "labels"}) as one right-padded batch with an attention mask; labels ignored on
+    padding. What an unpacked micro-batch is."""
+
+    def __init__(self, pad_id: int, ignore_index: int = -100):
+        self.pad_id, self.ignore_index = pad_id, ignore_index
+
+    def __call__(self, samples: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(s["input_ids"]) for s in samples)
+        batch = {"input_ids": torch.full((len(samples), width), self.pad_id, dtype=torch.long),
+                 "labels": torch.full((len(samples), width), self.ignore_index, dtype=torch.long),
+                 "attention_mask": torch.zeros((len(samples), width), dtype=torch.long)}
+        for i, s in enumerate(samples):
+            n = len(s["input_ids"])
+            batch["input_ids"][i, :n] = torch.as_tensor(s["input_ids"])
+            batch["labels"][i, :n] = torch.as_tensor(s["labels"])
+            batch["attention_mask"][i, :n] = 1
+        return batch
+
+
+def padding_fraction(lengths: list[int], batch_size: int) -> float:
+    """The share of a right-padded run's tokens that are padding: samples in data order, `batch_size` a batch."""
+    total = padded = 0
+    for start in range(0, len(lengths), batch_size):
+        group = lengths[start:start + batch_size]
+        total += max(group) * len(group)
+        padded += max(group) * len(group) - sum(group)
+    return padded / total if total else 0.0
