@@ -3,10 +3,11 @@
     report = onboard.check("smollm2")                  # the checklist (onboard.api)
     onboard.lora_config(report, model)                 # LoRA as the checks built it
     with onboard.apply_patches(trainer, report): ...   # the verified fixes on your own trainer
+    onboard.collator(report, tokenizer)                # packed, with boundaries, or right-padded: as verified
 """
 
 __version__ = "0.1.0"
-_API = ("check", "apply_patches", "lora_config", "AppliedPatches", "SetupMismatch")
+_API = ("check", "apply_patches", "collator", "lora_config", "AppliedPatches", "SetupMismatch")
 
 
 def __getattr__(name):  # the API loads torch and transformers: only when used, not on `import onboard`

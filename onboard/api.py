@@ -8,6 +8,10 @@
     with onboard.apply_patches(trainer, report):              # the verified model patches, reverted on exit
         trainer.train()
 
+A report whose packing fix is the unpacked fallback (packing.unpacked) trains on right-padded batches: pass
+`onboard.collator(report, tokenizer)` as the data collator (packed rows, with sample boundaries where
+packing.sample_boundaries was verified, otherwise), and leave TRL's packing and padding_free off.
+
 `apply_patches` refuses a report on another model (class, model type, parameter count) or another setup (LoRA
 rank and alpha, dtype, gradient checkpointing, max_length where the trainer has one), naming what differs.
 """
@@ -63,6 +67,16 @@ def lora_config(report: RunReport, model):
     transforms = [p for p in map(get_patch, report.verified_patches) if is_lora_transform(p)]
     return build(unwrap(model), None if targets == "all-linear" else list(targets), transforms,
                  r=report.options["lora_rank"], alpha=report.options["lora_alpha"])
+
+
+def collator(report: RunReport, tokenizer):
+    """The data collator the report's verified patches train with: right-padded batches under packing.unpacked
+    (packed samples could not be kept apart), packed rows with seq_idx and cu_seq_lens under
+    packing.sample_boundaries, else packed rows with position_ids (DataCollatorWithFlattening)."""
+    from onboard.patches import training_collator
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    return training_collator(report.verified_patches, pad)
 
 
 @dataclass
@@ -144,6 +158,8 @@ def _same_model(report: RunReport, model) -> None:
 
 
 def _same_setup(report: RunReport, model, args) -> None:
+    from onboard.patches import ids
+
     options = report.options
     differ = []
     floating = {str(p.dtype).removeprefix("torch.") for p in model.parameters() if p.is_floating_point()}
@@ -168,6 +184,12 @@ def _same_setup(report: RunReport, model, args) -> None:
         ckpt = bool(getattr(args, "gradient_checkpointing", False))
         if options.get("gradient_checkpointing") is not None and ckpt != options["gradient_checkpointing"]:
             differ.append(f"gradient_checkpointing {options['gradient_checkpointing']!r} checked, {ckpt!r} here")
+        if ids.PACKING_UNPACKED in report.verified_patches:
+            packs = [name for name in ("packing", "padding_free") if getattr(args, name, False)]
+            if packs:
+                differ.append(f"{' and '.join(packs)} on, but packed samples are not kept apart on this model: the "
+                              "report verified unpacked training (packing.unpacked; use onboard.collator(report, "
+                              "tokenizer))")
         max_length = getattr(args, "max_length", None)  # TRL's SFTConfig truncates to it
         if max_length is not None and options.get("max_length") is not None and max_length != options["max_length"]:
             differ.append(f"max_length {options['max_length']!r} checked, {max_length!r} here")
@@ -226,4 +248,4 @@ class _Context:
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
 
 
-__all__ = ["AppliedPatches", "SetupMismatch", "apply_patches", "check", "lora_config"]
+__all__ = ["AppliedPatches", "SetupMismatch", "apply_patches", "check", "collator", "lora_config"]

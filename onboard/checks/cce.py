@@ -52,7 +52,10 @@ class CceCheck(Check):
     saving is under half the prediction.
 
     Fix:
-    None: when this check passes, `onboard train` uses cce.fused_loss on CUDA.
+    None for the fused loss itself: when this check passes, `onboard train` uses cce.fused_loss on CUDA. When it
+    fails, the fallback cce.model_loss: training computes the model's own loss over full logits, verified by
+    re-running the check (the model's own loss must be the next-token cross-entropy of its logits), its cost
+    the logits' memory at 4 x 2048 tokens. A model whose own loss is not that stays NOT_READY.
     """
 
     code = "CCE001"
@@ -83,7 +86,9 @@ class CceCheck(Check):
         batch = session.probe_batch()  # the shortest labelled sample: the math needs no length, and it is cheap
         ref_loss, ref_grads, own = _loss_and_grads(model, batch)
         cls = type(unwrap(model)).__name__
-        res = self.result(Status.PASS, "", enables=patch.id)
+        if ids.CCE_MODEL_LOSS in session.applied:
+            return self._model_loss(session, ref_loss, own, cls)
+        res = self.result(Status.PASS, "", enables=patch.id, fallback_patch=ids.CCE_MODEL_LOSS)
         res.measure("loss_reference", round(ref_loss, 6), "nats", "the model's own loss")
         res.measure("ce_of_logits_shifted", round(own["shifted"], 6), "nats", "cross-entropy of its logits, next token")
         try:
@@ -134,6 +139,33 @@ class CceCheck(Check):
             res.message += "; memory not measured on CPU (torch_compile materialises logits)"
             return res
         _measure_memory(res, session, patch, model)
+        return res
+
+
+    def _model_loss(self, session, ref_loss: float, own: dict, cls: str):
+        """Under cce.model_loss (the fallback): training computes the model's own loss from full logits. That is
+        right when the model's loss is the next-token cross-entropy of the logits it returns; its cost is the
+        logits' memory."""
+        rtol = session.threshold("cce.loss_rtol")
+        res = self.result(Status.PASS, "")
+        rel = abs(own["shifted"] - ref_loss) / max(abs(ref_loss), 1e-12)
+        res.measure("loss_reference", round(ref_loss, 6), "nats", "the model's own loss")
+        res.measure("ce_of_logits_shifted", round(own["shifted"], 6), "nats", "cross-entropy of its logits, next token")
+        res.measure("own_loss_rel_diff", float(f"{rel:.3g}"), "", compare="<=", limit=rtol,
+                    note="(the model's own loss vs the next-token cross-entropy of its logits)")
+        batch, seq = MEMORY_SHAPE
+        cost = predicted_saving(batch, seq, session.logit_width, session.dtype)
+        res.measure("logits_memory", round(cost / 2**30, 3), "GiB",
+                    f"(dtype bytes + 8) x batch x sequence x vocab at {batch} x {seq}, which the fused loss would save")
+        res.evidence["fallback_cost"] = (f"the model's own loss: full logits, their fp32 log-softmax and gradient, "
+                                         f"{cost / 2**30:.2f} GiB at {batch} x {seq} tokens ({session.logit_width} classes)")
+        if not rel <= rtol:
+            res.status, res.diagnosis = Status.FAIL, "FM-CCE-MATH"
+            res.message = ("the model's own loss is not the next-token cross-entropy of its logits either: "
+                           + _why(ref_loss, own, rtol))
+            return res
+        res.message = (f"training uses {cls}'s own loss, the next-token cross-entropy of its logits (to {rel:.1g}); "
+                       f"it costs the logits' memory, {cost / 2**30:.2f} GiB at {batch} x {seq} tokens")
         return res
 
 

@@ -73,6 +73,8 @@ class KernelsCheck(Check):
             for lever in LEVERS:  # each on top of the levers verified before it: what training runs is all of them
                 patch = get_patch(lever)
                 reason = patch.applies_to(model)
+                if lever == ids.SPEED_PACKED_ATTENTION and ids.PACKING_UNPACKED in session.applied:
+                    reason = "training is unpacked (PACK001's fallback, packing.unpacked): there are no packed rows"
                 if reason is None:
                     try:
                         handle = patch.apply(model, session)

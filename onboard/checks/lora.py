@@ -46,7 +46,11 @@ class LoraCheck(Check):
     Llama 4's router, an nn.Linear whose forward returns a tuple), FM-LORA-EXPERTS (fused MoE expert
     parameters not targeted), FM-LORA-NOGRAD (adapters whose output the loss depends on get no gradient;
     a module whose output never reaches the loss, e.g. a pooler, or whose gradient a zero-initialised
-    random weight blocks, is evidence, not a finding).
+    random weight blocks, is evidence, not a finding), FM-LORA-COVERAGE (WARN: a kind of decoder layer, e.g. the
+    Mamba or linear-attention layers of a hybrid, has no layer with an adapter on the loss path: target lists
+    written for attention leave them frozen; the message names the Linear layers targets could reach). The
+    decoder layers are counted by kind in the evidence; adapters whose module never runs in a training forward
+    (Mamba's dt_proj, whose weight the block uses directly) are named.
 
     Fix:
     lora.wrapped_linear_targets (safe): target names that hit a custom Linear wrapper are pointed at the
@@ -175,14 +179,64 @@ class LoraCheck(Check):
             res.message = f"{len(missing)} adapters on the loss path get no gradient, e.g. {paths[kind][0]}: {why[kind]}"
             res.evidence["no_gradient"] = [f"{n}: {why[k]}" for k in why for n in paths[k]][:20]
             return res
+        coverage = layer_coverage(base, set(paths["ok"]))
+        res.evidence["layer_coverage"] = {kind: f"{c['adapted']} of {c['layers']} layers adapted on the loss path"
+                                          for kind, c in coverage.items()}
+        never = [n for n in paths["not_run"] if module_group(n) != "vision" and _in_layers(n, base)]
+        if never:
+            summary += (f"; {len(never)} adapters never run (their module is not called in a training forward, e.g. "
+                        f"{never[0]}: its weight is used directly)")
         experts = [n for n, r in skipped.items() if "FM-LORA-EXPERTS" in r]
         res.message = summary
+        frozen = {kind: c for kind, c in coverage.items() if c["adapted"] == 0}
+        if frozen and len(coverage) > 0:
+            layers = sum(c["layers"] for c in coverage.values())
+            idle = sum(c["layers"] for c in frozen.values())
+            res.measure("layers_without_adapter", idle, "layers", f"of {layers} decoder layers", compare="==", limit=0)
+            res.status, res.diagnosis = Status.WARN, "FM-LORA-COVERAGE"
+            res.message = (f"{idle} of {layers} decoder layers carry no adapter on the loss path, every layer of kind "
+                           + "; ".join(f"{kind} ({c['layers']} layer{'s' if c['layers'] > 1 else ''}; targets that reach it: "
+                                       f"{', '.join(c['linears']) or 'none PEFT can adapt'})" for kind, c in frozen.items())
+                           + f": they stay frozen. {summary}")
+            return res
         if experts:
             res.status, res.diagnosis = Status.WARN, "FM-LORA-EXPERTS"
             res.proposed_patch = ids.LORA_EXPERT_PARAMETERS
             res.message += (f"; {len(experts)} fused expert tensors not covered "
                             f"({', '.join(expert_parameters(base))}; --unsafe-fixes adds them)")
         return res
+
+
+def layer_coverage(base, adapted: set[str]) -> dict[str, dict]:
+    """Decoder layers by kind (the classes of the parts that hold their weights: an attention or a Mamba or
+    linear-attention mixer, an MLP or MoE), each kind with its layer count, how many of them hold an adapter whose
+    gradient the loss reaches (`adapted`: LORA001's measured set), and the Linear names inside it that targets could
+    name. Layers are found in the module tree (the longest list of one class), not by attribute name."""
+    from onboard.patches.speed import repeated_blocks
+
+    names = {id(m): n for n, m in base.named_modules()}
+    kinds: dict[str, dict] = {}
+    for layer in repeated_blocks(base):
+        prefix = names[id(layer)]
+        parts = [m for _, m in layer.named_children() if any(p.dim() >= 2 for p in m.parameters())]
+        kind = " + ".join(type(m).__name__ for m in parts) or type(layer).__name__
+        entry = kinds.setdefault(kind, {"layers": 0, "adapted": 0, "linears": []})
+        entry["layers"] += 1
+        entry["adapted"] += any(n == prefix or n.startswith(prefix + ".") for n in adapted)
+        for name, module in layer.named_modules():
+            leaf = name.rpartition(".")[2]
+            if isinstance(module, torch.nn.Linear) and leaf not in entry["linears"] and "lora_" not in name \
+                    and leaf not in ("base_layer",):
+                entry["linears"].append(leaf)
+    return kinds
+
+
+def _in_layers(name: str, base) -> bool:
+    """Whether a module name lies inside one of the decoder layers."""
+    from onboard.patches.speed import repeated_blocks
+
+    names = {id(m): n for n, m in base.named_modules()}
+    return any(name.startswith(names[id(layer)] + ".") for layer in repeated_blocks(base))
 
 
 def _unsupported(res, model) -> None:

@@ -10,6 +10,7 @@ import torch
 from onboard.checks.base import Check, FixAvailability
 from onboard.harness.forward import grad_rel_diff
 from onboard.harness.result import Status
+from onboard.harness.samemath import randomise_lora_b
 from onboard.harness.training import restore_parameters
 from onboard.patches.base import unwrap
 from onboard.patches import ids, training_collator
@@ -89,7 +90,7 @@ class TrainStepCheck(Check):
                 # every adapter gets a gradient: lora_B off zero (at PEFT's init every lora_A gradient is exactly 0)
                 reference_grads = reference_step_loss = perturbed = None
                 if not stochastic:
-                    _perturb_lora_b(model, session.seed)
+                    randomise_lora_b(model, session.seed)
                     perturbed = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
                     reference_step_loss, reference_grads = _reference_grads(model, examples, session.device)
                 captured = _grad_capture(model)
@@ -197,14 +198,6 @@ def _grad_capture(model):
                           if p.requires_grad and p.grad is not None}
 
     return GradCapture()
-
-
-def _perturb_lora_b(model, seed: int) -> None:
-    gen = torch.Generator().manual_seed(seed + 7)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if param.requires_grad and "lora_B" in name:
-                param.copy_((torch.randn(param.shape, generator=gen) * 0.02).to(param.dtype))
 
 
 def _reference_grads(model, examples, device) -> tuple[float, dict[str, torch.Tensor]]:

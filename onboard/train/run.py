@@ -21,7 +21,7 @@ from onboard.harness.data import IGNORE, read_chats
 from onboard.harness.errors import BadInput, EnvironmentProblem
 from onboard.harness.training import prepare_for_checkpointing, training_arguments
 from onboard.train.monitor import GracefulStop, StepMeter, peak_memory_gib
-from onboard.patches import ids
+from onboard.patches import ids, training_collator
 
 LOG = "train_log.jsonl"
 CONFIG = "train_config.json"
@@ -104,7 +104,7 @@ def _use_cce(options: TrainOptions, device: torch.device) -> bool:
 def train(session, patch_ids: list[str], options: TrainOptions, *, check_source: dict | None = None,
           console=None, callbacks=(), patch_options: dict[str, str] | None = None) -> TrainResult:
     """Train a LoRA on the session's model; write the adapter, a JSON step log, the loss curve and a report."""
-    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, PrinterCallback, Trainer
+    from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer
     from transformers.trainer_utils import get_last_checkpoint
 
     out = Path(options.out)
@@ -146,10 +146,15 @@ def train(session, patch_ids: list[str], options: TrainOptions, *, check_source:
                           "verified eager's loss and adapter gradients with it, and found it fastest)", highlight=False)
     if session.tokenizer.pad_token_id is None:
         session.tokenizer.pad_token_id = session.pad_id
-    collator = (DataCollatorWithFlattening(return_position_ids=True) if options.packing else
+    packing = options.packing and ids.PACKING_UNPACKED not in applied  # the check's fallback: packed rows leak
+    if options.packing and not packing and console is not None:
+        console.print("Packing off: PACK001 found that packed samples are not kept apart on this model and verified "
+                      "right-padded micro-batches instead (packing.unpacked)", highlight=False)
+    collator = (training_collator(applied, session.pad_id, IGNORE) if packing or ids.PACKING_UNPACKED in applied else
                 DataCollatorForSeq2Seq(session.tokenizer, padding="longest", label_pad_token_id=IGNORE))
     cuda = session.device.type == "cuda"
     # the builder TRAIN001 and GA001 used: precision and checkpointing are what the checks ran with
+    collator_name = type(collator).__name__
     args = training_arguments(
         session, out, per_device_train_batch_size=options.batch_size if options.batch_tokens is None else 1,
         gradient_accumulation_steps=options.grad_accum,
@@ -161,7 +166,8 @@ def train(session, patch_ids: list[str], options: TrainOptions, *, check_source:
     dataset = rows
     if options.batch_tokens is not None:  # one dataset item per micro-batch: the samples a token budget holds
         dataset = [{"samples": [rows[i] for i in group]}
-                   for group in token_budget_groups([len(r["input_ids"]) for r in rows], options.batch_tokens)]
+                   for group in token_budget_groups([len(r["input_ids"]) for r in rows], options.batch_tokens,
+                                                    padded=not packing)]
         flatten = collator
         collator = lambda items: flatten([sample for item in items for sample in item["samples"]])  # noqa: E731
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
@@ -214,7 +220,8 @@ def train(session, patch_ids: list[str], options: TrainOptions, *, check_source:
                  "tokens": sum(len(ex) for ex in examples), "trained_tokens": sum(ex.n_trained for ex in examples),
                  "truncated_samples": truncated, "samples_without_trained_tokens": untrained},
         "options": {**{k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
-                    "gradient_checkpointing": bool(args.gradient_checkpointing), "bf16": args.bf16},
+                    "gradient_checkpointing": bool(args.gradient_checkpointing), "bf16": args.bf16,
+                    "packed": packing, "collator": collator_name},
         "resumed_from": checkpoint,
         "steps": trainer.state.global_step,
         "first_loss": records[0]["loss"] if records else None,
@@ -290,18 +297,20 @@ def _resume_point(out: Path, fingerprint: dict, resume: bool, get_last_checkpoin
     return last
 
 
-def token_budget_groups(lengths: list[int], budget: int) -> list[list[int]]:
-    """Indices grouped in order while their lengths sum to at most `budget`; a sample longer than the budget is a
+def token_budget_groups(lengths: list[int], budget: int, padded: bool = False) -> list[list[int]]:
+    """Indices grouped in order while their tokens fit `budget`: the sum of their lengths in a packed row, or
+    (`padded`) the longest length times the count in a right-padded batch. A sample longer than the budget is a
     group of its own (it is never cut)."""
     groups: list[list[int]] = []
-    total = 0
+    total = longest = 0
     for i, n in enumerate(lengths):
-        if groups and total + n <= budget:
+        grown = max(longest, n) * (len(groups[-1]) + 1) if padded and groups else total + n
+        if groups and grown <= budget:
             groups[-1].append(i)
-            total += n
+            total, longest = total + n, max(longest, n)
         else:
             groups.append([i])
-            total = n
+            total = longest = n
     return groups
 
 
