@@ -444,10 +444,24 @@ def list_checks() -> None:
 
 
 @app.command()
-def explain(code: Annotated[str, typer.Argument(help="a check code (PACK001) or name (packing)")]) -> None:
-    """Print a check's documentation: what it does, why it matters, failure modes, fix."""
-    from onboard.checks import find_check
+def explain(code: Annotated[str, typer.Argument(help="a check code (PACK001) or name (packing), a patch id "
+                                                     "(packing.unpacked), or 'verdict'")]) -> None:
+    """Print a check's documentation (what it does, why it matters, failure modes, fix), a patch's, or the
+    verdict rule (what READY, READY_WITH_FIXES and NOT_READY mean, and the fallbacks)."""
+    import inspect
 
+    from onboard.checks import find_check
+    from onboard.harness.result import VERDICT_RULE
+    from onboard.patches import PATCHES
+
+    if code.lower() == "verdict":
+        print(VERDICT_RULE)
+        return
+    if code in PATCHES:
+        patch = PATCHES[code]
+        doc = inspect.cleandoc(type(patch).__doc__ or "")
+        print(f"{patch.id} ({patch.applicability.value}): {patch.summary}" + (f"\n\n{doc}" if doc else ""))
+        return
     try:
         check = find_check(code)
     except KeyError as exc:

@@ -50,10 +50,10 @@ def _hf_first_loss(session, report, tmp_path) -> tuple[float, list[str]]:
 
 
 def test_hf_trainer_with_the_reports_patches_takes_onboard_trains_first_step(tiny_report, tmp_path):
-    assert tiny_report.verdict.value == "READY_WITH_FIXES"
+    assert tiny_report.verdict.value == "READY"  # the HF Trainer keeps packed samples apart on tiny Llama
     session = make_session("tiny:llama")
     loss, applied = _hf_first_loss(session, tiny_report, tmp_path)
-    assert "packing.no_cache_no_mask" in applied
+    assert "speed.packed_attention" in applied  # the lever KERN001 verified
     assert loss == pytest.approx(_onboard_first_loss("tiny:llama", tiny_report, tmp_path), rel=1e-6)
 
 
@@ -72,7 +72,7 @@ def test_trl_sft_trainer_with_the_reports_patches_takes_onboard_trains_first_ste
                          processing_class=session.tokenizer,
                          peft_config=onboard.lora_config(tiny_report, session.model))
     with onboard.apply_patches(trainer, tiny_report) as applied:
-        assert applied.applied and "packing.no_cache_no_mask" in applied.applied
+        assert applied.applied and "speed.packed_attention" in applied.applied
         trainer.train()
     loss = trainer.state.log_history[0]["loss"]
     # TRL's padding-free collator gives the same tokens, labels and positions as onboard's, and also cu_seq_lens,
@@ -83,12 +83,41 @@ def test_trl_sft_trainer_with_the_reports_patches_takes_onboard_trains_first_ste
 def test_the_handle_reverts_what_it_applied(tiny_report):
     session = make_session("tiny:llama")
     config = session.model.config
-    assert config.use_cache is True  # what packing.no_cache_no_mask turns off
+    backend = config._attn_implementation
     with onboard.apply_patches(session.model, tiny_report) as applied:
-        assert "packing.no_cache_no_mask" in applied.applied
-        assert config.use_cache is False
+        assert "speed.packed_attention" in applied.applied
+        assert config._attn_implementation != backend  # what the lever switches
         assert "cce.fused_loss" in applied.skipped  # the fused loss is for the GPU, as onboard train does
-    assert config.use_cache is True
+    assert config._attn_implementation == backend
+
+
+def test_an_unpacked_fallback_reaches_your_trainer(tmp_path):
+    """A report whose packing fix is the fallback (packed samples are positioned over the row: fault
+    pack-positions) gives a right-padded collator, and refuses a TRL trainer that packs anyway."""
+    from trl import SFTConfig
+
+    from onboard.patches.packing import RightPadding
+
+    report = onboard.check("fault:pack-positions", device="cpu")
+    assert report.verdict.value == "READY_WITH_FIXES" and "packing.unpacked" in report.verified_patches
+    session = make_session("fault:pack-positions")
+    collator = onboard.collator(report, session.tokenizer)
+    assert isinstance(collator, RightPadding)
+    batch = collator(_rows(session)[:3])
+    assert batch["attention_mask"].sum() == sum(len(ex) for ex in session.examples[:3])
+    packing = SFTConfig(str(tmp_path / "trl"), padding_free=True, use_cpu=True, report_to="none",
+                        gradient_checkpointing=False, max_length=None)
+
+    class Holder:  # what apply_patches reads of a trainer: its model and arguments
+        model, args = session.model, packing
+
+        def train(self):
+            pass
+
+    with pytest.raises(onboard.SetupMismatch, match="padding_free on, but packed samples are not kept apart"):
+        onboard.apply_patches(Holder(), report)
+    assert type(onboard.collator(onboard.check("tiny:llama", device="cpu", trainer="custom"), session.tokenizer)
+                ).__name__ == "DataCollatorWithFlattening"
 
 
 def test_a_report_on_another_model_or_setup_is_refused(tiny_report):
@@ -134,4 +163,4 @@ def test_the_readme_example_runs_as_written(tmp_path, monkeypatch):
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
     trainer = namespace["trainer"]
-    assert trainer.state.global_step == 1 and "packing.no_cache_no_mask" in namespace["applied"].applied
+    assert trainer.state.global_step == 1 and "speed.packed_attention" in namespace["applied"].applied

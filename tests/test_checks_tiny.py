@@ -12,6 +12,8 @@ from onboard.harness.result import Status, Verdict
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral", "gemma3_text"])
 def test_checklist_on_tiny_architectures(arch):
+    """Under the default setup (the HF Trainer: no cache in training, a packing collator with no mask) these
+    architectures keep packed samples apart and train them as alone: READY, with no fix."""
     report = run_all(make_session(f"tiny:{arch}"))
     checks = by_code(report)
     assert checks["LOAD001"].status is Status.PASS
@@ -19,25 +21,38 @@ def test_checklist_on_tiny_architectures(arch):
     assert checks["LORA001"].measurements["adapters_without_gradient"].value == 0
     assert checks["LOSS001"].status is Status.SKIP  # random weights: the loss means nothing
     pack = checks["PACK001"]
+    assert pack.status is Status.PASS, pack.message
+    assert pack.measurements["leak_trainer_no_mask"].value == 0  # isolated: exactly nothing moves
+    assert pack.measurements["harm_trainer_no_mask"].within  # each later sample trains as alone
+    assert checks["CCE001"].status is Status.PASS
+    assert checks["CCE001"].measurements["logits_produced"].value == 0
+    assert checks["TRAIN001"].measurements["grad_rel_diff"].within, checks["TRAIN001"].message
+    assert report.verdict is Verdict.READY, report.reason
+    # the fused loss and the packed attention KERN001 verified (compiled layers: CUDA only)
+    assert report.verified_patches == ["cce.fused_loss", "speed.packed_attention"]
+
+
+def test_a_loop_of_ones_own_keeps_the_cache_finding():
+    """--trainer custom: the model's default use_cache reaches the forward, packed samples see each other
+    (FM-PACK-CACHE), and packing.no_cache_no_mask fixes it."""
+    report = run_all(make_session("tiny:llama", trainer="custom"))
+    pack = by_code(report)["PACK001"]
     assert pack.status is Status.FAIL and pack.diagnosis == "FM-PACK-CACHE"
     assert pack.measurements["leak_no_mask_default_cache"].value > 1e-2  # leaks move log-probs by 0.1-1 nats
     assert pack.measurements["leak_no_mask_no_cache"].value == 0  # isolated: exactly nothing moves
     assert pack.fix.verified and pack.fix.measurements_after["leak_ones_mask_no_cache"].value == 0
-    assert checks["CCE001"].status is Status.PASS
-    assert checks["CCE001"].measurements["logits_produced"].value == 0
     assert report.verdict is Verdict.READY_WITH_FIXES
-    # the fix, the fused loss, and the packed attention KERN001 verified (compiled layers: CUDA only)
     assert report.verified_patches == ["packing.no_cache_no_mask", "cce.fused_loss", "speed.packed_attention"]
 
 
 def test_no_fix_leaves_packing_failing():
-    report = run_all(make_session("tiny:llama"), fix=False)
+    report = run_all(make_session("tiny:llama", trainer="custom"), fix=False)
     assert by_code(report)["PACK001"].fix is None
     assert report.verdict is Verdict.NOT_READY
 
 
 def test_cache_off_in_config_leaves_only_the_mask_leak():
-    session = make_session("tiny:qwen2")
+    session = make_session("tiny:qwen2", trainer="custom")
     session.model.config.use_cache = False
     report = run_all(session, fix=False)
     pack = by_code(report)["PACK001"]
@@ -165,7 +180,7 @@ def test_packing_perturbation_is_exact_in_bf16():
     0 when another sample of its row changes, while the default-cache leak moves it far past the tolerance."""
     from onboard.checks import PackingCheck
 
-    session = make_session("tiny:llama", dtype="bfloat16")
+    session = make_session("tiny:llama", dtype="bfloat16", trainer="custom")
     pack = by_code(run_checks(session, [LoadCheck, LoraCheck, PackingCheck]))["PACK001"]
     assert pack.measurements["leak_no_mask_no_cache"].value == 0
     assert pack.measurements["leak_no_mask_default_cache"].value > 100 * session.threshold("packing.tolerance")

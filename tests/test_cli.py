@@ -22,8 +22,8 @@ def invoke(*args):
 
 
 def test_tiny_run_writes_every_report(tmp_path):
-    out = invoke("check", "tiny:llama", "--json", str(tmp_path / "r.json"), "--junit", str(tmp_path / "r.xml"),
-                 "--markdown", str(tmp_path / "r.md"))
+    out = invoke("check", "tiny:llama", "--trainer", "custom", "--json", str(tmp_path / "r.json"), "--junit",
+                 str(tmp_path / "r.xml"), "--markdown", str(tmp_path / "r.md"))
     assert out.exit_code == 0, out.output
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["verdict"] == "READY_WITH_FIXES"
@@ -41,8 +41,22 @@ def test_tiny_run_writes_every_report(tmp_path):
 
 
 def test_strict_and_no_fix_gate():
-    assert invoke("check", "tiny:llama", "--strict").exit_code == 1
-    assert invoke("check", "tiny:llama", "--no-fix").exit_code == 1
+    assert invoke("check", "tiny:llama", "--trainer", "custom", "--strict").exit_code == 1
+    assert invoke("check", "tiny:llama", "--trainer", "custom", "--no-fix").exit_code == 1
+    assert invoke("check", "tiny:llama", "--strict").exit_code == 0  # READY under the HF Trainer: nothing to fix
+    bad = invoke("check", "tiny:llama", "--trainer", "deepspeed")
+    assert bad.exit_code == 2 and "trainer must be one of hf, custom" in bad.output
+
+
+def test_train_follows_the_unpacked_fallback(tmp_path):
+    """A model whose packed samples cannot train as alone (positions over the row) is READY_WITH_FIXES with
+    packing.unpacked, and onboard train trains it right-padded without --force."""
+    out = invoke("train", "fault:pack-positions", "--out", str(tmp_path / "run"), "--max-steps", "1")
+    assert out.exit_code == 0, out.output
+    assert "Packing off" in out.output
+    report = json.loads((tmp_path / "run" / "train_report.json").read_text())
+    assert "packing.unpacked" in report["patches_applied"]
+    assert report["options"]["packed"] is False and report["options"]["collator"] == "RightPadding"
 
 
 @pytest.mark.parametrize("args, code, words", [
@@ -73,6 +87,9 @@ def test_malformed_data_names_the_line(tmp_path):
 def test_explain_and_list():
     out = invoke("explain", "packing")
     assert out.exit_code == 0 and "FM-PACK-CACHE" in out.output and "Fix:" in out.output
+    assert "FM-PACK-POSITIONS" in out.output and "--trainer" in out.output
+    assert "packing.unpacked" in invoke("explain", "verdict").output
+    assert "right-padded" in invoke("explain", "packing.unpacked").output
     assert all(code in invoke("checks").output for code in ("LOAD001", "LORA001", "LOSS001", "PACK001", "CCE001"))
 
 
@@ -121,7 +138,7 @@ def test_hub_id_loads_from_the_local_cache_offline(tmp_path):
 def test_version_help_and_quiet():
     assert invoke("--version").output.strip().startswith("onboard ")
     assert "Usage:" in invoke("check", "-h").output
-    out = invoke("check", "tiny:llama", "-q")
+    out = invoke("check", "tiny:llama", "--trainer", "custom", "-q")
     assert out.exit_code == 0
     lines = [line for line in out.output.splitlines() if line.strip()]
     # the load line, the one finding (PACK001, fixed), the verdict: not the ~150 lines of a full report

@@ -42,7 +42,7 @@ def test_config_from_toml_overrides_thresholds_and_shows_them(tmp_path, monkeypa
     """A tolerance loose enough to hide tiny Llama's packing leak turns READY_WITH_FIXES into READY: the
     checks judge against the config's number, and every report says which numbers were used."""
     (tmp_path / "onboard.toml").write_text(
-        'model = "tiny:llama"\npack-length = 256\n[thresholds]\npacking.tolerance = 1.0\n'
+        'model = "tiny:llama"\npack-length = 256\ntrainer = "custom"\n[thresholds]\npacking.tolerance = 1.0\n'
         'train_step.loss_rtol = {float32 = 1e-3}\n')
     monkeypatch.chdir(tmp_path)
     summary = tmp_path / "summary.md"

@@ -16,8 +16,8 @@ def test_checklist_on_cuda_bf16(arch):
     session = ModelSession(model=f"tiny:{arch}", device="cuda")
     report = run_checks(session, CHECKS)
     checks = by_code(report)
-    assert report.verdict is Verdict.READY_WITH_FIXES
-    assert checks["PACK001"].diagnosis == "FM-PACK-CACHE" and checks["PACK001"].fix.verified
+    assert report.verdict is Verdict.READY, report.reason  # the HF Trainer's conventions keep samples apart
+    assert checks["PACK001"].status is Status.PASS and checks["PACK001"].measurements["harm_trainer_no_mask"].within
     cce = checks["CCE001"]
     assert cce.status in (Status.PASS, Status.WARN), cce.message
     assert cce.measurements["impl"].value == "cce"
@@ -34,8 +34,9 @@ def test_real_shape_builds_on_the_gpu_without_a_cpu_copy():
     # bf16 loss noise of an 8B shape is ~0.04 nats; the perturbation test must still find isolation exact
     report = run_checks(session, CHECKS)
     checks = by_code(report)
-    assert report.verdict is Verdict.READY_WITH_FIXES, [(c.code, c.status, c.message) for c in report.checks]
-    assert checks["PACK001"].diagnosis == "FM-PACK-CACHE" and checks["PACK001"].fixed
+    assert report.verdict is Verdict.READY, [(c.code, c.status, c.message) for c in report.checks]
+    assert checks["PACK001"].measurements["leak_trainer_no_mask"].value == 0
+    assert checks["PACK001"].measurements["harm_trainer_no_mask"].within, checks["PACK001"].message
 
 
 def test_cce_is_live_on_a_conditional_generation_model():

@@ -24,7 +24,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def run_page(tmp_path_factory):
     """tiny:llama through `onboard check --html`: PACK001 finds the leak and the fix, so all plots have data."""
     folder = tmp_path_factory.mktemp("html")
-    out = CliRunner().invoke(app, ["check", "tiny:llama", "--html", str(folder / "run.html"),
+    out = CliRunner().invoke(app, ["check", "tiny:llama", "--trainer", "custom", "--html", str(folder / "run.html"),
                                    "--json", str(folder / "run.json")])
     assert out.exit_code == 0, out.output
     return folder / "run.html", json.loads((folder / "run.json").read_text())

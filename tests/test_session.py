@@ -11,6 +11,8 @@ from onboard.patches import PATCHES, get_patch, ids
 
 KEEPING = sorted(p.id for p in PATCHES.values() if getattr(p, "keeps_unpacked_outputs", False))
 MODELS = {ids.PACKING_NO_CACHE: "tiny:llama", ids.PACKING_BLOCK_MASK: "fault:pack-isolation",
+          ids.PACKING_SAMPLE_BOUNDARIES: "fault:pack-recurrent", ids.PACKING_SEGMENT_CONV: "fault:pack-conv",
+          ids.PACKING_UNPACKED: "fault:pack-positions", ids.CCE_MODEL_LOSS: "fault:cce-math",
           ids.LOSS_NUM_ITEMS: "fault:loss-ga"}
 
 

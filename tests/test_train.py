@@ -160,15 +160,37 @@ def test_training_runs_the_setup_the_checks_ran(tmp_path):
 
 
 def test_not_ready_model_is_refused_unless_forced(tmp_path):
-    res = runner.invoke(app, ["train", "fault:cce-math", "--max-steps", "1", "--out", str(tmp_path / "a")])
+    res = runner.invoke(app, ["train", "fault:train-loss", "--max-steps", "1", "--out", str(tmp_path / "a")])
     assert res.exit_code == 1, res.output
-    assert "refused" in res.output and "FM-CCE-MATH" in res.output and "--force" in res.output
+    assert "refused" in res.output and "FM-TRAIN-LOSS" in res.output and "--force" in res.output
     assert not (tmp_path / "a" / "train_report.json").exists()
-    res = runner.invoke(app, ["train", "fault:cce-math", "--max-steps", "1", "--force", "--out", str(tmp_path / "b")])
+    res = runner.invoke(app, ["train", "fault:train-loss", "--max-steps", "1", "--force", "--out", str(tmp_path / "b")])
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "b" / "train_report.json").read_text())
     assert report["check"]["forced"] and report["check"]["verdict"] == "NOT_READY"
-    assert "cce.fused_loss" not in report["patches_applied"]  # CCE001 failed: its patch is not verified
+
+
+def test_a_failing_fused_loss_trains_with_the_models_own_loss_without_force(tmp_path):
+    """fault:cce-math: the fused loss cannot add the bias the model puts on its logits; the fallback, the model's
+    own loss, is verified, so the model is READY_WITH_FIXES and trains without --force, never with the fused loss."""
+    res = runner.invoke(app, ["train", "fault:cce-math", "--max-steps", "1", "--cce", "on", "--out", str(tmp_path / "a")])
+    assert res.exit_code == 2 and "did not verify cce.fused_loss" in " ".join(res.output.split()), res.output
+    res = runner.invoke(app, ["train", "fault:cce-math", "--max-steps", "1", "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "b" / "train_report.json").read_text())
+    assert report["check"]["verdict"] == "READY_WITH_FIXES" and "cce.model_loss" in report["patches_applied"]
+    assert "cce.fused_loss" not in report["patches_applied"]
+
+
+def test_a_token_budget_of_padded_rows_counts_the_padding():
+    """Unpacked training (the fallback) fills each micro-batch to --batch-tokens of padded tokens: the longest
+    sample times the count, not the sum of the lengths."""
+    from onboard.train.run import token_budget_groups
+
+    lengths = [10, 30, 20, 20, 5]
+    assert token_budget_groups(lengths, 60) == [[0, 1, 2], [3, 4]]  # packed: 60 real tokens, then 25
+    assert token_budget_groups(lengths, 60, padded=True) == [[0, 1], [2, 3, 4]]  # 30 x 2 = 60, then 20 x 3
+    assert token_budget_groups(lengths, 45, padded=True) == [[0], [1], [2, 3], [4]]  # 30 x 2 > 45 alone; 20 x 2 = 40; 20 x 3 > 45
 
 
 def test_malformed_data_line_is_named(tmp_path):

@@ -99,12 +99,19 @@ def test_a_true_leak_is_fixed_by_the_block_mask():
     assert all(m.value == 0 for k, m in pack.fix.measurements_after.items() if k.startswith("leak_"))
 
 
-def test_a_leak_no_mask_can_close_stays_not_ready():
+def test_a_leak_no_mask_can_close_trains_unpacked():
     """Bloom's ALiBi positions come from a 2D mask it builds itself: a leak the loss test missed (8e-3 nats of
-    log-probability on tiny weights), and the 4D block mask cannot be given to it, so the fix fails."""
-    pack = run("tiny:bloom", [PackingCheck])["PACK001"]
+    log-probability on tiny weights); the 4D block mask cannot be given to it and sample boundaries do not reach
+    its attention, so neither fix verifies. Right-padded batches train each sample as alone: the fallback
+    packing.unpacked is verified, with its padding cost (READY_WITH_FIXES, not NOT_READY)."""
+    pack = run("tiny:bloom", [PackingCheck], trainer="custom")["PACK001"]
     assert pack.diagnosis == "FM-PACK-ISOLATION", pack.message
-    assert pack.fix is not None and not pack.fix.verified
+    assert [t["patch_id"] for t in pack.fix.tried] == ["packing.block_mask", "packing.sample_boundaries",
+                                                       "packing.segment_conv"]
+    assert pack.fix.patch_id == "packing.unpacked" and pack.fix.verified and pack.fix.fallback
+    after = pack.fix.measurements_after
+    assert after["leak_padded"].value == 0 and after["harm_padded"].within
+    assert 0 < after["padding_fraction"].value < 1 and "padding" in pack.fix.cost
     # every convention runs: the control's two rows get a mask of two rows (one built for the single row
     # made Bloom's ALiBi index out of range, and the convention read "not applicable")
     assert "not_applicable" not in pack.evidence, pack.evidence.get("not_applicable")
@@ -112,22 +119,43 @@ def test_a_leak_no_mask_can_close_stays_not_ready():
 
 
 def test_a_hybrid_cache_makes_one_convention_not_applicable_not_a_crash():
-    """Bamba's cache cannot take a packed row in eval mode: that convention is reported as not applicable,
-    and the others still find the Mamba state carried across samples (a true leak)."""
-    pack = run("tiny:bamba", [PackingCheck])["PACK001"]
+    """Bamba's cache cannot take a packed row in eval mode (a loop of one's own that keeps the cache): that
+    convention is reported as not applicable, and the others still find the Mamba state carried across samples
+    (a true leak)."""
+    pack = run("tiny:bamba", [PackingCheck], trainer="custom")["PACK001"]
     assert pack.status is Status.FAIL and pack.diagnosis == "FM-PACK-ISOLATION", pack.message
     assert pack.measurements["leak_no_mask_default_cache"].value == "not applicable"
     assert "no_mask_default_cache" in pack.evidence["not_applicable"]
     assert pack.measurements["leak_no_mask_no_cache"].value > 1e-2
 
 
-def test_a_healthy_moe_is_isolated_exactly():
-    """Routing couples the tokens of a batch only numerically, if at all: the control stays at 0 on the CPU."""
-    pack = run("tiny:mixtral", [PackingCheck])["PACK001"]
-    assert pack.measurements["leak_no_mask_no_cache"].value == 0
-    assert pack.measurements["control_no_mask_no_cache"].value == 0
-    assert pack.fixed
+def test_a_hybrid_falls_back_to_unpacked_naming_the_kernels_it_needs():
+    """Qwen3.5's GatedDeltaNet and short convolution carry state across a packed row. The block mask cannot
+    reach them; sample boundaries can, with causal-conv1d and flash-linear-attention on CUDA, and the torch
+    fallback refuses them here naming the package; right padding is exact: READY_WITH_FIXES, unpacked."""
+    pack = run("tiny:qwen3_5", [PackingCheck])["PACK001"]
+    assert pack.diagnosis == "FM-PACK-ISOLATION" and pack.measurements["leak_trainer_no_mask"].value > 1e-2
+    tried = {t["patch_id"]: t["why_not"] for t in pack.fix.tried}
+    assert "causal_conv1d" in tried["packing.sample_boundaries"], tried
+    assert pack.fix.patch_id == "packing.unpacked" and pack.fix.verified
 
+
+def test_isolated_samples_positioned_over_the_row_are_not_a_verified_block_mask():
+    """Bart's decoder positions every token by its place in the row (learned positions, position_ids not
+    taken): the block mask isolates the samples (leak exactly 0) but a later sample's loss is not its loss
+    alone (FM-PACK-POSITIONS on the re-check), so the block mask is not verified and training falls back."""
+    pack = run("tiny:bart", [PackingCheck])["PACK001"]
+    tried = {t["patch_id"]: t["why_not"] for t in pack.fix.tried}
+    assert "positions run over the row" in tried["packing.block_mask"], tried
+    assert pack.fix.patch_id == "packing.unpacked" and pack.fix.verified
+
+
+def test_a_healthy_moe_is_isolated_exactly():
+    """Routing couples the tokens of a batch only numerically, if at all: isolation is exact on the CPU."""
+    pack = run("tiny:mixtral", [PackingCheck])["PACK001"]
+    assert pack.status is Status.PASS and pack.fix is None, pack.message
+    assert pack.measurements["leak_trainer_no_mask"].value == 0
+    assert pack.measurements["control_trainer_no_mask"].value == 0
 
 
 def test_a_bidirectional_model_leaks_both_ways_across_packed_samples():

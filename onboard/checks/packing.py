@@ -104,7 +104,8 @@ class PackingCheck(Check):
     packing.block_mask (an explicit block-diagonal causal 4D mask, eager and sdpa), then
     packing.sample_boundaries (seq_idx and cu_seq_lens_q/k from the collator, as TRL's padding-free collator
     sends them: hybrid layers keep samples apart with their CUDA kernels; a torch fallback refuses them and
-    the finding names the package). Each is verified by re-running the check: no leak and no harm.
+    the finding names the package), then packing.segment_conv (short causal convolutions stopped at sample
+    starts, in torch: RecurrentGemma). Each is verified by re-running the check: no leak and no harm.
     When none verifies, or for FM-PACK-POSITIONS: packing.unpacked, training on right-padded micro-batches,
     verified by the same two measures on a padded batch, its padding cost stated. The model then trains
     correctly, slower (READY_WITH_FIXES).
@@ -144,6 +145,9 @@ class PackingCheck(Check):
         leaking, not_applicable, harm, harmful, missing = [], {}, {}, [], []
         shared: tuple[str, float] | None = None  # the control, run once: batch coupling is the model's, not a mask's
         for name, (kwargs_for, mode) in conventions(trainer).items():
+            if name == "no_mask_no_cache" and trainer != "custom" and "leak_trainer_no_mask" in res.measurements \
+                    and not leaking and not harmful:  # the Trainer's own run was clean: use_cache=False adds nothing
+                continue
             try:
                 with trainer_config(model, trainer if name == "trainer_no_mask" else "custom"):
                     probe = Perturbation(model, batch, vocab, session.seed, kwargs_for)
@@ -182,9 +186,10 @@ class PackingCheck(Check):
                                                     for i, r in reference.items()}
         if not_applicable:
             res.evidence["not_applicable"] = not_applicable
-        judged = [n for n in conventions(trainer) if n not in not_applicable]
+        judged = [n for n in conventions(trainer) if n not in not_applicable and f"leak_{n}" in res.measurements]
         masked = ids.PACKING_BLOCK_MASK in session.applied
         if missing:  # the boundaries reached a torch fallback that refuses them: a kernel package is missing
+            missing += [m for m in _more_missing_kernels(model, batch) if m not in missing]
             res.evidence["missing_kernels"] = missing
             res.status, res.diagnosis = Status.FAIL, "FM-PACK-ISOLATION"
             res.message = (f"the model's layers keep packed samples apart only with {', '.join(missing)} (CUDA "
@@ -213,12 +218,15 @@ class PackingCheck(Check):
             return res
         if "no_mask_no_cache" in names:
             res.diagnosis, res.proposed_patch = "FM-PACK-ISOLATION", ids.PACKING_BLOCK_MASK
-            res.alternatives = [ids.PACKING_SAMPLE_BOUNDARIES]
+            res.alternatives = [ids.PACKING_SAMPLE_BOUNDARIES, ids.PACKING_SEGMENT_CONV]
             leak = res.measurements["leak_no_mask_no_cache"].value
             res.message = (f"samples see each other even with no mask and use_cache=False "
                            f"(log-probs move by {leak:.3g} nats){skipped}")
-            if masked or ids.PACKING_SAMPLE_BOUNDARIES in session.applied:
-                how = "an explicit block-diagonal mask" if masked else "sample boundaries (seq_idx, cu_seq_lens)"
+            tried = {ids.PACKING_BLOCK_MASK: "an explicit block-diagonal mask",
+                     ids.PACKING_SAMPLE_BOUNDARIES: "sample boundaries (seq_idx, cu_seq_lens)",
+                     ids.PACKING_SEGMENT_CONV: "the short convolutions stopped at sample starts"}
+            if any(p in session.applied for p in tried):
+                how = next(text for p, text in tried.items() if p in session.applied)
                 res.message = (f"samples still see each other with {how} (log-probs move by {leak:.3g} nats): "
                                f"a recurrent, convolution or linear-attention state, or positions of the model's "
                                f"own, cross the row{skipped}")
@@ -288,6 +296,25 @@ class PackingCheck(Check):
         res.message = (f"{len(samples)} samples right-padded in one batch see nothing of each other and train as "
                        f"alone; packing is off: {padding:.0%} of the tokens are padding on this data")
         return res
+
+
+@torch.no_grad()
+def _more_missing_kernels(model, batch) -> list[str]:
+    """The first refusal names one package; the boundary inputs one at a time name the others (Qwen3.5's short
+    convolution needs causal-conv1d for seq_idx, its GatedDeltaNet flash-linear-attention for cu_seq_lens)."""
+    from onboard.patches.packing import sample_boundaries
+
+    found = []
+    bounds = sample_boundaries(batch.position_ids)
+    for keep in (("seq_idx",), ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")):
+        try:
+            model(input_ids=batch.input_ids[:1], position_ids=batch.position_ids[:1], use_cache=False,
+                  **{k: v for k, v in bounds.items() if k in keep})
+        except ValueError as exc:
+            found += MISSING_KERNEL.findall(str(exc))
+        except Exception:  # noqa: BLE001 - only the kernel refusals are looked for
+            pass
+    return found
 
 
 def token_shifts(packed: dict[int, torch.Tensor], reference: dict[int, torch.Tensor], first: int) -> tuple[float, float]:

@@ -96,8 +96,9 @@ class TrainStepCheck(Check):
                 captured = _grad_capture(model)
                 trainer.add_callback(captured)
                 trainer.train()
-            changed = sum(not torch.equal(p.detach(), trainable[n]) for n, p in model.named_parameters()
-                          if n in trainable)
+            started = perturbed if perturbed is not None else trainable  # what the optimizer step started from
+            changed = sum(not torch.equal(p.detach(), started[n]) for n, p in model.named_parameters()
+                          if n in started)
         except Exception as exc:  # noqa: BLE001 - a training step that fails is the finding
             text = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             res.status, res.message = Status.FAIL, f"the training step failed: {text}"

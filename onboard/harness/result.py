@@ -28,6 +28,23 @@ class Verdict(str, enum.Enum):
     INCONCLUSIVE = "INCONCLUSIVE"  # no such finding, but a check crashed: onboard could not judge the model
 
 
+VERDICT_RULE = """\
+READY: every check passed (a WARN costs speed or coverage, never correctness).
+READY_WITH_FIXES: every finding is fixed by a verified patch, or by a verified fallback: a slower setup that
+  leaves the failing optimisation off and trains correctly, with its cost stated.
+    packing: packing.block_mask, packing.sample_boundaries, packing.segment_conv in turn, each verified by isolation (another sample
+      changed moves nothing) and harm (each packed sample's loss equals its loss alone); else packing.unpacked,
+      right-padded micro-batches, verified the same way on a padded batch and by TRAIN001's step (loss and
+      adapter gradients equal the samples run one by one); cost: the padding on your data.
+    the fused loss: cce.model_loss, the model's own loss over full logits, verified when it is the next-token
+      cross-entropy of the logits; cost: the logits' memory.
+    speed levers, experts kernels, torch.compile: left off (WARN) when they change the math.
+NOT_READY: no verified configuration trains the model correctly: a loss that is not the next-token loss, a
+  model that attends to later tokens with no causal switch, missing weights, a forward that fails, adapters
+  that learn nothing.
+INCONCLUSIVE: a check crashed and nothing was found: onboard could not judge (exit 3)."""
+
+
 class ExitCode(enum.IntEnum):
     OK = 0  # READY, or READY_WITH_FIXES without --strict
     NOT_READY = 1

@@ -7,7 +7,8 @@ from onboard.patches.cce import CcePatch, ModelLossPatch
 from onboard.patches.extra_inputs import ExtraInputsPatch
 from onboard.patches.loss_kwargs import LossKwargsPatch
 from onboard.patches.moe import ExpertsImplementationPatch
-from onboard.patches.packing import (BlockMaskPatch, PackingPatch, SampleBoundariesPatch, UnpackedPatch,
+from onboard.patches.packing import (BlockMaskPatch, PackingPatch, SampleBoundariesPatch, SegmentConvPatch,
+                                     UnpackedPatch,
                                      training_collator)
 from onboard.patches.speed import CompiledLayersPatch, PackedAttentionPatch
 from onboard.patches.peft_targets import (ExcludeUnwrappablePatch, ExpertParametersPatch, WrappedLinearTargetsPatch,
@@ -16,7 +17,7 @@ from onboard.patches.peft_targets import (ExcludeUnwrappablePatch, ExpertParamet
 PATCHES: dict[str, Patch | LoraTransform] = {p.id: p for p in (
     AttentionFallbackPatch(), CausalAttentionPatch(), WrappedLinearTargetsPatch(), ExcludeUnwrappablePatch(), ExpertParametersPatch(),
     ExtraInputsPatch(),
-    PackingPatch(), BlockMaskPatch(), SampleBoundariesPatch(), UnpackedPatch(), LossKwargsPatch(), CcePatch(),
+    PackingPatch(), BlockMaskPatch(), SampleBoundariesPatch(), SegmentConvPatch(), UnpackedPatch(), LossKwargsPatch(), CcePatch(),
     ModelLossPatch(), PackedAttentionPatch(),
     CompiledLayersPatch(), ExpertsImplementationPatch(),
 )}

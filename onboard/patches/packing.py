@@ -231,3 +231,66 @@ def padding_fraction(lengths: list[int], batch_size: int) -> float:
         total += max(group) * len(group)
         padded += max(group) * len(group) - sum(group)
     return padded / total if total else 0.0
+
+
+def causal_short_convs(model) -> list[torch.nn.Conv1d]:
+    """Depthwise causal convolutions over the sequence: nn.Conv1d with one group per channel and k - 1 padding,
+    whose first T outputs are the causal ones (the short convolutions of Griffin, Mamba, GatedDeltaNet blocks)."""
+    return [m for m in unwrap(model).modules()
+            if isinstance(m, torch.nn.Conv1d) and m.groups == m.in_channels == m.out_channels
+            and m.kernel_size[0] > 1 and m.padding == (m.kernel_size[0] - 1,) and m.stride == (1,)
+            and m.dilation == (1,)]
+
+
+class SegmentConvPatch:
+    """A short causal convolution reads the k - 1 tokens before each token: in a packed row, those of the
+    previous sample. This patch gives every depthwise causal nn.Conv1d of the model, on packed rows, the same
+    convolution with each tap masked where it reaches into another sample (exact: the other taps are the
+    layer's own weights and order). Models whose only leak is such a convolution (RecurrentGemma, whose
+    recurrence resets where position_ids restart) then keep packed samples apart in torch, on any device."""
+
+    id = ids.PACKING_SEGMENT_CONV
+    applicability = Applicability.SAFE
+    keeps_unpacked_outputs = True  # a row of one sample: the convolution runs as it was
+    summary = ("short causal convolutions (depthwise nn.Conv1d) stop at sample starts on packed rows, in torch: "
+               "no kernel package needed")
+
+    def applies_to(self, model) -> str | None:
+        return None if causal_short_convs(model) else "no depthwise causal nn.Conv1d in the model"
+
+    def apply(self, model, context=None) -> PatchHandle:
+        reason = self.applies_to(model)
+        if reason:
+            raise ValueError(f"{self.id} does not apply: {reason}")
+        base = unwrap(model)
+        handle = PatchHandle(self.id)
+        state: dict[str, torch.Tensor | None] = {"doc": None}
+
+        def pre_hook(module, args, kwargs):
+            # set on every forward (None when not packed) and kept: a checkpointed layer recomputes its
+            # convolution during backward, after this forward returned, and must see the same samples
+            positions = kwargs.get("position_ids")
+            state["doc"] = document_ids(positions) if is_packed(positions) else None
+
+        hook = base.register_forward_pre_hook(pre_hook, with_kwargs=True)
+        handle.on_revert(hook.remove)
+        for conv in causal_short_convs(base):
+            original = conv.forward
+
+            def segmented(x, conv=conv, original=original):
+                out = original(x)
+                doc = state["doc"]
+                if doc is None or x.dim() != 3 or doc.shape != (x.shape[0], x.shape[-1]):
+                    return out
+                k, length = conv.kernel_size[0], x.shape[-1]
+                doc = doc.to(x.device)
+                acc = torch.zeros_like(x) if conv.bias is None else conv.bias[None, :, None].expand_as(x).clone()
+                for shift in range(k):  # tap k-1-shift reads the token `shift` places back
+                    back = torch.nn.functional.pad(x, (shift, 0))[..., :length]
+                    same = torch.nn.functional.pad(doc, (shift, 0), value=-1)[..., :length] == doc
+                    acc = acc + conv.weight[:, 0, k - 1 - shift][None, :, None] * back * same[:, None, :]
+                return torch.cat([acc, out[..., length:]], dim=-1)
+
+            conv.forward = segmented
+            handle.on_revert(lambda conv=conv: conv.__dict__.pop("forward", None))
+        return handle

@@ -60,7 +60,10 @@ def check_table(report: RunReport) -> str:
     for r in report.checks:
         fix = ""
         if r.fix is not None:
-            fix = f"<code>{escape(r.fix.patch_id)}</code> " + ("verified" if r.fix.verified else "not verified")
+            fix = "".join(f"<code>{escape(t['patch_id'])}</code> not verified; " for t in r.fix.tried)
+            fix += (("fallback " if r.fix.fallback else "") + f"<code>{escape(r.fix.patch_id)}</code> "
+                    + ("verified" if r.fix.verified else "not verified")
+                    + (f" (cost: {escape(r.fix.cost)})" if r.fix.cost else ""))
         elif r.proposed_patch:
             fix = f"<code>{escape(r.proposed_patch)}</code> proposed, not applied"
         diagnosis = f" <code>{escape(r.diagnosis)}</code>" if r.diagnosis else ""

@@ -22,7 +22,10 @@ def render(report: RunReport) -> str:
             continue
         lines += ["", f"### {r.code} {r.name}", ""]
         if r.diagnosis:
-            lines.append(f"Diagnosis: `{r.diagnosis}`" + (f"; fix `{r.fix.patch_id}` verified: {r.fix.verified}" if r.fix else ""))
+            lines.append(f"Diagnosis: `{r.diagnosis}`" + (f"; {'fallback' if r.fix.fallback else 'fix'} `{r.fix.patch_id}` "
+                                                          f"verified: {r.fix.verified}" if r.fix else "")
+                         + "".join(f"; `{t['patch_id']}` tried, not verified" for t in (r.fix.tried if r.fix else []))
+                         + (f"; cost: {r.fix.cost}" if r.fix and r.fix.cost else ""))
             lines.append("")
         lines += ["| measurement | value | threshold |", "|---|---|---|"]
         for name, meas in r.measurements.items():

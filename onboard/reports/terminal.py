@@ -18,7 +18,8 @@ def status_text(result: CheckResult) -> Text:
     text = Text(result.status.value, style=STYLE[result.status])
     if result.fix is not None:
         verified = result.fix.verified
-        text.append(" → fixed" if verified else " → not fixed", style="green" if verified else "red")
+        label = " → fallback" if verified and result.fix.fallback else " → fixed" if verified else " → not fixed"
+        text.append(label, style="green" if verified else "red")
     return text
 
 
@@ -67,6 +68,11 @@ def render(report: RunReport, console: Console) -> None:
             parts.append(Text(f"diagnosis: {r.diagnosis}  (onboard explain {r.code})", style="bold"))
         if r.fix is not None:
             f = r.fix
+            for tried in f.tried:  # the fixes tried first, each re-checked and reverted
+                parts.append(Text(f"fix {tried['patch_id']} tried, NOT verified: {tried['why_not']}", style="red"))
+            if f.fallback:
+                parts.append(Text(f"fallback {f.patch_id}: the optimisation is left off, training stays correct"
+                                  + (f" (cost: {f.cost})" if f.cost else ""), style="yellow"))
             if not f.applied:
                 parts.append(Text(f"fix {f.patch_id}: could not be applied: {f.error}", style="red"))
             else:
@@ -104,7 +110,7 @@ def render_short(report: RunReport, console: Console) -> None:
         line.append_text(status_text(r))
         line.append(f"  {r.diagnosis + ': ' if r.diagnosis else ''}{r.message}")
         if r.fix is not None:
-            line.append(f"  [{r.fix.patch_id}]", style="dim")
+            line.append(f"  [{'fallback ' if r.fix.fallback else ''}{r.fix.patch_id}]", style="dim")
         console.print(line)
     verdict = report.verdict
     console.print(Text(f"verdict: {verdict.value}", style=VERDICT_STYLE[verdict]), end="")
