@@ -251,7 +251,8 @@ def train_run(peft_model, make_batch, device, warmup: int, steps: int, chunk: in
     out = {"tokens_per_s": round(real / sum(times), 1), "real_tokens_per_step": round(real / steps, 1),
            "rows_per_step": rows / steps, "mean_width": round(sum(widths) / len(widths), 1),
            "step_ms_median": round(1000 * sorted(times)[len(times) // 2], 2),
-           "step_ms_mean": round(1000 * sum(times) / len(times), 2), "first_last_loss": [losses[0], losses[-1]]}
+           "step_ms_mean": round(1000 * sum(times) / len(times), 2), "step_ms": [round(1000 * t, 1) for t in times],
+           "first_last_loss": [losses[0], losses[-1]]}
     if device.type == "cuda":
         out["peak_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
     del opt
@@ -285,10 +286,13 @@ def isolation(peft_model, examples, picks, device, log: FallbackLog, vocab: int,
     # the DataCollatorWithFlattening boundaries must be what sample_boundaries sends
     from transformers import DataCollatorWithFlattening
 
-    collated = DataCollatorWithFlattening(return_seq_idx=True, return_flash_attn_kwargs=True, return_position_ids=True)(
-        [{"input_ids": x} for x in (a, b, c)])
-    same = all(torch.equal(torch.as_tensor(collated[k]).reshape(-1).long(), torch.as_tensor(bounds[k]).reshape(-1).long())
-               for k in ("seq_idx", "cu_seq_lens_q", "cu_seq_lens_k", "position_ids") if k in collated and k in bounds) \
+    collator = DataCollatorWithFlattening(return_seq_idx=True, return_flash_attn_kwargs=True, return_position_ids=True)
+    collated = collator([{"input_ids": x} for x in (a, b, c)])
+
+    def flat(x):
+        return torch.as_tensor(x).reshape(-1).long()
+
+    same = all(torch.equal(flat(collated[k]), flat(bounds[k])) for k in ("seq_idx", "cu_seq_lens_q", "cu_seq_lens_k")) \
         and all(int(collated[k]) == int(bounds[k]) for k in ("max_length_q", "max_length_k"))
     result = {"samples": [len(a), len(b), len(c)], "collator_matches_sample_boundaries": bool(same)}
 
@@ -361,8 +365,9 @@ def run_model(name, args, device, dtype, log: FallbackLog, emit):
         except Exception as exc:  # noqa: BLE001
             out = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}
         emit({"model": name, "kind": "train", "mode": mode,
-              "setup": (f"packed rows of <= {args.budget} tokens, position_ids + seq_idx + cu_seq_lens_q/k + max_length_q/k"
-                        if mode == "packed" else f"{args.batch} samples a batch, right-padded, attention_mask"),
+              "setup": (f"packed rows of <= {args.budget} tokens, position_ids + seq_idx + cu_seq_lens_q/k "
+                        "+ max_length_q/k" if mode == "packed"
+                        else f"{args.batch} samples a batch, right-padded, attention_mask"),
               **out})
     emit({"model": name, "kind": "fallback_messages", "messages": log.records})
     log.records = []
@@ -380,8 +385,10 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--loss-chunk", type=int, default=4096)
-    p.add_argument("--picks", type=int, nargs=3, default=[7, 11, 15], help="built-in chats A B C of the isolation row")
-    p.add_argument("--cu-long", action="store_true", help="send cu_seq_lens_q/k as int64 instead of the collator's int32")
+    p.add_argument("--picks", type=int, nargs=3, default=[7, 11, 15],
+                   help="built-in chats A B C of the isolation row")
+    p.add_argument("--cu-long", action="store_true",
+                   help="send cu_seq_lens_q/k as int64 instead of the collator's int32")
     p.add_argument("--tiny", action="store_true", help="toy sizes of the same architectures (smoke test)")
     p.add_argument("--out", default=None, help="also append the JSON lines to this file")
     args = p.parse_args(argv)

@@ -149,7 +149,7 @@ PATCH_MODELS = {
     "packing.block_mask": ("fault:pack-isolation", {}),
     "packing.sample_boundaries": ("tiny:llama", {}),  # a padded batch: no boundaries to add, nothing changes
     "packing.unpacked": ("tiny:llama", {}),
-    "packing.segment_conv": ("tiny:recurrent_gemma", {}),  # a padded batch: the convolution runs as it was  # the collator's choice: the model is left as it is
+    "packing.segment_conv": ("tiny:mamba", {}),  # depthwise causal convolutions; a padded batch runs them as they were  # the collator's choice: the model is left as it is
     "cce.model_loss": ("tiny:llama", {}),  # the fallback: the model's own loss, the model as it is
     "cce.fused_loss": ("tiny:llama", {}),
     "attention.fallback": ("tiny:llama", {"attn": "eager"}),

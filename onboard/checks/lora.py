@@ -46,11 +46,13 @@ class LoraCheck(Check):
     Llama 4's router, an nn.Linear whose forward returns a tuple), FM-LORA-EXPERTS (fused MoE expert
     parameters not targeted), FM-LORA-NOGRAD (adapters whose output the loss depends on get no gradient;
     a module whose output never reaches the loss, e.g. a pooler, or whose gradient a zero-initialised
-    random weight blocks, is evidence, not a finding), FM-LORA-COVERAGE (WARN: a kind of decoder layer, e.g. the
-    Mamba or linear-attention layers of a hybrid, has no layer with an adapter on the loss path: target lists
-    written for attention leave them frozen; the message names the Linear layers targets could reach). The
-    decoder layers are counted by kind in the evidence; adapters whose module never runs in a training forward
-    (Mamba's dt_proj, whose weight the block uses directly) are named.
+    random weight blocks, is evidence, not a finding), FM-LORA-COVERAGE (WARN: a kind of token mixer or of
+    experts in the decoder layers, e.g. the Mamba or GatedDeltaNet mixers of a hybrid, has no instance with an
+    adapter on the loss path: target lists written for attention leave them frozen; the message names the
+    Linear layers targets could reach). Token mixers are found by running the model (a part whose output at a
+    later position moves when its input at the first one changes), experts by their structure; dense MLPs are
+    not counted (attention-only LoRA is a common choice). Adapters whose module never runs in a training
+    forward (Mamba's dt_proj, whose weight the block uses directly) are named.
 
     Fix:
     lora.wrapped_linear_targets (safe): target names that hit a custom Linear wrapper are pointed at the
@@ -179,7 +181,7 @@ class LoraCheck(Check):
             res.message = f"{len(missing)} adapters on the loss path get no gradient, e.g. {paths[kind][0]}: {why[kind]}"
             res.evidence["no_gradient"] = [f"{n}: {why[k]}" for k in why for n in paths[k]][:20]
             return res
-        coverage = layer_coverage(base, set(paths["ok"]))
+        coverage = layer_coverage(peft_model, set(paths["ok"]), _probe_batch(session))
         res.evidence["layer_coverage"] = {kind: f"{c['adapted']} of {c['layers']} layers adapted on the loss path"
                                           for kind, c in coverage.items()}
         never = [n for n in paths["not_run"] if module_group(n) != "vision" and _in_layers(n, base)]
@@ -189,14 +191,14 @@ class LoraCheck(Check):
         experts = [n for n, r in skipped.items() if "FM-LORA-EXPERTS" in r]
         res.message = summary
         frozen = {kind: c for kind, c in coverage.items() if c["adapted"] == 0}
-        if frozen and len(coverage) > 0:
-            layers = sum(c["layers"] for c in coverage.values())
-            idle = sum(c["layers"] for c in frozen.values())
-            res.measure("layers_without_adapter", idle, "layers", f"of {layers} decoder layers", compare="==", limit=0)
+        if frozen:
+            res.measure("mixer_kinds_without_adapter", len(frozen), "kinds",
+                        f"of {len(coverage)} kinds of token mixer or experts in the decoder layers", compare="==", limit=0)
             res.status, res.diagnosis = Status.WARN, "FM-LORA-COVERAGE"
-            res.message = (f"{idle} of {layers} decoder layers carry no adapter on the loss path, every layer of kind "
-                           + "; ".join(f"{kind} ({c['layers']} layer{'s' if c['layers'] > 1 else ''}; targets that reach it: "
-                                       f"{', '.join(c['linears']) or 'none PEFT can adapt'})" for kind, c in frozen.items())
+            res.message = ("no adapter on the loss path in any "
+                           + "; ".join(f"{kind} ({c['layers']} of {c['layers']} layer{'s' if c['layers'] > 1 else ''}; "
+                                       f"targets that reach it: {', '.join(c['linears']) or 'its fused expert weights, through target_parameters'})"
+                                       for kind, c in frozen.items())
                            + f": they stay frozen. {summary}")
             return res
         if experts:
@@ -207,28 +209,90 @@ class LoraCheck(Check):
         return res
 
 
-def layer_coverage(base, adapted: set[str]) -> dict[str, dict]:
-    """Decoder layers by kind (the classes of the parts that hold their weights: an attention or a Mamba or
-    linear-attention mixer, an MLP or MoE), each kind with its layer count, how many of them hold an adapter whose
-    gradient the loss reaches (`adapted`: LORA001's measured set), and the Linear names inside it that targets could
-    name. Layers are found in the module tree (the longest list of one class), not by attribute name."""
+def layer_coverage(model, adapted: set[str], batch) -> dict[str, dict]:
+    """The parts of the decoder layers that training must reach, by kind (class): each token mixer (a part whose
+    output at one position moves when its input at another position changes: attention, a Mamba, GatedDeltaNet or
+    convolution mixer, found by running the model, not by name) and each mixture of experts (a part holding a
+    list of like modules, or fused 3-D weights). Dense MLPs are left out: adapting attention alone is a common
+    choice on a dense model. Each kind with how many layers have it, how many of those hold an adapter whose
+    gradient the loss reaches (`adapted`: LORA001's measured set), and the Linear names inside it that targets
+    could name. Layers are found in the module tree (the longest list of one class), not by attribute name."""
+    from onboard.patches.base import unwrap
     from onboard.patches.speed import repeated_blocks
 
+    base = unwrap(model)
     names = {id(m): n for n, m in base.named_modules()}
-    kinds: dict[str, dict] = {}
+    parts: dict[str, list[tuple[str, torch.nn.Module]]] = {}
     for layer in repeated_blocks(base):
-        prefix = names[id(layer)]
-        parts = [m for _, m in layer.named_children() if any(p.dim() >= 2 for p in m.parameters())]
-        kind = " + ".join(type(m).__name__ for m in parts) or type(layer).__name__
-        entry = kinds.setdefault(kind, {"layers": 0, "adapted": 0, "linears": []})
-        entry["layers"] += 1
-        entry["adapted"] += any(n == prefix or n.startswith(prefix + ".") for n in adapted)
-        for name, module in layer.named_modules():
-            leaf = name.rpartition(".")[2]
-            if isinstance(module, torch.nn.Linear) and leaf not in entry["linears"] and "lora_" not in name \
-                    and leaf not in ("base_layer",):
-                entry["linears"].append(leaf)
+        for child, module in layer.named_children():
+            if any(p.dim() >= 2 for p in module.parameters()):
+                parts.setdefault(type(module).__name__, []).append((f"{names[id(layer)]}.{child}", module))
+    kinds: dict[str, dict] = {}
+    for kind, instances in parts.items():
+        first = instances[0][1]
+        if not (_holds_experts(first) or _mixes_tokens(model, first, batch)):
+            continue
+        linears = []
+        for _, module in instances:
+            for name, sub in module.named_modules():
+                leaf = name.rpartition(".")[2]
+                if isinstance(sub, torch.nn.Linear) and leaf not in linears and "lora_" not in name and leaf != "base_layer":
+                    linears.append(leaf)
+        kinds[kind] = {"layers": len(instances), "linears": linears,
+                       "adapted": sum(any(n == prefix or n.startswith(prefix + ".") for n in adapted)
+                                      for prefix, _ in instances)}
     return kinds
+
+
+def _holds_experts(module: torch.nn.Module) -> bool:
+    """A mixture of experts: fused 3-D expert weights, or a list of at least two like modules."""
+    if any(p.dim() >= 3 for p in module.parameters()):
+        return True
+    return any(isinstance(m, torch.nn.ModuleList) and len(m) > 1 and len({type(x) for x in m}) == 1
+               for m in module.modules())
+
+
+@torch.no_grad()
+def _mixes_tokens(model, part: torch.nn.Module, batch) -> bool:
+    """Whether `part` mixes positions: its input changed at the first position only, does its output move at a
+    later one? Two forwards of the model with hooks on the part; a position-wise MLP moves by exactly 0."""
+    outputs: list[torch.Tensor] = []
+
+    def keep(_module, _args, output):
+        out = output[0] if isinstance(output, (tuple, list)) else output
+        if isinstance(out, torch.Tensor):
+            outputs.append(out.detach().clone())
+
+    def nudge(_module, args, kwargs):
+        if args and isinstance(args[0], torch.Tensor) and args[0].dim() == 3:
+            x = args[0].clone()
+            x[:, 0] += 1.0
+            return (x, *args[1:]), kwargs
+        if isinstance(kwargs.get("hidden_states"), torch.Tensor) and kwargs["hidden_states"].dim() == 3:
+            x = kwargs["hidden_states"].clone()
+            x[:, 0] += 1.0
+            return args, {**kwargs, "hidden_states": x}
+        return None
+
+    kept = part.register_forward_hook(keep)
+    try:
+        model(**batch, use_cache=False)
+        nudged = part.register_forward_pre_hook(nudge, with_kwargs=True)
+        try:
+            model(**batch, use_cache=False)
+        finally:
+            nudged.remove()
+    finally:
+        kept.remove()
+    if len(outputs) != 2 or outputs[0].shape != outputs[1].shape or outputs[0].dim() < 3 or outputs[0].shape[1] < 2:
+        return False
+    return not torch.equal(outputs[0][:, 1:], outputs[1][:, 1:])
+
+
+def _probe_batch(session) -> dict[str, torch.Tensor]:
+    """The shortest labelled sample, the batch the gradient paths were measured on."""
+    ex = min((e for e in session.examples if e.n_trained), key=len)
+    return batch_tensors([ex], session.device, session.pad_id)
 
 
 def _in_layers(name: str, base) -> bool:
