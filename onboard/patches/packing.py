@@ -28,6 +28,18 @@ def _mask_is_right_padding(mask: torch.Tensor) -> bool:
     return bool((m[:, 1:] <= m[:, :-1]).all())
 
 
+def hooked_forwards(model, patch_id: str, pre_hook) -> PatchHandle:
+    """A handle that turns the cache off in the model's configs and runs `pre_hook` (with kwargs) before each of
+    its forwards: what the packing patches share."""
+    base = unwrap(model)
+    handle = PatchHandle(patch_id)
+    for config in model_configs(base):
+        set_attr(handle, config, "use_cache", False)
+    hook = base.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    handle.on_revert(hook.remove)
+    return handle
+
+
 class PackingPatch:
     id = ids.PACKING_NO_CACHE
     applicability = Applicability.SAFE
@@ -38,11 +50,6 @@ class PackingPatch:
         return None
 
     def apply(self, model, context=None) -> PatchHandle:
-        base = unwrap(model)
-        handle = PatchHandle(self.id)
-        for config in model_configs(base):
-            set_attr(handle, config, "use_cache", False)
-
         def pre_hook(module, args, kwargs):
             if torch.compiler.is_compiling():  # no data-dependent test inside a compiled graph (it breaks there):
                 if kwargs.get("position_ids") is not None:  # a step without the cache isolates packed rows and
@@ -56,9 +63,7 @@ class PackingPatch:
             kwargs["use_cache"] = False
             return args, kwargs
 
-        hook = base.register_forward_pre_hook(pre_hook, with_kwargs=True)
-        handle.on_revert(hook.remove)
-        return handle
+        return hooked_forwards(model, self.id, pre_hook)
 
 
 def document_ids(position_ids: torch.Tensor) -> torch.Tensor:
@@ -97,11 +102,7 @@ class BlockMaskPatch:
         reason = self.applies_to(model)
         if reason:
             raise ValueError(f"{self.id} does not apply: {reason}")
-        base = unwrap(model)
-        handle = PatchHandle(self.id)
-        for config in model_configs(base):
-            set_attr(handle, config, "use_cache", False)
-        dtype = next(p.dtype for p in base.parameters() if p.is_floating_point())
+        dtype = next(p.dtype for p in unwrap(model).parameters() if p.is_floating_point())
 
         def pre_hook(module, args, kwargs):
             positions = kwargs.get("position_ids")
@@ -121,9 +122,7 @@ class BlockMaskPatch:
             kwargs["use_cache"] = False
             return args, kwargs
 
-        hook = base.register_forward_pre_hook(pre_hook, with_kwargs=True)
-        handle.on_revert(hook.remove)
-        return handle
+        return hooked_forwards(model, self.id, pre_hook)
 
 
 BOUNDARY_KEYS = ("seq_idx", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
@@ -154,11 +153,6 @@ class SampleBoundariesPatch:
         return None
 
     def apply(self, model, context=None) -> PatchHandle:
-        base = unwrap(model)
-        handle = PatchHandle(self.id)
-        for config in model_configs(base):
-            set_attr(handle, config, "use_cache", False)
-
         def pre_hook(module, args, kwargs):
             positions = kwargs.get("position_ids")
             if any(kwargs.get(k) is not None for k in BOUNDARY_KEYS) or not is_packed(positions):
@@ -167,9 +161,7 @@ class SampleBoundariesPatch:
             kwargs["use_cache"] = False
             return args, kwargs
 
-        hook = base.register_forward_pre_hook(pre_hook, with_kwargs=True)
-        handle.on_revert(hook.remove)
-        return handle
+        return hooked_forwards(model, self.id, pre_hook)
 
 
 class UnpackedPatch:
