@@ -49,7 +49,8 @@ class LoraCheck(Check):
     random weight blocks, is evidence, not a finding), FM-LORA-COVERAGE (WARN: a kind of token mixer or of
     experts in the decoder layers, e.g. the Mamba or GatedDeltaNet mixers of a hybrid, has no instance with an
     adapter on the loss path: target lists written for attention leave them frozen; the message names the
-    Linear layers targets could reach). Token mixers are found by running the model (a part whose output at a
+    Linear layers targets could reach). The decoder layers are the longest list of like modules a text forward
+    runs; token mixers are found by running the model (a part whose output at a
     later position moves when its input at the first one changes), experts by their structure; dense MLPs are
     not counted (attention-only LoRA is a common choice). Adapters whose module never runs in a training
     forward (Mamba's dt_proj, whose weight the block uses directly) are named.
@@ -181,17 +182,21 @@ class LoraCheck(Check):
             res.message = f"{len(missing)} adapters on the loss path get no gradient, e.g. {paths[kind][0]}: {why[kind]}"
             res.evidence["no_gradient"] = [f"{n}: {why[k]}" for k in why for n in paths[k]][:20]
             return res
-        coverage = layer_coverage(peft_model, set(paths["ok"]), _probe_batch(session))
+        probe = _probe_batch(session)
+        layers = decoder_layers(peft_model, probe)
+        coverage = layer_coverage(peft_model, set(paths["ok"]), probe, layers)
         res.evidence["layer_coverage"] = {kind: f"{c['adapted']} of {c['layers']} layers adapted on the loss path"
                                           for kind, c in coverage.items()}
-        never = [n for n in paths["not_run"] if module_group(n) != "vision" and _in_layers(n, base)]
+        inside = tuple(f"{n}." for n, m in base.named_modules() if any(m is layer for layer in layers))
+        never = [n for n in paths["not_run"] if module_group(n) != "vision" and n.startswith(inside)]
         if never:
             summary += (f"; {len(never)} adapters never run (their module is not called in a training forward, e.g. "
                         f"{never[0]}: its weight is used directly)")
         experts = [n for n, r in skipped.items() if "FM-LORA-EXPERTS" in r]
         res.message = summary
         frozen = {kind: c for kind, c in coverage.items() if c["adapted"] == 0}
-        if frozen:
+        # frozen experts alone, whose fused weights all-linear leaves out: FM-LORA-EXPERTS below, with its fix
+        if frozen and not (experts and all(c["experts"] for c in frozen.values())):
             res.measure("mixer_kinds_without_adapter", len(frozen), "kinds",
                         f"of {len(coverage)} kinds of token mixer or experts in the decoder layers", compare="==", limit=0)
             res.status, res.diagnosis = Status.WARN, "FM-LORA-COVERAGE"
@@ -200,6 +205,8 @@ class LoraCheck(Check):
                                        f"targets that reach it: {', '.join(c['linears']) or 'its fused expert weights, through target_parameters'})"
                                        for kind, c in frozen.items())
                            + f": they stay frozen. {summary}")
+            if experts:
+                res.message += f"; {len(experts)} fused expert tensors not covered (--unsafe-fixes adds them)"
             return res
         if experts:
             res.status, res.diagnosis = Status.WARN, "FM-LORA-EXPERTS"
@@ -209,7 +216,7 @@ class LoraCheck(Check):
         return res
 
 
-def layer_coverage(model, adapted: set[str], batch) -> dict[str, dict]:
+def layer_coverage(model, adapted: set[str], batch, layers: list[torch.nn.Module]) -> dict[str, dict]:
     """The parts of the decoder layers that training must reach, by kind (class): each token mixer (a part whose
     output at one position moves when its input at another position changes: attention, a Mamba, GatedDeltaNet or
     convolution mixer, found by running the model, not by name) and each mixture of experts (a part holding a
@@ -218,12 +225,11 @@ def layer_coverage(model, adapted: set[str], batch) -> dict[str, dict]:
     gradient the loss reaches (`adapted`: LORA001's measured set), and the Linear names inside it that targets
     could name. Layers are found in the module tree (the longest list of one class), not by attribute name."""
     from onboard.patches.base import unwrap
-    from onboard.patches.speed import repeated_blocks
 
     base = unwrap(model)
     names = {id(m): n for n, m in base.named_modules()}
     parts: dict[str, list[tuple[str, torch.nn.Module]]] = {}
-    for layer in repeated_blocks(base):
+    for layer in layers:
         for child, module in layer.named_children():
             if any(p.dim() >= 2 for p in module.parameters()):
                 parts.setdefault(type(module).__name__, []).append((f"{names[id(layer)]}.{child}", module))
@@ -238,15 +244,36 @@ def layer_coverage(model, adapted: set[str], batch) -> dict[str, dict]:
                 leaf = name.rpartition(".")[2]
                 if isinstance(sub, torch.nn.Linear) and leaf not in linears and "lora_" not in name and leaf != "base_layer":
                     linears.append(leaf)
-        kinds[kind] = {"layers": len(instances), "linears": linears,
+        kinds[kind] = {"layers": len(instances), "linears": linears, "experts": _holds_experts(first),
                        "adapted": sum(any(n == prefix or n.startswith(prefix + ".") for n in adapted)
                                       for prefix, _ in instances)}
     return kinds
 
 
+@torch.no_grad()
+def decoder_layers(model, batch) -> list[torch.nn.Module]:
+    """The layers a text forward runs through: the longest list of modules of one class whose first member runs
+    in a forward of `batch` (a vision tower's longer list of blocks never runs on text)."""
+    from onboard.patches.base import unwrap
+
+    lists = [list(m) for m in unwrap(model).modules()
+             if isinstance(m, torch.nn.ModuleList) and len(m) > 1 and len({type(x) for x in m}) == 1]
+    ran: set[int] = set()
+    hooks = [blocks[0].register_forward_hook(lambda module, *_: ran.add(id(module))) for blocks in lists]
+    try:
+        model(**batch, use_cache=False)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    running = [blocks for blocks in lists if id(blocks[0]) in ran]
+    return max(running, key=len, default=[])
+
+
 def _holds_experts(module: torch.nn.Module) -> bool:
-    """A mixture of experts: fused 3-D expert weights, or a list of at least two like modules."""
-    if any(p.dim() >= 3 for p in module.parameters()):
+    """A mixture of experts: fused 3-D expert weights (not a convolution's kernel), or a list of at least two like
+    modules."""
+    convs = {id(p) for m in module.modules() if isinstance(m, torch.nn.modules.conv._ConvNd) for p in m.parameters()}
+    if any(p.dim() >= 3 and id(p) not in convs for p in module.parameters()):
         return True
     return any(isinstance(m, torch.nn.ModuleList) and len(m) > 1 and len({type(x) for x in m}) == 1
                for m in module.modules())
@@ -293,14 +320,6 @@ def _probe_batch(session) -> dict[str, torch.Tensor]:
     """The shortest labelled sample, the batch the gradient paths were measured on."""
     ex = min((e for e in session.examples if e.n_trained), key=len)
     return batch_tensors([ex], session.device, session.pad_id)
-
-
-def _in_layers(name: str, base) -> bool:
-    """Whether a module name lies inside one of the decoder layers."""
-    from onboard.patches.speed import repeated_blocks
-
-    names = {id(m): n for n, m in base.named_modules()}
-    return any(name.startswith(names[id(layer)] + ".") for layer in repeated_blocks(base))
 
 
 def _unsupported(res, model) -> None:

@@ -208,6 +208,9 @@ def _reference_grads(model, examples, device) -> tuple[float, dict[str, torch.Te
 
     total = sum(ex.n_trained for ex in examples)
     model.zero_grad(set_to_none=True)
+    was_training = model.training
+    model.train()  # the mode the Trainer steps in (only a model without dropout gets here): Gemma 3n's AltUp
+    # correction adapters, for one, are on the loss path in eval mode and not in train mode
     loss = 0.0
     for ex in examples:
         ids_ = torch.tensor([ex.input_ids], device=device)
@@ -218,6 +221,7 @@ def _reference_grads(model, examples, device) -> tuple[float, dict[str, torch.Te
     grads = {n: p.grad.detach().float().clone() for n, p in model.named_parameters()
              if p.requires_grad and p.grad is not None}
     model.zero_grad(set_to_none=True)
+    model.train(was_training)
     return loss, grads
 
 
