@@ -245,3 +245,31 @@ def test_attention_causal_makes_eager_attention_causal_too():
     attn = by_code(run_checks(make_session("tiny:bert", attn="eager"), [LoadCheck, AttentionCheck]))["ATTN001"]
     assert attn.diagnosis == "FM-ATTN-NONCAUSAL" and attn.fixed, attn.message
     assert attn.fix.measurements_after["future_leak"].value == 0
+
+
+def test_a_kernel_package_that_refuses_is_not_the_models_fault(tmp_path, monkeypatch):
+    """On an H200, flash-linear-attention refused its backward on the installed Triton and ATTN001 called Qwen3.5's
+    forward broken (FM-MODEL-FORWARD). An error raised inside an optional kernel package names the package; the
+    check is ERROR (onboard cannot judge), never a finding on the architecture."""
+    import importlib
+    import sys
+
+    from onboard.checks.attention import _kernel_package
+
+    package = tmp_path / "fla" / "ops"
+    package.mkdir(parents=True)
+    (tmp_path / "fla" / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("def chunk():\n    raise RuntimeError('Triton < 3.7.1 on Hopper')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "fla", raising=False)
+    ops = importlib.import_module("fla.ops")
+    try:
+        ops.chunk()
+    except RuntimeError as exc:
+        assert _kernel_package(exc) == "fla"
+    try:
+        raise ValueError("the model's own")
+    except ValueError as exc:
+        assert _kernel_package(exc) is None
+    sys.modules.pop("fla.ops", None)
+    sys.modules.pop("fla", None)

@@ -82,6 +82,11 @@ class AttentionCheck(Check):
                 if wanted != "eager" and _runs_with(base, "eager", lambda: _step(model, inputs)):
                     res.diagnosis, res.proposed_patch = "FM-ATTN-KERNEL", ids.ATTENTION_FALLBACK
                     res.message = f"{wanted} fails on {kind} of this model, eager runs it: {text}"
+                elif _kernel_package(exc):  # an installed kernel package refuses: the machine's, not the model's
+                    res.status = Status.ERROR
+                    res.message = (f"the installed {_kernel_package(exc)} kernels fail on {kind}: {text}; onboard "
+                                   "cannot judge the model with them (remove the package for the torch reference, "
+                                   "or install what it asks for)")
                 else:  # not the backend: the model's own forward fails on text-only data
                     res.diagnosis = "FM-MODEL-FORWARD"
                     res.message = f"a text-only forward on {kind} fails with every backend tried ({wanted}, eager): {text}"
@@ -157,6 +162,22 @@ def _switch_back(base, backend: str) -> None:
         base.set_attn_implementation(backend)
     except (ImportError, ValueError):
         base.config._attn_implementation = backend
+
+
+KERNEL_PACKAGES = ("fla", "causal_conv1d", "mamba_ssm", "flash_attn", "liger_kernel", "kernels", "deep_gemm")
+
+
+def _kernel_package(exc: BaseException) -> str | None:
+    """The optional kernel package an error was raised in (its innermost frame under that package), if any:
+    flash-linear-attention on a Triton it refuses, a mamba-ssm built without causal-conv1d."""
+    import traceback
+
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        parts = frame.filename.replace("\\", "/").split("/")
+        for package in KERNEL_PACKAGES:
+            if package in parts[:-1]:
+                return package
+    return None
 
 
 def _packed_row(session) -> dict:

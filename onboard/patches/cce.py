@@ -81,6 +81,10 @@ class CcePatch:
     summary = "compute the loss with cut_cross_entropy.linear_cross_entropy on the output layer's input; no logits"
 
     def applies_to(self, model) -> str | None:
+        import importlib.util
+
+        if importlib.util.find_spec("cut_cross_entropy") is None:
+            return "cut-cross-entropy is not installed"
         head = unwrap(model).get_output_embeddings()
         if head is None or not isinstance(getattr(head, "weight", None), torch.Tensor):
             return "the model has no output embedding weight to fuse"
