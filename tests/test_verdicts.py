@@ -273,3 +273,13 @@ def test_a_kernel_package_that_refuses_is_not_the_models_fault(tmp_path, monkeyp
         assert _kernel_package(exc) is None
     sys.modules.pop("fla.ops", None)
     sys.modules.pop("fla", None)
+
+
+def test_a_loss_that_is_not_next_token_has_no_fallback():
+    """Bart's causal LM trains position t on token t: the fused loss fails, and so does its fallback, the model's
+    own loss (it is not the next-token loss of its logits): CCE001 stays a finding."""
+    from onboard.checks import CceCheck
+
+    cce = run("tiny:bart", [CceCheck])["CCE001"]
+    assert cce.diagnosis == "FM-CCE-MATH" and cce.fix.patch_id == "cce.model_loss" and not cce.fix.verified
+    assert cce.blocking

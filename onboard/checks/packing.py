@@ -75,7 +75,7 @@ class PackingCheck(Check):
     Harm: every later sample's per-token loss packed against the sample alone. The first sample of the row
     sees no other sample under a causal model, so its own difference is the noise floor of running a longer
     row (0 to rounding); a later sample may differ by at most 4 times that, and at least packing.harm_tolerance
-    (1e-5 nats in fp32; 5e-2 in bf16/fp16, where a sample at another offset rounds otherwise). A
+    (1e-3 nats in fp32, 5e-2 in bf16/fp16: a sample at another offset of a longer row rounds otherwise). A
     row whose samples are isolated but whose later samples still train otherwise is positioned otherwise:
     absolute positions counted over the row (FM-PACK-POSITIONS).
     Under packing.unpacked (the fallback) the same two measures are taken on a right-padded batch of the same

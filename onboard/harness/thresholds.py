@@ -48,11 +48,11 @@ DEFAULTS: dict[str, Threshold] = {t.name: t for t in (
     # exact zeros); leaks moved 3e-3 to 1.0 nats on tiny random models (CPU, fp32)
     Threshold("packing.tolerance", _per_dtype(1e-5, 1e-3, 1e-3, 1e-3), "nats",
               "PACK001: largest move of another sample's log-probabilities when one sample of a packed row changes"),
-    # a packed sample's token losses against the sample alone: fp32 agrees to ~5e-7 on tiny models (CPU); in bf16
-    # the same sample at another offset of a longer row rounds otherwise (tiny Gemma 3: 4.5e-4 while its first
-    # sample moved 4.3e-6), so the first sample's shift alone is no floor there; positions over the row cost
-    # 0.3-0.6 nats on tiny random models (Bart, XGLM, fault:pack-positions)
-    Threshold("packing.harm_tolerance", _per_dtype(1e-5, 5e-2, 5e-2, 5e-2), "nats",
+    # a packed sample's token losses against the sample alone: the same sample at another offset of a longer row
+    # rounds otherwise, by 5e-7 on tiny models and 1.4e-5 on pretrained Gemma 3 270M in fp32 (CPU), 4.5e-4 on tiny
+    # Gemma 3 in bf16 while its first sample moved 4.3e-6, so the first sample's shift alone is no floor; positions
+    # over the row cost 0.3-0.6 nats on tiny random models (Bart, XGLM, fault:pack-positions)
+    Threshold("packing.harm_tolerance", _per_dtype(1e-3, 5e-2, 5e-2, 5e-2), "nats",
               "PACK001: the least floor of a later packed sample's token losses against the sample alone"),
     Threshold("packing.control_factor", 4.0, "x control",
               "PACK001: the tolerance is at least this many times the control (a later sample changed)"),
