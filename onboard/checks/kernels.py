@@ -74,7 +74,7 @@ class KernelsCheck(Check):
                 patch = get_patch(lever)
                 reason = patch.applies_to(model)
                 if lever == ids.SPEED_PACKED_ATTENTION and ids.PACKING_UNPACKED in session.applied:
-                    reason = "training is unpacked (PACK001's fallback, packing.unpacked): there are no packed rows"
+                    reason = "training is unpacked (the fallback packing.unpacked): there are no packed rows"
                 if reason is None:
                     try:
                         handle = patch.apply(model, session)

@@ -202,7 +202,7 @@ class LoraCheck(Check):
             res.status, res.diagnosis = Status.WARN, "FM-LORA-COVERAGE"
             res.message = ("no adapter on the loss path in any "
                            + "; ".join(f"{kind} ({c['layers']} of {c['layers']} layer{'s' if c['layers'] > 1 else ''}; "
-                                       f"targets that reach it: {', '.join(c['linears']) or 'its fused expert weights, through target_parameters'})"
+                                       f"targets that reach it: {_reachable(c)})"
                                        for kind, c in frozen.items())
                            + f": they stay frozen. {summary}")
             if experts:
@@ -267,6 +267,15 @@ def decoder_layers(model, batch) -> list[torch.nn.Module]:
             hook.remove()
     running = [blocks for blocks in lists if id(blocks[0]) in ran]
     return max(running, key=len, default=[])
+
+
+def _reachable(kind: dict) -> str:
+    """What LoRA targets could name to reach a kind of part."""
+    if kind["linears"]:
+        return ", ".join(kind["linears"])
+    if kind["experts"]:
+        return "its fused expert weights, through target_parameters"
+    return "none: it holds no Linear layer (a convolution's own weights)"
 
 
 def _holds_experts(module: torch.nn.Module) -> bool:

@@ -98,7 +98,8 @@ class PackingCheck(Check):
     FM-PACK-MASK: an all-ones attention mask disables it (a loop of one's own).
     FM-PACK-ISOLATION: samples leak even with no mask and no cache.
     FM-PACK-POSITIONS: samples are isolated but a later sample's loss differs from its loss alone: its
-    positions run over the row, not from its own start.
+    positions run over the row, not from its own start, or (under the block mask) the mask replaced a sliding
+    window the model builds itself (GPT-OSS, AFMoE).
 
     Fix:
     packing.no_cache_no_mask (safe) for FM-PACK-CACHE / FM-PACK-MASK. For FM-PACK-ISOLATION,
@@ -213,9 +214,12 @@ class PackingCheck(Check):
         if not leaking:
             worst = max(res.measurements[f"harm_{n}"].value for n in harmful)
             res.diagnosis = "FM-PACK-POSITIONS"
+            how = ("the block mask replaced the model's own mask, so a sliding window it builds is gone, or its "
+                   "positions run over the row" if masked else
+                   "its positions run over the row, not from its own start (position_ids are not what the model "
+                   "positions by)")
             res.message = (f"packed samples see nothing of each other, yet a later sample's token loss differs from "
-                           f"its loss alone by {worst:.3g} nats: its positions run over the row, not from its own "
-                           f"start (position_ids are not what the model positions by){skipped}")
+                           f"its loss alone by {worst:.3g} nats: {how}{skipped}")
             return res
         if "no_mask_no_cache" in names:
             res.diagnosis, res.proposed_patch = "FM-PACK-ISOLATION", ids.PACKING_BLOCK_MASK

@@ -14,6 +14,7 @@ from onboard.harness.samemath import randomise_lora_b
 from onboard.harness.training import restore_parameters
 from onboard.patches.base import unwrap
 from onboard.patches import ids, training_collator
+from onboard.patches.packing import padding_fraction
 
 SAMPLES = 4
 
@@ -117,6 +118,10 @@ class TrainStepCheck(Check):
             undo_checkpointing(model)
         seconds = time.perf_counter() - start
         tokens = sum(len(ex) for ex in examples)
+        if unpacked:
+            padding = padding_fraction([len(ex) for ex in session.examples], 8)
+            res.evidence["fallback_cost"] = (f"unpacked: {padding:.0%} of the tokens of right-padded micro-batches of 8 "
+                                             "samples (data order) are padding on this data")
         res.measure("samples", len(examples), "samples", "right-padded, one micro-batch (packing.unpacked)" if unpacked
                     else "packed into 1 row")
         res.measure("tokens", tokens, "tokens")
@@ -166,6 +171,8 @@ class TrainStepCheck(Check):
             if abs(own - ref) <= rtol * max(abs(ref), 1e-12):
                 why = ("the model's own loss is right on the samples unpacked, so packing mixes them (PACK001: "
                        + _packing_mechanism(session) + ")")
+                if not unpacked:  # what PACK001 verified does not hold in a training step: train unpacked
+                    res.fallback_patch = ids.PACKING_UNPACKED
             else:
                 why = (f"the model's own loss is {own:.4f} on the samples unpacked too, given what the Trainer "
                        "passes: its loss is not the next-token loss of its logits (e.g. labels not shifted, or "
@@ -184,6 +191,9 @@ def _packing_mechanism(session) -> str:
     packing = session.results.get("PACK001")
     if packing is not None and packing.diagnosis:
         return f"{packing.diagnosis}: {packing.message[:160]}"
+    if packing is not None and packing.status.value == "PASS":
+        return ("it found the samples apart in a packed forward; the training step's own path, in train mode, does "
+                "not keep them apart")
     return "see its findings"
 
 
