@@ -48,7 +48,8 @@ class LoraCheck(Check):
     a module whose output never reaches the loss, e.g. a pooler, or whose gradient a zero-initialised
     random weight blocks, is evidence, not a finding), FM-LORA-COVERAGE (WARN: a kind of token mixer or of
     experts in the decoder layers, e.g. the Mamba or GatedDeltaNet mixers of a hybrid, has no instance with an
-    adapter on the loss path: target lists written for attention leave them frozen; the message names the
+    adapter on the loss path while another kind has (every kind frozen alike, as MLP-only targets leave
+    attention, is a choice, not a finding): target lists written for attention leave them frozen; the message names the
     Linear layers targets could reach). The decoder layers are the longest list of like modules a text forward
     runs; token mixers are found by running the model (a part whose output at a
     later position moves when its input at the first one changes), experts by their structure; dense MLPs are
@@ -195,8 +196,9 @@ class LoraCheck(Check):
         experts = [n for n, r in skipped.items() if "FM-LORA-EXPERTS" in r]
         res.message = summary
         frozen = {kind: c for kind, c in coverage.items() if c["adapted"] == 0}
-        # frozen experts alone, whose fused weights all-linear leaves out: FM-LORA-EXPERTS below, with its fix
-        if frozen and not (experts and all(c["experts"] for c in frozen.values())):
+        # a kind frozen beside kinds that learn (attention-only targets on a hybrid); every kind frozen alike is
+        # a choice of targets (MLP-only LoRA), and frozen experts alone are FM-LORA-EXPERTS below, with its fix
+        if frozen and len(frozen) < len(coverage) and not (experts and all(c["experts"] for c in frozen.values())):
             res.measure("mixer_kinds_without_adapter", len(frozen), "kinds",
                         f"of {len(coverage)} kinds of token mixer or experts in the decoder layers", compare="==", limit=0)
             res.status, res.diagnosis = Status.WARN, "FM-LORA-COVERAGE"
