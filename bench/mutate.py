@@ -167,15 +167,12 @@ MUTATIONS = [
     M("json-patches-all", "onboard/harness/result.py",
       "        fixes = [c.fix.patch_id for c in self.checks if c.fixed]",
       "        fixes = [c.fix.patch_id for c in self.checks if c.fix]",
-      ("tests/test_runner.py::test_a_fix_that_does_not_verify_is_taken_back",),
+      ("tests/test_verdicts.py::test_a_loss_that_is_not_next_token_has_no_fallback",),
       "an unverified patch listed for training"),
     # ---- found by the audit of the 5.24 matrix ----
-    M("pack-mask-built-once", "onboard/harness/forward.py",
-      "        return self.model(input_ids=ids, position_ids=positions, **self.kwargs_for(ids)).logits",
-      "        return self.model(input_ids=ids, position_ids=positions,\n"
-      "                          **self.kwargs_for(self.batch.input_ids[:1])).logits",
-      ("tests/test_verdicts.py::test_a_leak_no_mask_can_close_trains_unpacked",),
-      "a convention's mask built for one row, given to the control's two rows"),
+    # (pack-mask-built-once, a one-row mask handed to the control's two rows, left the list on 2026-12-06: the
+    # control now runs under the first leaking convention, which has no mask on every model that leaks with one
+    # (Bloom leaks under the default cache first), so no model can show it: an equivalent mutant)
     M("loss-vocab-from-head", "onboard/checks/initial_loss.py", "ln_v = math.log(session.logit_width)",
       "ln_v = math.log(session.model.get_output_embeddings().weight.shape[0])",
       ("tests/test_verdicts.py::test_ln_vocab_comes_from_the_logits_when_the_output_layer_is_not_exposed",),

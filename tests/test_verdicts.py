@@ -280,6 +280,8 @@ def test_a_loss_that_is_not_next_token_has_no_fallback():
     own loss (it is not the next-token loss of its logits): CCE001 stays a finding."""
     from onboard.checks import CceCheck
 
-    cce = run("tiny:bart", [CceCheck])["CCE001"]
+    report = run_checks(make_session("tiny:bart"), [LoadCheck, LoraCheck, CceCheck])
+    cce = by_code(report)["CCE001"]
     assert cce.diagnosis == "FM-CCE-MATH" and cce.fix.patch_id == "cce.model_loss" and not cce.fix.verified
-    assert cce.blocking
+    assert cce.blocking and report.verdict.value == "NOT_READY"
+    assert "cce.model_loss" not in report.verified_patches  # a fallback that did not verify is not trained with
