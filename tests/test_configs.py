@@ -13,7 +13,15 @@ from onboard.harness.spec import ModelSpec, SourceKind
 
 # parameter counts of the released models (the shipped Qwen3-MoE has 12 of its 48 layers)
 RELEASED = {"llama3-8b": (8.02e9, 8.04e9), "qwen2.5-7b": (7.60e9, 7.63e9), "gemma3-4b": (4.29e9, 4.31e9),
-            "qwen3-30b-a3b-12l": (8.0e9, 8.2e9), "llama3-70b": (70.5e9, 70.6e9)}
+            "qwen3-30b-a3b-12l": (8.0e9, 8.2e9), "llama3-70b": (70.5e9, 70.6e9),
+            # 8-layer slices of the released hybrids (layer kinds kept): counted on the meta device / an H200
+            "qwen3.5-9b-8l": (3.7e9, 3.8e9), "nemotron-h-8b-8l": (2.08e9, 2.09e9)}
+
+
+def test_every_shipped_config_has_its_shape_tested():
+    from onboard.fixtures.models import CONFIGS
+
+    assert {p.stem for p in CONFIGS.glob("*.json")} == set(RELEASED)
 
 
 @pytest.mark.parametrize("name", sorted(RELEASED))
