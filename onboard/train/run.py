@@ -148,8 +148,8 @@ def train(session, patch_ids: list[str], options: TrainOptions, *, check_source:
         session.tokenizer.pad_token_id = session.pad_id
     packing = options.packing and ids.PACKING_UNPACKED not in applied  # the check's fallback: packed rows leak
     if options.packing and not packing and console is not None:
-        console.print("Packing off: PACK001 found that packed samples are not kept apart on this model and verified "
-                      "right-padded micro-batches instead (packing.unpacked)", highlight=False)
+        console.print("Packing off: the checks found that packed samples do not train as they do alone on this model "
+                      "and verified right-padded micro-batches instead (packing.unpacked)", highlight=False)
     collator = (training_collator(applied, session.pad_id, IGNORE) if packing or ids.PACKING_UNPACKED in applied else
                 DataCollatorForSeq2Seq(session.tokenizer, padding="longest", label_pad_token_id=IGNORE))
     cuda = session.device.type == "cuda"
