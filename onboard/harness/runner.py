@@ -56,6 +56,8 @@ def try_fix(check, session, result: CheckResult) -> FixRecord:
         record.fallback, record.tried = True, tried
         record.cost = after.evidence.get("fallback_cost") if after is not None else None
         return record
+    if record is None:  # nothing to try: no proposed patch, and the fallback was already tried
+        return FixRecord(result.fallback_patch or "", applied=False, verified=False, error="no fix to try")
     record.tried = tried[:-1]  # the record is the last try itself
     return record
 
