@@ -8,7 +8,6 @@ from collections import Counter
 import torch
 
 from onboard.checks.base import Check, FixAvailability
-from onboard.harness.forward import batch_tensors
 from onboard.harness.result import Status
 from onboard.patches import ids
 
@@ -183,7 +182,7 @@ class LoraCheck(Check):
             res.message = f"{len(missing)} adapters on the loss path get no gradient, e.g. {paths[kind][0]}: {why[kind]}"
             res.evidence["no_gradient"] = [f"{n}: {why[k]}" for k in why for n in paths[k]][:20]
             return res
-        probe = _probe_batch(session)
+        probe = session.probe_batch()  # the batch the gradient paths were measured on
         layers = decoder_layers(peft_model, probe)
         coverage = layer_coverage(peft_model, set(paths["ok"]), probe, layers)
         res.evidence["layer_coverage"] = {kind: f"{c['adapted']} of {c['layers']} layers adapted on the loss path"
@@ -238,7 +237,8 @@ def layer_coverage(model, adapted: set[str], batch, layers: list[torch.nn.Module
     kinds: dict[str, dict] = {}
     for kind, instances in parts.items():
         first = instances[0][1]
-        if not (_holds_experts(first) or _mixes_tokens(model, first, batch)):
+        experts = _holds_experts(first)
+        if not (experts or _mixes_tokens(model, first, batch)):
             continue
         linears = []
         for _, module in instances:
@@ -246,7 +246,7 @@ def layer_coverage(model, adapted: set[str], batch, layers: list[torch.nn.Module
                 leaf = name.rpartition(".")[2]
                 if isinstance(sub, torch.nn.Linear) and leaf not in linears and "lora_" not in name and leaf != "base_layer":
                     linears.append(leaf)
-        kinds[kind] = {"layers": len(instances), "linears": linears, "experts": _holds_experts(first),
+        kinds[kind] = {"layers": len(instances), "linears": linears, "experts": experts,
                        "adapted": sum(any(n == prefix or n.startswith(prefix + ".") for n in adapted)
                                       for prefix, _ in instances)}
     return kinds
@@ -327,12 +327,6 @@ def _mixes_tokens(model, part: torch.nn.Module, batch) -> bool:
     return not torch.equal(outputs[0][:, 1:], outputs[1][:, 1:])
 
 
-def _probe_batch(session) -> dict[str, torch.Tensor]:
-    """The shortest labelled sample, the batch the gradient paths were measured on."""
-    ex = min((e for e in session.examples if e.n_trained), key=len)
-    return batch_tensors([ex], session.device, session.pad_id)
-
-
 def _unsupported(res, model) -> None:
     """Name the modules PEFT cannot adapt (FM-LORA-UNSUPPORTED) and propose leaving them out."""
     from onboard.patches.peft_targets import unwrappable_modules
@@ -389,8 +383,7 @@ def _gradient_paths(peft_model, wrapped, session) -> dict[str, list[str]]:
     but was all zero, or its input was all zero: on random weights a zero-initialised weight does that,
     e.g. xLSTM's up projections, and says nothing of the architecture), detached (the output changes the loss yet passes no gradient back) and
     disconnected (the output got a gradient, the adapter none)."""
-    ex = min((e for e in session.examples if e.n_trained), key=len)  # a sample with a loss to backpropagate
-    batch = batch_tensors([ex], session.device, session.pad_id)
+    batch = session.probe_batch()  # the shortest sample with a loss to backpropagate
     peft_model.zero_grad(set_to_none=True)
     ran, grad_at_output, zero_input = set(), {}, {}
 

@@ -9,13 +9,12 @@ import torch
 
 from onboard.checks.base import Check, FixAvailability
 from onboard.harness.data import IGNORE, PackedRow, pack
-from onboard.harness.forward import PackedBatch, Perturbation, batch_tensors, split_losses, token_losses
+from onboard.harness.forward import PackedBatch, Perturbation, batch_tensors, replaced, split_losses, token_losses
 from onboard.harness.result import Status, bar_figure
 from onboard.patches import ids, unwrap
-from onboard.patches.packing import padding_fraction
+from onboard.patches.packing import UNPACKED_BATCH, unpacked_cost
 
 ROW_SAMPLES = 3  # samples in the judged row: two earlier ones for the last to see
-TRAIN_BATCH = 8  # samples per micro-batch of `onboard train` (its --batch-size default): the fallback's cost
 
 # name -> (forward kwargs builder, failure mode when this convention leaks)
 # a loop of your own (--trainer custom): the model's default cache, or an all-ones mask, may reach the forward
@@ -255,24 +254,17 @@ class PackingCheck(Check):
         res.measure("padded_samples", len(samples), "samples", "right-padded in one batch")
         with torch.no_grad():
             logits = session.train_model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits
-            changed = batch["input_ids"].clone()
-            real0 = batch["attention_mask"][0].bool()
-            gen = torch.Generator().manual_seed(session.seed + 1)
-            pool = torch.tensor(vocab, dtype=torch.long)
-            index = torch.randint(0, len(pool), changed[0].shape, generator=gen)
-            picks, after = pool[index].to(changed.device), pool[(index + 1) % len(pool)].to(changed.device)
-            picks = torch.where(picks == changed[0], after, picks)  # every real token of the first row changes
-            changed[0] = torch.where(real0, picks, changed[0])
+            first = torch.zeros_like(batch["attention_mask"], dtype=torch.bool)
+            first[0] = batch["attention_mask"][0].bool()  # every real token of the first row changes
+            changed = replaced(batch["input_ids"], first, torch.tensor(vocab, dtype=torch.long),
+                               torch.Generator().manual_seed(session.seed + 1))
             other = session.train_model(input_ids=changed, attention_mask=batch["attention_mask"], use_cache=False).logits
         real = batch["attention_mask"][1:].bool()
         move = ((logits[1:].float().log_softmax(-1) - other[1:].float().log_softmax(-1)).abs().amax(-1)[real].max().item()
                 if real.any() else 0.0)
         losses = token_losses(logits, batch["labels"]).cpu()
         trained = batch["labels"].cpu() != IGNORE
-        shifts = {}
-        for row, index in enumerate(samples):
-            own, alone = losses[row][trained[row]], reference[index]
-            shifts[index] = (own - alone).abs().max().item() if own.shape == alone.shape and own.numel() else 0.0
+        shifts = {index: token_shift(losses[row][trained[row]], reference[index]) for row, index in enumerate(samples)}
         longest = max(range(len(samples)), key=lambda r: len(examples[r]))
         noise = shifts[samples[longest]]
         harm_floor = max(floor, factor * noise, session.threshold("packing.harm_tolerance"))
@@ -281,18 +273,15 @@ class PackingCheck(Check):
                     note="(another row changed: log-probs of the others)")
         res.measure("harm_padded", float(f"{worst:.3g}"), "nats", compare="<=", limit=harm_floor,
                     note=f"(largest |padded - alone| of a token loss; the unpadded longest row's, {noise:.2g}, is the floor)")
-        lengths = [len(ex) for ex in session.examples]
-        padding = padding_fraction(lengths, TRAIN_BATCH)
+        padding, cost = unpacked_cost([len(ex) for ex in session.examples])
         res.measure("padding_fraction", round(padding, 4), "of tokens",
-                    f"right-padded micro-batches of {TRAIN_BATCH} samples in data order, on this data")
+                    f"right-padded micro-batches of {UNPACKED_BATCH} samples in data order, on this data")
         res.evidence["per_sample_diff"] = {"padded": {str(i): round(float(
             (losses[r][trained[r]].mean() - reference[i].mean()) if reference[i].numel() else 0.0), 5)
             for r, i in enumerate(samples)}}
         res.evidence["per_sample_unpacked_loss"] = {str(i): round(reference[i].mean().item(), 4)
                                                     if reference[i].numel() else None for i in samples}
-        res.evidence["fallback_cost"] = (f"unpacked: {padding:.0%} of the tokens of right-padded micro-batches of "
-                                         f"{TRAIN_BATCH} samples (data order) are padding on this data, compute that "
-                                         "packed rows do not spend")
+        res.evidence["fallback_cost"] = cost
         if move > floor or worst > harm_floor:
             res.status, res.diagnosis = Status.FAIL, "FM-PACK-ISOLATION"
             res.message = (f"even right-padded, samples do not train as alone: another row moves log-probs by "
@@ -325,13 +314,14 @@ def _more_missing_kernels(model, batch) -> list[str]:
 def token_shifts(packed: dict[int, torch.Tensor], reference: dict[int, torch.Tensor], first: int) -> tuple[float, float]:
     """(the first sample's largest |packed - alone| token loss, the later samples' largest): the first sees no
     other sample in a causal row, so its shift is the noise of running a longer row."""
-    def shift(s):
-        a, b = packed[s], reference[s]
-        return (a - b).abs().max().item() if a.shape == b.shape and a.numel() else 0.0
-
-    noise = shift(first) if first in packed else 0.0
-    later = [shift(s) for s in packed if s != first]
+    noise = token_shift(packed[first], reference[first]) if first in packed else 0.0
+    later = [token_shift(packed[s], reference[s]) for s in packed if s != first]
     return noise, max(later, default=0.0)
+
+
+def token_shift(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The largest |a - b| of one sample's token losses, two ways of running it (0 when there are none)."""
+    return (a - b).abs().max().item() if a.shape == b.shape and a.numel() else 0.0
 
 
 def first_samples(row: PackedRow, examples, n: int) -> PackedRow:

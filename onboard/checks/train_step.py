@@ -14,16 +14,9 @@ from onboard.harness.samemath import randomise_lora_b
 from onboard.harness.training import restore_parameters
 from onboard.patches.base import unwrap
 from onboard.patches import ids, training_collator
-from onboard.patches.packing import padding_fraction
+from onboard.patches.packing import unpacked_cost
 
 SAMPLES = 4
-
-
-def packing_collator(applied=(), pad_id: int = 0):
-    """What onboard train feeds the model with these patches: samples flattened into one row (position_ids
-    restarting per sample, no attention mask, the first label of each sample ignored; with their boundaries under
-    packing.sample_boundaries), or right-padded under packing.unpacked."""
-    return training_collator(applied, pad_id)
 
 
 class TrainStepCheck(Check):
@@ -67,7 +60,7 @@ class TrainStepCheck(Check):
 
         model = session.train_model
         examples = sorted(session.examples, key=len)[:SAMPLES]
-        collator = packing_collator(session.applied, session.pad_id)
+        collator = training_collator(session.applied, session.pad_id)  # what onboard train feeds the model
         unpacked = ids.PACKING_UNPACKED in session.applied
         data = [{"input_ids": ex.input_ids, "labels": ex.labels} for ex in examples]
         trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -119,9 +112,7 @@ class TrainStepCheck(Check):
         seconds = time.perf_counter() - start
         tokens = sum(len(ex) for ex in examples)
         if unpacked:
-            padding = padding_fraction([len(ex) for ex in session.examples], 8)
-            res.evidence["fallback_cost"] = (f"unpacked: {padding:.0%} of the tokens of right-padded micro-batches of 8 "
-                                             "samples (data order) are padding on this data")
+            res.evidence["fallback_cost"] = unpacked_cost([len(ex) for ex in session.examples])[1]
         res.measure("samples", len(examples), "samples", "right-padded, one micro-batch (packing.unpacked)" if unpacked
                     else "packed into 1 row")
         res.measure("tokens", tokens, "tokens")

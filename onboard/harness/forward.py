@@ -63,6 +63,14 @@ def split_losses(logits: torch.Tensor, batch: PackedBatch) -> dict[int, torch.Te
     return {int(s): losses[trained & (batch.sample == s)] for s in batch.sample.unique() if s >= 0}
 
 
+def replaced(ids: torch.Tensor, which: torch.Tensor, pool: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """`ids` with every position in `which` set to another token of `pool` (random, never the one it was)."""
+    index = torch.randint(0, len(pool), ids.shape, generator=gen)
+    picks, after = pool[index].to(ids.device), pool[(index + 1) % len(pool)].to(ids.device)
+    picks = torch.where(picks == ids, after, picks)  # the ids are distinct: `after` differs where `picks` did not
+    return torch.where(which, picks, ids)
+
+
 class Perturbation:
     """How far a packed row's samples move when another sample of the row gets other tokens, in nats of
     log-probability. Leak: the first sample changes and the later samples are measured (a model that attends
@@ -86,10 +94,7 @@ class Perturbation:
         return self.model(input_ids=ids, position_ids=positions, **self.kwargs_for(ids)).logits
 
     def _replaced(self, ids: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
-        index = torch.randint(0, len(self.pool), ids.shape, generator=self.gen)
-        picks, after = self.pool[index].to(ids.device), self.pool[(index + 1) % len(self.pool)].to(ids.device)
-        picks = torch.where(picks == ids, after, picks)  # the ids are distinct: `after` differs where `picks` did not
-        return torch.where(which, picks, ids)
+        return replaced(ids, which, self.pool, self.gen)
 
     @staticmethod
     def _distance(a: torch.Tensor, b: torch.Tensor) -> float:

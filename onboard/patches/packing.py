@@ -215,6 +215,16 @@ class RightPadding:
         return batch
 
 
+UNPACKED_BATCH = 8  # samples per micro-batch of `onboard train` (its --batch-size default): the fallback's cost
+
+
+def unpacked_cost(lengths: list[int], batch_size: int = UNPACKED_BATCH) -> tuple[float, str]:
+    """The padding fraction of unpacked training on data of these sample lengths, and the cost in words."""
+    padding = padding_fraction(lengths, batch_size)
+    return padding, (f"unpacked: {padding:.0%} of the tokens of right-padded micro-batches of {batch_size} samples "
+                     "(data order) are padding on this data, compute that packed rows do not spend")
+
+
 def padding_fraction(lengths: list[int], batch_size: int) -> float:
     """The share of a right-padded run's tokens that are padding: samples in data order, `batch_size` a batch."""
     total = padded = 0

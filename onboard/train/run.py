@@ -104,7 +104,7 @@ def _use_cce(options: TrainOptions, device: torch.device) -> bool:
 def train(session, patch_ids: list[str], options: TrainOptions, *, check_source: dict | None = None,
           console=None, callbacks=(), patch_options: dict[str, str] | None = None) -> TrainResult:
     """Train a LoRA on the session's model; write the adapter, a JSON step log, the loss curve and a report."""
-    from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer
+    from transformers import PrinterCallback, Trainer
     from transformers.trainer_utils import get_last_checkpoint
 
     out = Path(options.out)
@@ -150,8 +150,8 @@ def train(session, patch_ids: list[str], options: TrainOptions, *, check_source:
     if options.packing and not packing and console is not None:
         console.print("Packing off: the checks found that packed samples do not train as they do alone on this model "
                       "and verified right-padded micro-batches instead (packing.unpacked)", highlight=False)
-    collator = (training_collator(applied, session.pad_id, IGNORE) if packing or ids.PACKING_UNPACKED in applied else
-                DataCollatorForSeq2Seq(session.tokenizer, padding="longest", label_pad_token_id=IGNORE))
+    # --no-packing pads as the fallback does: on the right, whatever side the tokenizer pads on
+    collator = training_collator(applied if packing else [*applied, ids.PACKING_UNPACKED], session.pad_id, IGNORE)
     cuda = session.device.type == "cuda"
     # the builder TRAIN001 and GA001 used: precision and checkpointing are what the checks ran with
     collator_name = type(collator).__name__
