@@ -73,24 +73,61 @@ def document_ids(position_ids: torch.Tensor) -> torch.Tensor:
     return starts.cumsum(1)
 
 
-def block_causal_mask(position_ids: torch.Tensor, dtype: torch.dtype, padding: torch.Tensor | None = None) -> torch.Tensor:
+def block_causal_mask(position_ids: torch.Tensor, dtype: torch.dtype, padding: torch.Tensor | None = None,
+                      window: int | None = None, chunk: int | None = None) -> torch.Tensor:
     """An additive [B, 1, T, T] mask: a token attends to the earlier tokens of its own sample only (and to no
-    padding). Additive (0 / dtype min) because eager attention adds the mask to its scores."""
+    padding); with `window`, only to the last `window` positions of its sample (itself included), with `chunk`
+    only within its chunk of `chunk` positions, both counted from the sample's own start as when it runs alone
+    (transformers' sliding-window and chunked overlays, on the sample's positions). Additive (0 / dtype min)
+    because eager attention adds the mask to its scores."""
     doc = document_ids(position_ids)
     length = doc.shape[1]
     causal = torch.ones(length, length, dtype=torch.bool, device=doc.device).tril()
     allowed = (doc[:, :, None] == doc[:, None, :]) & causal
+    pos = position_ids.to(doc.device)
+    if window is not None:
+        allowed &= (pos[:, :, None] - pos[:, None, :]) < window
+    if chunk is not None:
+        allowed &= (pos[:, :, None] // chunk) == (pos[:, None, :] // chunk)
     if padding is not None:
         allowed &= padding.bool()[:, None, :]
     mask = torch.zeros(allowed.shape, dtype=dtype, device=doc.device).masked_fill(~allowed, torch.finfo(dtype).min)
     return mask[:, None]
 
 
+# transformers' layer types and the overlay each adds to a causal mask (masking_utils: sliding_window_overlay,
+# chunked_overlay), as block_causal_mask's keyword and the config field giving its size
+LAYER_TYPE_OVERLAYS = {"full_attention": None, "sliding_attention": ("window", "sliding_window"),
+                       "chunked_attention": ("chunk", "attention_chunk_size")}
+
+
+def layer_masks(config, position_ids: torch.Tensor, dtype: torch.dtype, padding: torch.Tensor | None = None):
+    """The block mask each layer type of the model needs. A model whose text config lists `layer_types` other
+    than full attention (sliding or chunked layers: GPT-OSS, Gemma 3, Llama 4, AFMoE) gets a {layer_type: mask}
+    mapping, which transformers models with layer types take in place of building their own masks: each keeps
+    its window or chunk, within each sample. A model of one kind gets one tensor, windowed when its config gives
+    every layer a sliding window (Mistral: no layer types, `sliding_window` set)."""
+    text = config.get_text_config()
+    types = getattr(text, "layer_types", None)
+    if isinstance(types, (list, tuple)) and set(types) - {"full_attention"}:
+        masks = {}
+        for kind in dict.fromkeys(types):
+            overlay = LAYER_TYPE_OVERLAYS.get(kind, False)
+            if overlay is False:  # a layer type whose mask onboard does not know (e.g. a recurrent layer): skip
+                continue
+            extra = {} if overlay is None else {overlay[0]: getattr(text, overlay[1], None)}
+            masks[kind] = block_causal_mask(position_ids, dtype, padding, **extra)
+        return masks
+    window = getattr(text, "sliding_window", None) if types is None and getattr(text, "use_sliding_window", True) else None
+    return block_causal_mask(position_ids, dtype, padding, window=window if isinstance(window, int) else None)
+
+
 class BlockMaskPatch:
     id = ids.PACKING_BLOCK_MASK
     applicability = Applicability.SAFE
     keeps_unpacked_outputs = True  # a sample run alone gives the same logits (tested): cached values stay
-    summary = "give packed rows an explicit block-diagonal causal 4D mask, for models that ignore position_ids in their mask"
+    summary = ("give packed rows an explicit block-diagonal causal 4D mask per layer type (sliding and chunked layers "
+               "keep their window within each sample), for models that ignore position_ids in their mask")
 
     def applies_to(self, model) -> str | None:
         backend = unwrap(model).config._attn_implementation
@@ -103,6 +140,7 @@ class BlockMaskPatch:
         if reason:
             raise ValueError(f"{self.id} does not apply: {reason}")
         dtype = next(p.dtype for p in unwrap(model).parameters() if p.is_floating_point())
+        config = unwrap(model).config
 
         def pre_hook(module, args, kwargs):
             positions = kwargs.get("position_ids")
@@ -110,7 +148,7 @@ class BlockMaskPatch:
                 # a row of one sample gets the plain causal mask from the block mask; a caller's mask is kept
                 if positions is None or kwargs.get("attention_mask") is not None:
                     return None
-                kwargs["attention_mask"] = block_causal_mask(positions, dtype, None)
+                kwargs["attention_mask"] = layer_masks(config, positions, dtype, None)
                 kwargs["use_cache"] = False
                 return args, kwargs
             if not is_packed(positions):
@@ -118,7 +156,7 @@ class BlockMaskPatch:
             mask = kwargs.get("attention_mask")
             if mask is not None and not _mask_is_right_padding(mask):
                 return None  # a mask of the caller's own making: leave it
-            kwargs["attention_mask"] = block_causal_mask(positions, dtype, mask)
+            kwargs["attention_mask"] = layer_masks(config, positions, dtype, mask)
             kwargs["use_cache"] = False
             return args, kwargs
 
