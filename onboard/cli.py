@@ -66,6 +66,7 @@ CkptOpt = Annotated[Optional[bool], _setup_opt("gradient_checkpointing",
 CompileOpt = Annotated[Optional[bool], _setup_opt("torch_compile", "--torch-compile/--no-torch-compile")]
 TrainerOpt = Annotated[str, _setup_opt("trainer", "--trainer")]
 PackLenOpt = Annotated[int, _setup_opt("pack_length", "--pack-length")]
+RowTokensOpt = Annotated[Optional[int], _setup_opt("row_tokens", "--row-tokens")]
 SeedOpt = Annotated[int, _setup_opt("seed")]
 NoFixOpt = Annotated[bool, _setup_opt("no_fix", "--no-fix")]
 UnsafeOpt = Annotated[bool, _setup_opt("unsafe_fixes", "--unsafe-fixes")]
@@ -98,6 +99,7 @@ def check(
     chat_template: TemplateOpt = None,
     max_length: MaxLenOpt = D.max_length,
     pack_length: PackLenOpt = D.pack_length,
+    row_tokens: RowTokensOpt = D.row_tokens,
     lora_rank: RankOpt = D.lora_rank,
     lora_alpha: AlphaOpt = D.lora_alpha,
     gradient_checkpointing: CkptOpt = D.gradient_checkpointing,
@@ -124,7 +126,7 @@ def check(
     given = dict(model=model, device=device, dtype=dtype, attn=attn, revision=revision,
                  trust_remote_code=trust_remote_code, random_weights=random_weights, lora_targets=lora_targets,
                  chat_template=chat_template, max_length=max_length, pack_length=pack_length, seed=seed,
-                 data=data, no_fix=no_fix, unsafe_fixes=unsafe_fixes, strict=strict, lora_rank=lora_rank,
+                 data=data, row_tokens=row_tokens, no_fix=no_fix, unsafe_fixes=unsafe_fixes, strict=strict, lora_rank=lora_rank,
                  lora_alpha=lora_alpha, gradient_checkpointing=gradient_checkpointing, torch_compile=torch_compile,
                  trainer=trainer)
 
@@ -222,6 +224,7 @@ def train(
     dtype: DtypeOpt = D.dtype,
     attn: AttnOpt = D.attn,
     max_length: MaxLenOpt = D.max_length,
+    row_tokens: RowTokensOpt = D.row_tokens,
     chat_template: TemplateOpt = None,
     revision: RevisionOpt = D.revision,
     trust_remote_code: RemoteOpt = D.trust_remote_code,
@@ -248,7 +251,7 @@ def train(
                  chat_template=chat_template, max_length=max_length, seed=seed, data=data,
                  unsafe_fixes=unsafe_fixes, lora_rank=lora_rank, lora_alpha=lora_alpha,
                  gradient_checkpointing=gradient_checkpointing, torch_compile=torch_compile,
-                 trainer=trainer)
+                 trainer=trainer, row_tokens=row_tokens)
 
     def body() -> int:
         from onboard.harness.errors import BadInput
@@ -268,6 +271,14 @@ def train(
         if report is not None:
             _same_setup(report, session, from_report)
         err.print(f"Loaded {session.spec.display} in {session.timings['model_load']:.1f} s")
+        if report is None and packing:  # PACK001 judges a sample at the far end of the longest row this run packs
+            from onboard.harness.data import read_chats
+            from onboard.train.run import longest_row_built
+
+            lengths = [len(ex) for ex in session.tokenize(read_chats(Path(data) if data else session.data_path))]
+            built = longest_row_built(lengths, batch_size, batch_tokens)
+            if built > session.longest_row:
+                session.setup = session.setup.replace(row_tokens=built)
         if report is None:
             from onboard.checks import CHECKS
             from onboard.harness.runner import run_checks

@@ -8,13 +8,15 @@ from contextlib import contextmanager
 import torch
 
 from onboard.checks.base import Check, FixAvailability
-from onboard.harness.data import IGNORE, PackedRow, pack
-from onboard.harness.forward import PackedBatch, Perturbation, batch_tensors, replaced, split_losses, token_losses
+from onboard.harness.data import IGNORE, PackedRow, attention_span, long_example, pack
+from onboard.harness.forward import (PackedBatch, Perturbation, batch_tensors, example_losses, replaced, split_losses,
+                                     token_losses)
 from onboard.harness.result import Status, bar_figure
 from onboard.patches import ids, unwrap
 from onboard.patches.packing import UNPACKED_BATCH, unpacked_cost
 
 ROW_SAMPLES = 3  # samples in the judged row: two earlier ones for the last to see
+FIRST, TARGET = 10**9, 10**9 + 1  # the far-end row's first and last samples (its others are not measured: < 0)
 
 # name -> (forward kwargs builder, failure mode when this convention leaks)
 # a loop of your own (--trainer custom): the model's default cache, or an all-ones mask, may reach the forward
@@ -77,6 +79,13 @@ class PackingCheck(Check):
     (1e-3 nats in fp32, 5e-2 in bf16/fp16: a sample at another offset of a longer row rounds otherwise). A
     row whose samples are isolated but whose later samples still train otherwise is positioned otherwise:
     absolute positions counted over the row (FM-PACK-POSITIONS).
+    Samples longer than the model's windows: where the model declares a sliding window or an attention chunk
+    and no later sample of the row is longer, a sample of the data's chats one after another, 32 tokens longer
+    than it, joins the row. Far end: the row's last sample again at the far end of the longest row training
+    builds (--row-tokens; default what onboard train's 8-sample micro-batch makes of the data's longest
+    samples), after other samples of the data, its token losses against alone; 4 times the larger of its shift
+    near the row's start and the long row's first sample's shift is the floor. A model that computes from the
+    row index instead of position_ids (Llama 4's attention temperature past 8,192 tokens) is FM-PACK-ROWINDEX.
     Under packing.unpacked (the fallback) the same two measures are taken on a right-padded batch of the same
     samples: another row changed must move nothing, and each sample's loss must equal its loss alone (the
     unpadded longest row gives the floor); the padding this costs on the data (micro-batches of 8 samples in
@@ -98,16 +107,19 @@ class PackingCheck(Check):
     FM-PACK-ISOLATION: samples leak even with no mask and no cache.
     FM-PACK-POSITIONS: samples are isolated but a later sample's loss differs from its loss alone: its
     positions run over the row, not from its own start, or (under the block mask) the mask replaced a sliding
-    window the model builds itself (GPT-OSS, AFMoE).
+    window the model builds itself.
+    FM-PACK-ROWINDEX: isolated and exact near the row's start, but a sample at the far end of the longest row
+    trains otherwise than alone: the model computes from the row index (Llama 4 past 8,192 tokens).
 
     Fix:
     packing.no_cache_no_mask (safe) for FM-PACK-CACHE / FM-PACK-MASK. For FM-PACK-ISOLATION,
-    packing.block_mask (an explicit block-diagonal causal 4D mask, eager and sdpa), then
+    packing.block_mask (an explicit block-diagonal causal 4D mask, eager and sdpa; one per layer type,
+    sliding and chunked layers windowed within each sample as when it runs alone), then
     packing.sample_boundaries (seq_idx and cu_seq_lens_q/k from the collator, as TRL's padding-free collator
     sends them: hybrid layers keep samples apart with their CUDA kernels; a torch fallback refuses them and
     the finding names the package), then packing.segment_conv (short causal convolutions stopped at sample
     starts, in torch: RecurrentGemma). Each is verified by re-running the check: no leak and no harm.
-    When none verifies, or for FM-PACK-POSITIONS: packing.unpacked, training on right-padded micro-batches,
+    When none verifies, or for FM-PACK-POSITIONS and FM-PACK-ROWINDEX: packing.unpacked, training on right-padded micro-batches,
     verified by the same two measures on a padded batch, its padding cost stated. The model then trains
     correctly, slower (READY_WITH_FIXES).
     """
@@ -131,19 +143,28 @@ class PackingCheck(Check):
         row = first_samples(rows[0], session.examples, ROW_SAMPLES)
         if ids.PACKING_UNPACKED in session.applied:
             return self._unpacked(session, sorted(set(row.sample)))
-        rows = [row]
-        reference = session.reference_losses(sorted(set(rows[0].sample)))
         model = session.train_model
+        # a later sample longer than every window and chunk the model declares: a mask that loses a window shows
+        extra = {}
+        span = attention_span(unwrap(model).config)
+        if span and all(len(session.examples[s]) <= span for s in sorted(set(row.sample))[1:]):
+            extra[len(session.examples)] = long_example(session.examples, span + 32)
+            row.add(len(session.examples), extra[len(session.examples)])
+        rows = [row]
+        reference = session.reference_losses(sorted(set(rows[0].sample) - set(extra)))
+        reference.update({i: example_losses(model, ex, session.device) for i, ex in extra.items()})
         trainer = session.setup.trainer
         floor = session.threshold("packing.tolerance")
         factor = session.threshold("packing.control_factor")
         res = self.result(Status.PASS, "", fallback_patch=ids.PACKING_UNPACKED)
-        res.measure("packed_samples", len(set(rows[0].sample)), "samples", f"in one row of up to {session.pack_length} tokens")
+        res.measure("packed_samples", len(set(rows[0].sample)), "samples", f"in one row of up to {session.pack_length} tokens"
+                    + (f" and one of {span + 32}, longer than the model's window or chunk ({span})" if extra else ""))
         res.measure("trainer", trainer, "", "whose conventions are judged (--trainer)")
         batch = PackedBatch.from_rows(rows, session.device, session.pad_id)
         vocab = sorted({t for ex in session.examples for t in ex.input_ids})
         first = int(batch.sample[0, 0])
         leaking, not_applicable, harm, harmful, missing = [], {}, {}, [], []
+        probe_logits: dict[str, torch.Tensor] = {}
         shared: tuple[str, float] | None = None  # the control, run once: batch coupling is the model's, not a mask's
         for name, (kwargs_for, mode) in conventions(trainer).items():
             if name == "no_mask_no_cache" and trainer != "custom" and "leak_trainer_no_mask" in res.measurements \
@@ -164,6 +185,7 @@ class PackingCheck(Check):
                 res.measure(f"leak_{name}", "not applicable", "", text)
                 continue
             packed = split_losses(probe.logits, batch)
+            probe_logits[name] = probe.logits
             tol = max(floor, factor * control)
             diffs = {s: (p.mean() - reference[s].mean()).item() for s, p in packed.items() if p.numel()}
             res.measure(f"leak_{name}", float(f"{leak:.3g}"), "nats", compare="<=", limit=tol)
@@ -182,6 +204,14 @@ class PackingCheck(Check):
                 leaking.append((name, mode))
             elif worst > harm_floor:
                 harmful.append(name)
+        clean = [n for n in conventions(trainer) if f"harm_{n}" in res.measurements and n not in harmful
+                 and n not in {m for m, _ in leaking}]
+        far = None
+        if clean and not leaking and not harmful:
+            last = max(set(rows[0].sample))
+            example = extra.get(last) or session.examples[last]
+            near = token_shift(split_losses(probe_logits[clean[0]], batch)[last], reference[last])
+            far = self._far_end(session, model, trainer, clean[0], example, reference[last], near, res)
         res.evidence["per_sample_diff"] = harm
         res.evidence["per_sample_unpacked_loss"] = {str(i): round(r.mean().item(), 4) if r.numel() else None
                                                     for i, r in reference.items()}
@@ -204,9 +234,15 @@ class PackingCheck(Check):
                            "no convention could run a packed row: " + "; ".join(f"{k}: {v}" for k, v in not_applicable.items()))
             return res
         skipped = f"; not applicable: {', '.join(not_applicable)} ({next(iter(not_applicable.values()))})" if not_applicable else ""
+        if far is not None:
+            res.status, res.diagnosis = Status.FAIL, "FM-PACK-ROWINDEX"
+            res.message = far
+            return res
         if not leaking and not harmful:
             res.message = (f"{res.measurements['packed_samples'].value} packed samples see nothing of each other "
-                           f"and train as alone under {', '.join(judged)}{skipped}")
+                           f"and train as alone under {', '.join(judged)}{skipped}"
+                           + (f", also at the far end of a {session.longest_row}-token row"
+                              if "far_end_shift" in res.measurements else ""))
             return res
         res.status = Status.FAIL
         names = [n for n, _ in leaking]
@@ -240,6 +276,50 @@ class PackingCheck(Check):
         res.message = ("cross-sample attention with " + " and ".join(names) + " ("
                        + ", ".join(m for _, m in leaking) + f"){skipped}")
         return res
+
+    def _far_end(self, session, model, trainer, convention, example, alone, near, res) -> str | None:
+        """The last sample of the judged row again, now at the far end of the longest row training builds
+        (session.longest_row), after other samples of the data: its token losses against its own alone. A model
+        that computes from the row index instead of the sample's positions (Llama 4's attention temperature,
+        from arange(row length) past 8,192 tokens) differs there while every probe of a short row is exact.
+        The floor: 4 x the larger of the first sample's shift in that long row (the noise of its length) and
+        this sample's shift near the row's start. Returns the finding, or None."""
+        length = session.longest_row
+        room = length - len(example)
+        if room < 2:
+            return None
+        row: PackedRow = PackedRow()
+        first = None
+        k = 0
+        while len(row.input_ids) < room:  # filler: the data's samples in order, the last one cut to fit
+            ex = session.examples[k % len(session.examples)]
+            left = room - len(row.input_ids)
+            part = ex if len(ex) <= left else type(ex)(ex.input_ids[:left], ex.labels[:left], ex.kinds[:left], True)
+            row.add(-2 - k if k else FIRST, part)
+            first = first if first is not None else k % len(session.examples)
+            k += 1
+        row.add(TARGET, example)
+        batch = PackedBatch.from_rows([row], session.device, session.pad_id)
+        kwargs_for = conventions(trainer)[convention][0]
+        with torch.no_grad(), trainer_config(model, trainer if convention == "trainer_no_mask" else "custom"):
+            logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids, **kwargs_for(batch.input_ids)).logits
+        packed = split_losses(logits, batch)
+        del logits
+        head = session.reference_losses([first])[first]
+        first_ex = session.examples[first]
+        noise = (token_shift(packed[FIRST], head) if len(first_ex) <= room else 0.0)
+        shift = token_shift(packed[TARGET], alone)
+        limit = max(session.threshold("packing.tolerance"), session.threshold("packing.control_factor") * max(noise, near))
+        res.measure("far_end_row", length, "tokens", "the longest packed row training builds (--row-tokens)")
+        res.measure("far_end_shift", float(f"{shift:.3g}"), "nats", compare="<=", limit=limit,
+                    note=f"(largest |packed - alone| token loss of a sample at the row's far end; near the start "
+                         f"{near:.2g}, the row's first sample {noise:.2g})")
+        if shift <= limit:
+            return None
+        return (f"packed samples see nothing of each other, yet a sample at the far end of a {length}-token row "
+                f"trains otherwise than alone (a token loss {shift:.3g} nats off, {near:.2g} near the row's start): "
+                "the model computes from the row index, not the sample's positions (e.g. Llama 4's attention "
+                "temperature); rows this long train wrong")
 
     def _unpacked(self, session, samples: list[int]):
         """Under packing.unpacked: the samples as one right-padded batch. Another row changed must move nothing,

@@ -181,6 +181,8 @@ class _Reader:
             raise self.fail(f"sequence_len must be positive, not {seq}")
         opts["max_length"] = seq
         opts["pack_length"] = seq
+        if packing:  # multipack fills each row up to sequence_len tokens: the longest row PACK001 judges
+            opts["row_tokens"] = seq
         if not packing:
             self.config.not_applicable["PACK001"] = f"sample_packing is off in {self.path.name}"
             if self.get("eval_sample_packing", bool):

@@ -130,6 +130,27 @@ def tokenize_chat(tokenizer, messages: list[dict[str, str]], template: str, max_
     return Example(ids[:max_length], labels[:max_length], kinds[:max_length], truncated)
 
 
+def attention_span(config) -> int | None:
+    """The widest sliding window or attention chunk the model's (text) config declares, in tokens; None when it
+    declares none. Only sizes a probe: a sample must be longer than this for its window or chunk to matter."""
+    text = config.get_text_config()
+    spans = [v for v in (getattr(text, "sliding_window", None), getattr(text, "attention_chunk_size", None))
+             if isinstance(v, int) and not isinstance(v, bool) and v > 0]
+    return max(spans, default=None)
+
+
+def long_example(examples: list[Example], length: int) -> Example:
+    """One sample of exactly `length` tokens: the data's samples one after another (labels and kinds kept), cut
+    at `length`. What a probe uses where every sample of the data is shorter than a window it must cross."""
+    ids: list[int] = []
+    labels: list[int] = []
+    kinds: list[int] = []
+    while len(ids) < length and any(len(ex) for ex in examples):
+        for ex in examples:
+            ids, labels, kinds = ids + ex.input_ids, labels + ex.labels, kinds + ex.kinds
+    return Example(ids[:length], labels[:length], kinds[:length], truncated=True)
+
+
 def pack(examples: list[Example], max_length: int) -> list[PackedRow]:
     """Greedy packing in order: a new row starts when the next example does not fit."""
     rows: list[PackedRow] = []

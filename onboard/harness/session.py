@@ -111,6 +111,18 @@ class ModelSession:
     # the setup's fields the checks read
     max_length = property(lambda self: self.setup.max_length)
     pack_length = property(lambda self: self.setup.pack_length)
+
+    @property
+    def longest_row(self) -> int:
+        """The longest packed row training builds, in tokens: --row-tokens, else what onboard train's default
+        micro-batch (8 samples, one packed row) makes of this data at its longest (the 8 longest samples, at
+        most 8 x max_length). `onboard train` refuses rows longer than the checks judged."""
+        from onboard.patches.packing import UNPACKED_BATCH
+
+        if self.setup.row_tokens:
+            return self.setup.row_tokens
+        longest = sorted((len(ex) for ex in self.examples), reverse=True)[:UNPACKED_BATCH]
+        return min(sum(longest), UNPACKED_BATCH * self.max_length)
     seed = property(lambda self: self.setup.seed)
     lora_rank = property(lambda self: self.setup.lora_rank)
     lora_alpha = property(lambda self: self.setup.lora_alpha)

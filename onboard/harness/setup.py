@@ -57,6 +57,10 @@ class Setup:
     max_length: int = _opt(2048, "tokens a sample keeps (longer ones are truncated)", trained=True, group="data",
                            types=(int,))
     pack_length: int = _opt(512, "tokens per packed row in the packing check", group="data", types=(int,))
+    row_tokens: int | None = _opt(None, "the longest packed row training builds, in tokens: PACK001 puts a sample at "
+                                  "its far end (default: the 8 longest samples of the data, at most 8 x max-length, "
+                                  "what onboard train's default batch of 8 packs)", trained=True, group="data",
+                                  types=(int,))
     seed: int = _opt(0, "seed for random weights, probes and training", group="data", types=(int,))
     # ---- training flags
     gradient_checkpointing: bool | None = _opt(None, "checkpoint gradients in the training step (default: on with "

@@ -147,6 +147,12 @@ def train(session, patch_ids: list[str], options: TrainOptions, *, check_source:
     if session.tokenizer.pad_token_id is None:
         session.tokenizer.pad_token_id = session.pad_id
     packing = options.packing and ids.PACKING_UNPACKED not in applied  # the check's fallback: packed rows leak
+    if packing:  # PACK001 judged a sample at the far end of rows up to session.longest_row tokens, no longer
+        built = longest_row_built([len(r["input_ids"]) for r in rows], options.batch_size, options.batch_tokens)
+        if built > session.longest_row:
+            raise BadInput(f"this run packs rows of up to {built} tokens; the checks judged rows of up to "
+                           f"{session.longest_row}: run onboard check with --row-tokens {built} (or --data with this "
+                           "run's data) first, or pack shorter rows (--batch-size, --batch-tokens)")
     if options.packing and not packing and console is not None:
         console.print("Packing off: the checks found that packed samples do not train as they do alone on this model "
                       "and verified right-padded micro-batches instead (packing.unpacked)", highlight=False)
@@ -260,6 +266,14 @@ def _name_the_base(session, folder: Path) -> None:
 
 def model_path(session) -> str | None:
     return getattr(session.model.config, "_name_or_path", None) or None
+
+
+def longest_row_built(lengths: list[int], batch_size: int, batch_tokens: int | None) -> int:
+    """The longest packed row a run makes: a token budget's, or its micro-batch of `batch_size` samples at the
+    longest (the longest samples together)."""
+    if batch_tokens is not None:
+        return min(batch_tokens, sum(lengths)) if lengths else 0
+    return sum(sorted(lengths, reverse=True)[:batch_size])
 
 
 def check_batching(batch_tokens: int | None, packing: bool) -> None:
