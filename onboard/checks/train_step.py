@@ -8,6 +8,7 @@ import time
 import torch
 
 from onboard.checks.base import Check, FixAvailability
+from onboard.harness.data import attention_span, long_example
 from onboard.harness.forward import grad_rel_diff
 from onboard.harness.result import Status
 from onboard.harness.samemath import randomise_lora_b
@@ -23,9 +24,11 @@ class TrainStepCheck(Check):
     """What it does:
     Runs one optimizer step of LoRA training with the HF Trainer on a few samples, packed by the collator
     `onboard train` uses (DataCollatorWithFlattening: one row, position_ids restarting per sample, no
-    mask), with every patch verified so far applied. It checks that the step runs, that the adapter
-    weights change, and that the step's loss equals the loss of the same samples run one by one (relative
-    1e-4 in fp32, 2e-2 in bf16/fp16), which ties the packed training path to the reference. A model that is
+    mask), with every patch verified so far applied. The samples are the shortest of the data; where the model
+    declares a sliding window or attention chunk, one of them is longer than it. It checks that the step runs,
+    that the adapter weights change, and that the step's loss and every adapter's gradient equal those of the
+    same samples run one by one (loss relative 1e-5 in fp32, 2e-2 in bf16/fp16; gradients 10 times that),
+    which ties the packed training path to the reference. A model that is
     stochastic in train mode (two seeds give other logits: dropout, whatever its config calls it) has the
     same packed batch's Trainer loss compared with dropout off instead.
 
@@ -59,7 +62,7 @@ class TrainStepCheck(Check):
                                               undo_checkpointing)
 
         model = session.train_model
-        examples = sorted(session.examples, key=len)[:SAMPLES]
+        examples = step_samples(session)
         collator = training_collator(session.applied, session.pad_id)  # what onboard train feeds the model
         unpacked = ids.PACKING_UNPACKED in session.applied
         data = [{"input_ids": ex.input_ids, "labels": ex.labels} for ex in examples]
@@ -177,6 +180,17 @@ class TrainStepCheck(Check):
         return res
 
 
+def step_samples(session) -> list:
+    """The samples of the step: the shortest of the data, and where the model declares a sliding window or an
+    attention chunk, the last replaced by one longer than it (the data's samples one after another), so the
+    step crosses every window and chunk as training's samples do."""
+    examples = sorted(session.examples, key=len)[:SAMPLES]
+    span = attention_span(unwrap(session.model).config)
+    if span and examples and max(len(ex) for ex in examples) <= span:
+        examples[-1] = long_example(session.examples, span + 32)
+    return examples
+
+
 def _packing_mechanism(session) -> str:
     """What PACK001 measured, in a few words, for TRAIN001's explanation."""
     packing = session.results.get("PACK001")
@@ -290,10 +304,14 @@ def _own_loss_unpacked(model, session, examples, trainer) -> float:
 
 
 def _reference_loss(session, examples) -> float:
-    """Token-mean loss of the samples run one by one, from the session's cached reference losses."""
+    """Token-mean loss of the samples run one by one, from the session's cached reference losses (a sample not
+    of the data, the long one, run here)."""
+    from onboard.harness.forward import example_losses
+
     index = {id(ex): i for i, ex in enumerate(session.examples)}
-    reference = session.reference_losses([index[id(ex)] for ex in examples])
-    return float(torch.cat(list(reference.values())).mean())
+    reference = session.reference_losses([index[id(ex)] for ex in examples if id(ex) in index])
+    extra = [example_losses(session.train_model, ex, session.device) for ex in examples if id(ex) not in index]
+    return float(torch.cat([*reference.values(), *extra]).mean())
 
 
 def _restore(model, trainable: dict[str, torch.Tensor]) -> None:

@@ -69,8 +69,11 @@ DEFAULTS: dict[str, Threshold] = {t.name: t for t in (
               "COMPILE001: graph breaks in the compiled training forward (a healthy decoder compiles in one graph)"),
     Threshold("compile.max_recompiles", 0.0, "graphs",
               "COMPILE001: graphs compiled for a third row length, after the one dynamic-shape recompile"),
-    Threshold("train_step.loss_rtol", _per_dtype(1e-4, 2e-2, 2e-2, 2e-2), "relative",
-              "TRAIN001: the packed training step's loss vs the samples run one by one"),
+    # fp32: the step's loss and gradients differ from the samples run one by one by rounding only (tiny models and
+    # SmolLM2-135M / Gemma-3-270m on the CPU: loss <= 1e-6, gradients <= 1e-5 relative); a window lost shows at 1e-2
+    Threshold("train_step.loss_rtol", _per_dtype(1e-5, 2e-2, 2e-2, 2e-2), "relative",
+              "TRAIN001: the packed training step's loss vs the samples run one by one; adapter gradients are "
+              "allowed 10 times this"),
 )}
 
 
