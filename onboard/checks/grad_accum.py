@@ -21,26 +21,32 @@ class GradAccumCheck(Check):
     """What it does:
     Runs the same examples through the HF Trainer's training step twice: as one batch of 4 with no
     accumulation, and as 2 micro-batches of 2 with gradient_accumulation_steps=2, and compares the summed
-    loss and the LoRA gradients. Each example keeps the same number of trained tokens, so the accumulated
-    run must equal the single batch exactly (up to float noise: 1e-4 relative in fp32, 2e-2 in bf16).
+    loss and the LoRA gradients. The micro-batches hold unequal numbers of trained tokens, as packed
+    variable-length data gives: the accumulated run must weigh every token as the one batch does and equal it
+    (up to float noise: 1e-4 relative in fp32, 2e-2 in bf16).
 
     Why it matters:
-    The Trainer takes a forward with **kwargs as consuming num_items_in_batch and then skips dividing by
-    the accumulation steps. A forward that ignores the count trains with loss and gradients k times too
-    large (logged loss too), which no single forward shows.
+    The Trainer passes num_items_in_batch (the trained tokens of the accumulated batch) to a forward that
+    declares it takes loss kwargs and then does not divide by the accumulation steps; else it averages the
+    micro-batches' mean losses. A forward that swallows the count trains with loss and gradients k times too
+    large; a class that refuses the count (accepts_loss_kwargs = False) gets a mean of micro-batch means,
+    which mis-weighs tokens whenever micro-batches differ in size. No single forward shows either.
 
     Failure modes:
-    FM-LOSS-GA (accumulated loss = k x the single-batch loss while the Trainer believes the model takes
-    loss kwargs).
+    FM-LOSS-GA (the forward takes the count and ignores it: accumulated loss about k x the single batch's).
+    FM-LOSS-GA-WEIGHTS (the Trainer passes no count, the model refusing loss kwargs: micro-batch means are
+    averaged, and tokens of a smaller micro-batch weigh more).
 
     Fix:
-    loss.num_items_in_batch (safe): mark the model as not consuming loss kwargs, so the Trainer divides
-    by the accumulation steps; verified by re-running both schedules.
+    Which one, by the model's behaviour (its loss given twice its tokens' count halves, or does not):
+    loss.accepts_num_items (safe) for a class that refuses the count while its loss takes it; else
+    loss.num_items_in_batch (safe): the forward's mean loss rescaled to its token sum over the count, the
+    model declared to take it. Verified by re-running both schedules.
     """
 
     code = "GA001"
     name = "grad_accum"
-    summary = "k accumulated micro-batches give the loss and gradients of one batch"
+    summary = "k accumulated micro-batches of unequal sizes give the loss and gradients of one batch"
     requires = ("LORA001",)
     fix_availability = FixAvailability.SOMETIMES
     needs_labels = True
@@ -54,8 +60,9 @@ class GradAccumCheck(Check):
         chosen = chosen[: STEPS * PER_STEP]
         if len(chosen) < STEPS * PER_STEP:
             return self.result(Status.SKIP, f"needs {STEPS * PER_STEP} examples with trained tokens")
-        batch = _equal_label_counts(batch_tensors(chosen, session.device, session.pad_id))
+        batch = _uneven(batch_tensors(chosen, session.device, session.pad_id))
         micro = [{k: v[i * PER_STEP:(i + 1) * PER_STEP] for k, v in batch.items()} for i in range(STEPS)]
+        counts = [int((mb["labels"][:, 1:] != IGNORE).sum()) for mb in micro]
 
         model = session.train_model
         with tempfile.TemporaryDirectory() as out:
@@ -66,6 +73,7 @@ class GradAccumCheck(Check):
             with _no_train_mode(model):  # dropout off: both schedules must see the same function
                 one_loss, one_grads = _schedule(trainer, model, [batch])
                 acc_loss, acc_grads = _schedule(trainer, model, micro)
+                takes_count = _loss_takes_count(model, micro[0]) if one_loss else None
 
         rtol = session.threshold("grad_accum.loss_rtol")
         ratio = acc_loss / one_loss if one_loss else float("inf")
@@ -73,32 +81,60 @@ class GradAccumCheck(Check):
         grad_rel = float((acc_grads - one_grads).norm() / one_grads.norm().clamp(min=1e-30))
         res = self.result(Status.PASS, "")
         res.measure("trainer_passes_num_items", accepts)
+        res.measure("micro_batch_tokens", " + ".join(map(str, counts)), "trained tokens", "unequal, as packing gives")
         res.measure("loss_one_batch", round(one_loss, 6), "nats", f"{STEPS * PER_STEP} examples, GA 1")
         res.measure("loss_accumulated", round(acc_loss, 6), "nats", f"{STEPS} x {PER_STEP} examples, GA {STEPS}")
         res.measure("loss_ratio", round(ratio, 4), "accumulated/one", "1")
         res.measure("loss_rel_diff", float(f"{rel:.3g}"), "", compare="<=", limit=rtol)
         res.measure("grad_rel_diff", float(f"{grad_rel:.3g}"), "", compare="<=", limit=rtol * 10)
+        if takes_count is not None:
+            res.measure("loss_takes_count", takes_count, "", "the forward's loss given twice its tokens' count halves")
         if rel <= rtol and grad_rel <= rtol * 10:
-            res.message = f"GA {STEPS} matches one batch (loss rel {rel:.1g}, gradients rel {grad_rel:.1g})"
+            res.message = (f"GA {STEPS} over micro-batches of {' and '.join(map(str, counts))} trained tokens matches "
+                           f"one batch (loss rel {rel:.1g}, gradients rel {grad_rel:.1g})")
             return res
         res.status = Status.FAIL
         res.message = f"GA {STEPS} gives {ratio:.3f} x the loss of one batch (gradients rel diff {grad_rel:.2g})"
-        if accepts and abs(ratio - STEPS) < 0.05 * STEPS:
+        name = type(unwrap(model)).__name__
+        if accepts and not takes_count:
             res.diagnosis, res.proposed_patch = "FM-LOSS-GA", ids.LOSS_NUM_ITEMS
-            res.message += (f": {type(unwrap(model)).__name__}.forward takes **kwargs but does not divide by "
-                            "num_items_in_batch, and the Trainer skips dividing by the accumulation steps")
+            res.message += (f": {name}.forward takes num_items_in_batch but its loss ignores it, and the Trainer "
+                            "skips dividing by the accumulation steps")
+        elif not accepts:
+            res.diagnosis = "FM-LOSS-GA-WEIGHTS"
+            res.proposed_patch = ids.LOSS_ACCEPTS_NUM_ITEMS if takes_count else ids.LOSS_NUM_ITEMS
+            res.message += (f": {name} declares it takes no loss kwargs, so the Trainer averages the micro-batches' "
+                            f"mean losses ({' and '.join(map(str, counts))} trained tokens) instead of weighing "
+                            "every token the same"
+                            + ("; its loss does take the count" if takes_count else ""))
         return res
 
 
-def _equal_label_counts(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Keep the first n trained tokens of every example (n = the fewest any has): equal-sized
-    micro-batches then weigh tokens the same, so only a normalisation bug can tell the schedules apart."""
+def _uneven(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch with the first micro-batch's rows keeping half their trained tokens (at least 1): micro-batches
+    of unequal trained tokens, as packed variable-length data gives, whatever the data's lengths."""
     labels = batch["labels"].clone()
     trained = labels[:, 1:] != IGNORE  # the shifted targets the loss counts
-    n = int(trained.sum(1).min())
     rank = trained.cumsum(1)
-    labels[:, 1:][trained & (rank > n)] = IGNORE
+    keep = (trained.sum(1, keepdim=True) + 1) // 2
+    first = torch.zeros_like(trained)
+    first[:PER_STEP] = True
+    labels[:, 1:][trained & first & (rank > keep)] = IGNORE
     return {**batch, "labels": labels}
+
+
+@torch.no_grad()
+def _loss_takes_count(model, batch: dict[str, torch.Tensor]) -> bool:
+    """Whether the forward's loss uses num_items_in_batch: given twice its own trained tokens, it halves."""
+    n = (batch["labels"][:, 1:] != IGNORE).sum()
+    try:
+        plain = model(**batch).loss
+        counted = model(**batch, num_items_in_batch=2 * n).loss
+    except TypeError:  # a forward that refuses the keyword
+        return False
+    if plain is None or counted is None or float(plain) == 0.0:
+        return False
+    return abs(float(counted) / float(plain) - 0.5) < 0.05
 
 
 def _schedule(trainer, model, micro_batches):

@@ -5,7 +5,7 @@ from onboard.patches import ids
 from onboard.patches.base import Applicability, LoraTransform, Patch, PatchHandle, is_lora_transform, unwrap
 from onboard.patches.cce import CcePatch, ModelLossPatch
 from onboard.patches.extra_inputs import ExtraInputsPatch
-from onboard.patches.loss_kwargs import LossKwargsPatch
+from onboard.patches.loss_kwargs import AcceptsNumItemsPatch, LossKwargsPatch
 from onboard.patches.moe import ExpertsImplementationPatch
 from onboard.patches.packing import (BlockMaskPatch, PackingPatch, SampleBoundariesPatch, SegmentConvPatch,
                                      UnpackedPatch,
@@ -17,7 +17,8 @@ from onboard.patches.peft_targets import (ExcludeUnwrappablePatch, ExpertParamet
 PATCHES: dict[str, Patch | LoraTransform] = {p.id: p for p in (
     AttentionFallbackPatch(), CausalAttentionPatch(), WrappedLinearTargetsPatch(), ExcludeUnwrappablePatch(), ExpertParametersPatch(),
     ExtraInputsPatch(),
-    PackingPatch(), BlockMaskPatch(), SampleBoundariesPatch(), SegmentConvPatch(), UnpackedPatch(), LossKwargsPatch(), CcePatch(),
+    PackingPatch(), BlockMaskPatch(), SampleBoundariesPatch(), SegmentConvPatch(), UnpackedPatch(), LossKwargsPatch(),
+    AcceptsNumItemsPatch(), CcePatch(),
     ModelLossPatch(), PackedAttentionPatch(),
     CompiledLayersPatch(), ExpertsImplementationPatch(),
 )}
