@@ -170,7 +170,7 @@ def _same_setup(report: RunReport, model, args) -> None:
         for name, key in (("lora_rank", "r"), ("lora_alpha", "lora_alpha")):
             if options.get(name) is not None and getattr(peft_config, key) != options[name]:
                 differ.append(f"{name} {options[name]!r} checked, {getattr(peft_config, key)!r} here")
-        checked = lora_config(report, model)
+        checked = _as_peft_builds(lora_config(report, model), model)
         wanted, built = _selected(checked, model), _wrapped(model)
         if wanted is not None and wanted != built:
             missing, extra = sorted(wanted - built), sorted(built - wanted)
@@ -197,12 +197,39 @@ def _same_setup(report: RunReport, model, args) -> None:
         raise SetupMismatch("the report checked another setup: " + "; ".join(differ))
 
 
+def _as_peft_builds(config, model):
+    """`config` as get_peft_model rewrites it for this model before building: PEFT 0.21 turns the v4 expert
+    target names of a fused-MoE model (Qwen3-MoE, Mixtral, ...) into target_parameters in place, so a model
+    built from onboard.lora_config carries more target_parameters than the config it was given."""
+    import copy
+
+    from onboard.patches.base import unwrap
+
+    try:
+        from peft.utils.transformers_weight_conversion import _convert_peft_config_moe
+    except ImportError:  # a PEFT without the conversion builds what the config says
+        return config
+    config = copy.deepcopy(config)
+    _convert_peft_config_moe(config, unwrap(model))
+    if not config.target_parameters:
+        config.target_parameters = None
+    return config
+
+
 def _wrapped(model) -> set[str]:
+    """The modules LoRA wraps through target_modules (a parameter wrapper of target_parameters, and the modules
+    under it, are target_parameters' and compared as such)."""
     from peft.tuners.lora import LoraLayer
 
     from onboard.patches.base import unwrap
 
-    return {name for name, m in unwrap(model).named_modules() if isinstance(m, LoraLayer) and name}
+    try:
+        from peft.tuners.lora.layer import ParamWrapper
+    except ImportError:
+        ParamWrapper = ()  # noqa: N806
+    found = {name for name, m in unwrap(model).named_modules() if isinstance(m, LoraLayer) and name}
+    params = [name for name, m in unwrap(model).named_modules() if ParamWrapper and isinstance(m, ParamWrapper)]
+    return {n for n in found if not any(n == p or n.startswith(p + ".") for p in params)}
 
 
 def _selected(config, model) -> set[str] | None:

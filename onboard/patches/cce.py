@@ -17,6 +17,8 @@ softcap fields and confirmed by the fit). A transform that is neither is refused
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 
 import torch
@@ -106,6 +108,9 @@ class CcePatch:
         handle = PatchHandle(self.id)
         handle.stats = stats
 
+        # the original's signature shows through (__wrapped__): the Trainer keeps only the dataset columns a
+        # forward's signature names (remove_unused_columns), and (*args, **kwargs) names none of input_ids
+        @functools.wraps(original)
         def forward(*args, labels=None, **kwargs):
             if labels is None:
                 return original(*args, **kwargs)
