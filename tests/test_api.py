@@ -164,3 +164,30 @@ def test_the_readme_example_runs_as_written(tmp_path, monkeypatch):
     exec(compile(code, "README.md", "exec"), namespace)
     trainer = namespace["trainer"]
     assert trainer.state.global_step == 1 and "speed.packed_attention" in namespace["applied"].applied
+
+
+def test_a_fused_moe_adapter_built_from_lora_config_is_accepted():
+    """PEFT 0.21 rewrites a fused-MoE model's LoraConfig in place in get_peft_model (the v4 expert names become
+    target_parameters): the adapter built from onboard.lora_config as documented is the checked one, and
+    apply_patches takes it. It refused every such model (Qwen3-MoE, Mixtral) before."""
+    from peft import get_peft_model
+
+    report = onboard.check("tiny:qwen3_moe", device="cpu")
+    session = make_session("tiny:qwen3_moe")
+    model = get_peft_model(session.model, onboard.lora_config(report, session.model))
+    assert model.peft_config["default"].target_parameters  # PEFT added the experts
+    with onboard.apply_patches(model, report) as applied:
+        assert set(applied.applied) <= set(report.verified_patches)
+
+
+def test_a_patched_forward_keeps_its_signature_for_the_trainers_column_filter():
+    """cce.fused_loss wraps the model's forward: the Trainer keeps only the dataset columns the forward's signature
+    names (remove_unused_columns), so a (*args, **kwargs) wrapper lost input_ids (KeyError in the collator)."""
+    import inspect
+
+    from onboard.patches import get_patch, ids
+
+    session = make_session("tiny:llama")
+    before = list(inspect.signature(session.model.forward).parameters)
+    with get_patch(ids.CCE_FUSED_LOSS).apply(session.model, session):
+        assert list(inspect.signature(session.model.forward).parameters) == before

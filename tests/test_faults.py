@@ -156,6 +156,7 @@ PATCH_MODELS = {
     "attention.causal": ("fault:attn-noncausal", {}),
     "inputs.token_type_ids": ("fault:input-extra", {}),
     "loss.num_items_in_batch": ("fault:loss-ga", {}),
+    "loss.accepts_num_items": ("fault:ga-weights", {}),
     "lora.wrapped_linear_targets": ("fault:lora-wrapped", {}),
     "lora.exclude_unwrappable": ("fault:lora-unsupported", {}),
     "lora.expert_parameters": ("fault:lora-experts", {}),

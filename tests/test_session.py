@@ -13,7 +13,7 @@ KEEPING = sorted(p.id for p in PATCHES.values() if getattr(p, "keeps_unpacked_ou
 MODELS = {ids.PACKING_NO_CACHE: "tiny:llama", ids.PACKING_BLOCK_MASK: "fault:pack-isolation",
           ids.PACKING_SAMPLE_BOUNDARIES: "fault:pack-recurrent", ids.PACKING_SEGMENT_CONV: "fault:pack-conv",
           ids.PACKING_UNPACKED: "fault:pack-positions", ids.CCE_MODEL_LOSS: "fault:cce-math",
-          ids.LOSS_NUM_ITEMS: "fault:loss-ga"}
+          ids.LOSS_NUM_ITEMS: "fault:loss-ga", ids.LOSS_ACCEPTS_NUM_ITEMS: "fault:ga-weights"}
 
 
 def test_the_patches_that_keep_cached_values_are_known():
