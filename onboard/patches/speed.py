@@ -54,7 +54,12 @@ def _bounds_once(position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
     take its id while it is remembered; an in-place change bumps its version."""
     if _last[0] is position_ids and _last[1] == position_ids._version:
         return _last[2]
-    bounds = sample_bounds(position_ids)
+    flat = position_ids
+    if flat.dim() == 3:  # multimodal rope (sections, batch, tokens): text tokens have one position in every section
+        if not bool((flat == flat[:1]).all()):
+            raise NotImplementedError(f"{PACKED_ATTENTION}: multimodal positions differ between rope sections")
+        flat = flat[0]
+    bounds = sample_bounds(flat)
     _last[:] = [position_ids, position_ids._version, bounds]
     return bounds
 
