@@ -170,13 +170,18 @@ def _same_setup(report: RunReport, model, args) -> None:
         for name, key in (("lora_rank", "r"), ("lora_alpha", "lora_alpha")):
             if options.get(name) is not None and getattr(peft_config, key) != options[name]:
                 differ.append(f"{name} {options[name]!r} checked, {getattr(peft_config, key)!r} here")
-        checked = _as_peft_builds(lora_config(report, model), model)
-        wanted, built = _selected(checked, model), _wrapped(model)
+        checked = lora_config(report, model)
+        built_by_peft = _as_peft_builds(checked, model)  # get_peft_model's own rewrite (fused experts), if any
+        # where PEFT rewrote the targets, which modules it adapts is PEFT's doing on any adapter built from this
+        # config: the target_parameters are compared below, the modules only where PEFT left the names alone
+        rewritten = built_by_peft.target_modules != checked.target_modules
+        wanted, built = (None if rewritten else _selected(checked, model)), _wrapped(model)
         if wanted is not None and wanted != built:
             missing, extra = sorted(wanted - built), sorted(built - wanted)
             differ.append("LoRA modules differ from the checked ones (build the adapter with onboard.lora_config): "
                           + ", ".join(f"{len(names)} {what}, e.g. {names[0]}" for what, names in
                                       (("not adapted here", missing), ("adapted only here", extra)) if names))
+        checked = built_by_peft
         if sorted(peft_config.target_parameters or []) != sorted(checked.target_parameters or []):
             differ.append(f"LoRA target_parameters {checked.target_parameters!r} checked, "
                           f"{peft_config.target_parameters!r} here")
