@@ -124,3 +124,21 @@ def test_a_forward_ignoring_the_count_is_rescaled_exactly_over_unequal_micro_bat
     assert len(set(tokens)) == 2  # unequal: a mean of means would not pass
     assert ga.fix.patch_id == ids.LOSS_NUM_ITEMS and ga.fix.verified
     assert ga.fix.measurements_after["grad_rel_diff"].value < 1e-5
+
+
+def test_the_packed_attention_lever_runs_a_row_of_one_sample_on_a_multimodal_rope_model():
+    """GLM-4V-MoE hands its attention (sections, batch, tokens) position_ids: the lever read them as one position
+    and raised on every row of one sample (a last micro-batch, a sample alone in its token budget). Found by
+    bench/audit/exact.py: KERN001 had verified the lever on a packed row, where the block mask sends a mask and
+    the lever steps aside."""
+    from onboard.patches import get_patch
+
+    session = make_session("tiny:glm4v_moe")
+    model = session.model
+    ids_ = torch.tensor([session.examples[0].input_ids[:28]])
+    positions = torch.arange(28)[None]
+    with torch.no_grad():
+        plain = model(input_ids=ids_, position_ids=positions, use_cache=False).logits
+        with get_patch(ids.SPEED_PACKED_ATTENTION).apply(model, session):
+            lever = model(input_ids=ids_, position_ids=positions, use_cache=False).logits
+    torch.testing.assert_close(lever, plain, rtol=0, atol=1e-6)

@@ -7,7 +7,8 @@ gradient), the report's patches through `onboard.apply_patches(..., cce="on")` a
 `onboard.collator`: what a user training with the HF Trainer runs.
 
 The trained step: the HF Trainer, 4 samples (the three shortest chats and one of the chats one after another,
-longer than the model's sliding window or attention chunk where its config declares one), per_device_train_batch_size
+longer than the model's sliding window or attention chunk where its config declares one shorter than 2,048 tokens,
+onboard's --max-length), per_device_train_batch_size
 2 and gradient_accumulation_steps 2, so the two micro-batches hold unequal numbers of trained tokens; no clipping;
 every adapter's gradient kept just before the optimizer steps, and the loss of each micro-batch as the Trainer
 computes it.
@@ -40,6 +41,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 LOSS_RTOL, GRAD_RTOL = 1e-5, 1e-4
+MAX_LENGTH = 2048  # onboard's default --max-length: no training sample is longer, so no longer window can slide
 IGNORE = -100
 
 
@@ -50,7 +52,7 @@ def first_line(exc: BaseException) -> str:
 
 def build(arch: str, attn: str | None):
     """tiny:ARCH as onboard builds it (a ForCausalLM class, else the ForConditionalGeneration one), fp32, with the
-    report's attention implementation; every dropout set to 0 (the truth must be deterministic)."""
+    report's attention implementation; every dropout and jitter set to 0 (the truth must be deterministic)."""
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
@@ -65,18 +67,28 @@ def build(arch: str, attn: str | None):
         cls = auto._model_mapping[type(config)]
         return cls._from_config(config_for(cls, config), dtype=torch.float32, attn_implementation=attn)
 
-    model = build_tiny(arch, len(tok), make)
+    # make() reads `attn` when called: the retry below clears it
+
+    try:
+        model = build_tiny(arch, len(tok), make)
+    except Exception:  # noqa: BLE001 - a composite model whose towers refuse the report's backend: transformers' choice
+        attn = None
+        model = build_tiny(arch, len(tok), make)
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
         for key, value in list(vars(module).items()):
-            if "dropout" in key and isinstance(value, float):
+            if NOISE(key) and isinstance(value, float):
                 setattr(module, key, 0.0)
     for config in {id(c): c for c in (model.config, model.config.get_text_config())}.values():
         for key, value in list(vars(config).items()):
-            if "dropout" in key and isinstance(value, float):
+            if NOISE(key) and isinstance(value, float):
                 setattr(config, key, 0.0)
     return tok, model
+
+
+def NOISE(key: str) -> bool:  # noqa: N802 - train-mode randomness by name: dropout, PhiMoE's router jitter
+    return any(word in key for word in ("dropout", "jitter", "noise"))
 
 
 def samples(tok, model):
@@ -84,13 +96,13 @@ def samples(tok, model):
     (the chats one after another), as {input_ids, labels} with assistant-only labels."""
     from onboard.harness.data import BUILTIN_CHATS, read_chats, tokenize_chat
 
-    chats = [tokenize_chat(tok, chat, None, 2048) for chat in read_chats(BUILTIN_CHATS)]
+    chats = [tokenize_chat(tok, chat, None, MAX_LENGTH) for chat in read_chats(BUILTIN_CHATS)]
     chats = [c for c in chats if any(label != IGNORE for label in c.labels[1:])]
     short = sorted(chats, key=len)[:3]
     text = model.config.get_text_config()
     spans = [v for v in (getattr(text, "sliding_window", None), getattr(text, "attention_chunk_size", None))
-             if isinstance(v, int) and not isinstance(v, bool) and v > 0]
-    length = max(spans, default=0) + 32 if spans else len(sorted(chats, key=len)[3])
+             if isinstance(v, int) and not isinstance(v, bool) and 0 < v < MAX_LENGTH]
+    length = min(max(spans) + 32, MAX_LENGTH) if spans else len(sorted(chats, key=len)[3])
     ids, labels = [], []
     while len(ids) < length:
         for c in chats:
@@ -107,7 +119,7 @@ def randomise_lora_b(model, seed=0):
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
 
 
-def truth(model, data):
+def truth(model, data, positions: bool):
     """Token-mean next-token loss of the samples run one by one, and every adapter's gradient of it."""
     total = sum(sum(label != IGNORE for label in d["labels"][1:]) for d in data)
     model.zero_grad(set_to_none=True)
@@ -116,7 +128,10 @@ def truth(model, data):
     for d in data:
         ids = torch.tensor([d["input_ids"]])
         labels = torch.tensor([d["labels"]])
-        logits = model(input_ids=ids, use_cache=False).logits[0, :-1].float()
+        # the sample as the training collator sends a row of it alone: with position_ids when it packs, without
+        # when it pads (a RoBERTa-family model then numbers positions from the ids, as in training)
+        extra = {"position_ids": torch.arange(ids.shape[1])[None]} if positions else {}
+        logits = model(input_ids=ids, use_cache=False, **extra).logits[0, :-1].float()
         part = F.cross_entropy(logits, labels[0, 1:], ignore_index=IGNORE, reduction="sum") / total
         part.backward()
         loss += part.item()
@@ -187,8 +202,8 @@ def audit(row: dict) -> dict:
     # the truth runs with the patches on too: they act on packed rows and on the Trainer's loss, never on a sample
     # run alone without labels (a forward that requires token_type_ids in training gets them from its patch)
     applied = onboard.apply_patches(peft_model, report, cce="on")
-    want_loss, want_grads = truth(peft_model, data)
     collator = onboard.collator(report, tok)
+    want_loss, want_grads = truth(peft_model, data, positions=type(collator).__name__ != "RightPadding")
     with tempfile.TemporaryDirectory() as out:
         got_loss, got_grads, accepts = trainer_step(peft_model, data, collator, out)
     applied.revert()

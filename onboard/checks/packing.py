@@ -146,9 +146,9 @@ class PackingCheck(Check):
         model = session.train_model
         # a later sample longer than every window and chunk the model declares: a mask that loses a window shows
         extra = {}
-        span = attention_span(unwrap(model).config)
+        span = attention_span(unwrap(model).config, session.max_length)
         if span and all(len(session.examples[s]) <= span for s in sorted(set(row.sample))[1:]):
-            extra[len(session.examples)] = long_example(session.examples, span + 32)
+            extra[len(session.examples)] = long_example(session.examples, min(span + 32, session.max_length))
             row.add(len(session.examples), extra[len(session.examples)])
         rows = [row]
         reference = session.reference_losses(sorted(set(rows[0].sample) - set(extra)))
@@ -158,7 +158,8 @@ class PackingCheck(Check):
         factor = session.threshold("packing.control_factor")
         res = self.result(Status.PASS, "", fallback_patch=ids.PACKING_UNPACKED)
         res.measure("packed_samples", len(set(rows[0].sample)), "samples", f"in one row of up to {session.pack_length} tokens"
-                    + (f" and one of {span + 32}, longer than the model's window or chunk ({span})" if extra else ""))
+                    + (f" and one of {len(next(iter(extra.values())))}, longer than the model's window or chunk ({span})"
+                       if extra else ""))
         res.measure("trainer", trainer, "", "whose conventions are judged (--trainer)")
         batch = PackedBatch.from_rows(rows, session.device, session.pad_id)
         vocab = sorted({t for ex in session.examples for t in ex.input_ids})

@@ -185,9 +185,9 @@ def step_samples(session) -> list:
     attention chunk, the last replaced by one longer than it (the data's samples one after another), so the
     step crosses every window and chunk as training's samples do."""
     examples = sorted(session.examples, key=len)[:SAMPLES]
-    span = attention_span(unwrap(session.model).config)
+    span = attention_span(unwrap(session.model).config, session.max_length)
     if span and examples and max(len(ex) for ex in examples) <= span:
-        examples[-1] = long_example(session.examples, span + 32)
+        examples[-1] = long_example(session.examples, min(span + 32, session.max_length))
     return examples
 
 

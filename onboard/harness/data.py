@@ -130,12 +130,13 @@ def tokenize_chat(tokenizer, messages: list[dict[str, str]], template: str, max_
     return Example(ids[:max_length], labels[:max_length], kinds[:max_length], truncated)
 
 
-def attention_span(config) -> int | None:
-    """The widest sliding window or attention chunk the model's (text) config declares, in tokens; None when it
-    declares none. Only sizes a probe: a sample must be longer than this for its window or chunk to matter."""
+def attention_span(config, max_length: int | None = None) -> int | None:
+    """The widest sliding window or attention chunk the model's (text) config declares, in tokens, that a sample
+    of at most `max_length` tokens can cross; None when there is none. Only sizes a probe: a sample must be longer
+    than this for its window or chunk to matter, and training's samples are no longer than max_length."""
     text = config.get_text_config()
     spans = [v for v in (getattr(text, "sliding_window", None), getattr(text, "attention_chunk_size", None))
-             if isinstance(v, int) and not isinstance(v, bool) and v > 0]
+             if isinstance(v, int) and not isinstance(v, bool) and v > 0 and (max_length is None or v < max_length)]
     return max(spans, default=None)
 
 

@@ -112,9 +112,9 @@ def layer_masks(config, position_ids: torch.Tensor, dtype: torch.dtype, padding:
     if isinstance(types, (list, tuple)) and set(types) - {"full_attention"}:
         masks = {}
         for kind in dict.fromkeys(types):
-            overlay = LAYER_TYPE_OVERLAYS.get(kind, False)
-            if overlay is False:  # a layer type whose mask onboard does not know (e.g. a recurrent layer): skip
-                continue
+            # a layer type whose mask onboard does not know (Hunyuan's indexed attention, a recurrent layer) gets
+            # the plain block mask, as every layer did before: PACK001's harm measure judges it
+            overlay = LAYER_TYPE_OVERLAYS.get(kind)
             extra = {} if overlay is None else {overlay[0]: getattr(text, overlay[1], None)}
             masks[kind] = block_causal_mask(position_ids, dtype, padding, **extra)
         return masks
