@@ -55,12 +55,15 @@ def test_gpt_oss_packs_through_the_block_mask_verified_on_a_sample_longer_than_i
     assert after["harm_trainer_no_mask"].value <= after["harm_trainer_no_mask"].limit
 
 
-def test_train_step_compares_gradients_on_a_sample_longer_than_the_window():
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_train_step_compares_gradients_on_a_sample_longer_than_the_window(dtype):
     """TRAIN001 with the block mask of one layer type forced on GPT-OSS (what packing.block_mask did before it
-    kept each layer type's mask): the step's loss is nearly right, its adapter gradients are not."""
+    kept each layer type's mask): the step's loss is nearly right, its adapter gradients are not. In bf16 the step
+    is judged by its distance from the fp32 reference against the bf16 reference's own (2 x, at least 1e-2 for the
+    gradients), not by a fixed 0.2."""
     import onboard.patches.packing as packing
 
-    session = make_session("tiny:gpt_oss")
+    session = make_session("tiny:gpt_oss", dtype=dtype)
     run_checks(session, [LoadCheck, LoraCheck], fix=True)
     keep = packing.layer_masks
     packing.layer_masks = lambda config, positions, dtype, padding=None: packing.block_causal_mask(
@@ -72,8 +75,13 @@ def test_train_step_compares_gradients_on_a_sample_longer_than_the_window():
         packing.layer_masks = keep
     assert step.measurements["tokens"].value > 64 + 32  # a sample crosses the window of 64
     assert step.status is Status.FAIL and step.diagnosis == "FM-TRAIN-LOSS", step.message
-    healthy = run("tiny:gpt_oss", [PackingCheck, TrainStepCheck])["TRAIN001"]
-    assert healthy.status is Status.PASS and healthy.measurements["grad_rel_diff"].value < 1e-5, healthy.message
+    healthy = run("tiny:gpt_oss", [PackingCheck, TrainStepCheck], dtype=dtype)["TRAIN001"]
+    assert healthy.status is Status.PASS, healthy.message
+    if dtype == "float32":
+        assert healthy.measurements["grad_rel_diff"].value < 1e-5
+    else:  # the step rounds as the samples one by one do
+        assert healthy.measurements["vs_fp32_grad_rel"].value <= healthy.measurements["vs_fp32_grad_rel"].limit
+        assert step.measurements["vs_fp32_grad_rel"].value > step.measurements["vs_fp32_grad_rel"].limit
 
 
 # ---- a sample at the far end of the longest row -----------------------------------------------------------

@@ -75,6 +75,12 @@ DEFAULTS: dict[str, Threshold] = {t.name: t for t in (
               "COMPILE001: graphs compiled for a third row length, after the one dynamic-shape recompile"),
     # fp32: the step's loss and gradients differ from the samples run one by one by rounding only (tiny models and
     # SmolLM2-135M / Gemma-3-270m on the CPU: loss <= 1e-6, gradients <= 1e-5 relative); a window lost shows at 1e-2
+    Threshold("train_step.rounding_factor", 2.0, "x reference",
+              "TRAIN001 in bf16/fp16: the step may be this many times as far from the fp32 reference as the samples "
+              "one by one in the same dtype are"),
+    Threshold("train_step.rounding_floor", _per_dtype(1e-5, 1e-3, 1e-3, 1e-3), "relative",
+              "TRAIN001 in bf16/fp16: the least limit of the step's loss distance from the fp32 reference (gradients "
+              "10 times this)"),
     Threshold("train_step.loss_rtol", _per_dtype(1e-5, 2e-2, 2e-2, 2e-2), "relative",
               "TRAIN001: the packed training step's loss vs the samples run one by one; adapter gradients are "
               "allowed 10 times this"),
