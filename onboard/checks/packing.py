@@ -242,6 +242,17 @@ class PackingCheck(Check):
         skipped = f"; not applicable: {', '.join(not_applicable)} ({next(iter(not_applicable.values()))})" if not_applicable else ""
         if far is None and row_length and not leaking and not harmful:
             name, shift = next(iter(row_length.items()))
+            numbered = _own_numbering_shift(session, model, first)
+            res.measure("own_positions_shift", float(f"{numbered:.3g}"), "nats",
+                        "the first sample alone, position_ids 0..n-1 given (as the collator sends) vs not given")
+            if numbered > session.threshold("packing.row_noise"):
+                res.status, res.diagnosis = Status.FAIL, "FM-PACK-POSITIONS"
+                res.message = (f"packed samples see nothing of each other, yet the row's first sample trains otherwise "
+                               f"than alone (a token loss {shift:.3g} nats off under {name}): the model numbers "
+                               f"positions its own way, and position_ids from 0, as the packing collator sends them, "
+                               f"move even a sample alone by {numbered:.3g} nats (positions offset by a padding index, "
+                               "as RoBERTa's)")
+                return res
             far = (f"packed samples see nothing of each other, yet the row's first sample, which sees no other, trains "
                    f"otherwise than alone (a token loss {shift:.3g} nats off under {name}, beyond rounding): the "
                    "model's outputs depend on the row it runs in, not only on the sample")
@@ -381,6 +392,16 @@ class PackingCheck(Check):
         res.message = (f"{len(samples)} samples right-padded in one batch see nothing of each other and train as "
                        f"alone; packing is off: {padding:.0%} of the tokens are padding on this data")
         return res
+
+
+@torch.no_grad()
+def _own_numbering_shift(session, model, index: int) -> float:
+    """The largest |difference| of sample `index`'s token losses alone, with position_ids 0..n-1 given (a row of
+    one sample from the packing collator) and without (the model numbering its positions itself)."""
+    example = session.examples[index]
+    given = example_losses(model, example, session.device,
+                           position_ids=torch.arange(len(example), device=session.device)[None])
+    return token_shift(given, session.reference_losses([index])[index])
 
 
 @torch.no_grad()
