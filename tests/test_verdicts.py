@@ -96,6 +96,7 @@ def test_a_true_leak_is_fixed_by_the_block_mask():
     pack = run("tiny:opt", [PackingCheck])["PACK001"]
     assert pack.diagnosis == "FM-PACK-ISOLATION" and pack.measurements["leak_no_mask_no_cache"].value > 1e-2
     assert pack.proposed_patch == "packing.block_mask" and pack.fixed
+    assert pack.fix.patch_id == "packing.block_mask" and not pack.fix.fallback, pack.fix.tried  # not unpacked
     assert all(m.value == 0 for k, m in pack.fix.measurements_after.items() if k.startswith("leak_"))
 
 
