@@ -244,24 +244,15 @@ def _grad_capture(model):
 
 
 def _fp32_reference(model, examples, device):
-    """_reference_grads with every floating weight in fp32 for that pass, then cast back (bf16 -> fp32 -> bf16 is
-    exact); None when the model is fp32 already or the fp32 copy does not fit."""
-    saved = {n: p.dtype for n, p in model.named_parameters() if p.is_floating_point()}
-    if set(saved.values()) <= {torch.float32}:
-        return None
+    """_reference_grads with every floating weight in fp32 for that pass (cast back exactly); None when the model
+    is fp32 already or the fp32 copy does not fit."""
+    from onboard.harness.samemath import fp32_weights
+
     try:
-        for p in model.parameters():
-            if p.is_floating_point():
-                p.data = p.data.float()
-        return _reference_grads(model, examples, device)
+        with fp32_weights(model) as cast:
+            return _reference_grads(model, examples, device) if cast else None
     except torch.OutOfMemoryError:
         return None
-    finally:
-        for n, p in model.named_parameters():
-            if n in saved:
-                p.data = p.data.to(saved[n])
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
 
 
 def _distance(loss, grads, ref_loss, ref_grads) -> tuple[float, float]:

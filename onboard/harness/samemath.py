@@ -12,6 +12,7 @@ fixed tolerances (rtol for the loss, 10 x rtol for the gradients).
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -52,27 +53,39 @@ def distance(loss, grads, ref_loss, ref_grads) -> tuple[float, float]:
     return abs(loss - ref_loss) / max(abs(ref_loss), 1e-12), grad_rel_diff(ref_grads, grads)
 
 
-def fp32_reference(model, batch):
-    """The plain run with every floating weight in fp32 (then cast back: bf16 -> fp32 -> bf16 is exact), or None
-    when the model is fp32 already or the fp32 copy does not fit."""
-    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
-    if dtypes <= {torch.float32}:
-        return None
+@contextmanager
+def fp32_weights(model):
+    """Every floating weight of `model` in fp32 inside the block, cast back after it (bf16 -> fp32 -> bf16 is
+    exact). Yields False, changing nothing, when the model is fp32 already."""
     saved = {n: p.dtype for n, p in model.named_parameters() if p.is_floating_point()}
+    if set(saved.values()) <= {torch.float32}:
+        yield False
+        return
+    device = next(model.parameters()).device
     try:
         for p in model.parameters():
             if p.is_floating_point():
                 p.data = p.data.float()
-        loss, grads, _ = loss_and_grads(model, batch)
-        return loss, grads
-    except torch.OutOfMemoryError:
-        return None
+        yield True
     finally:
         for n, p in model.named_parameters():
             if n in saved:
                 p.data = p.data.to(saved[n])
-        if batch.input_ids.is_cuda:
+        if device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def fp32_reference(model, batch):
+    """The plain run with every floating weight in fp32 (then cast back exactly), or None when the model is fp32
+    already or the fp32 copy does not fit."""
+    try:
+        with fp32_weights(model) as cast:
+            if not cast:
+                return None
+            loss, grads, _ = loss_and_grads(model, batch)
+            return loss, grads
+    except torch.OutOfMemoryError:
+        return None
 
 
 @torch.no_grad()
