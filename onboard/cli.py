@@ -308,7 +308,7 @@ def train(
         options = TrainOptions(
             out=out, data=data, epochs=epochs, max_steps=max_steps, batch_size=batch_size, batch_tokens=batch_tokens,
             grad_accum=grad_accum,
-            lr=lr, packing=packing, cce=cce, save_steps=save_steps, resume=resume)
+            lr=lr, packing=packing, cce=cce, save_steps=save_steps, resume=resume, seed=setup.seed)
         result = run_training(session, report.verified_patches, options, check_source=source, console=err,
                               patch_options=report.patch_options)
         r = result.report

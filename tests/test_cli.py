@@ -151,3 +151,11 @@ def test_train_refuses_an_out_with_checkpoints_before_loading(tmp_path):
     out = invoke("train", "smollm2", "--out", str(tmp_path))
     assert out.exit_code == 2 and "--resume" in out.output
     assert time.perf_counter() - start < 5  # no model was loaded, no check ran
+
+
+def test_train_takes_its_seed(tmp_path):
+    """`onboard train --seed N` reaches the run (set_seed, the Trainer's seeds, the fingerprint): it was dropped
+    between the option and TrainOptions, and every run trained with seed 0 (issue 25)."""
+    out = invoke("train", "tiny:llama", "--seed", "3", "--out", str(tmp_path / "run"), "--max-steps", "1")
+    assert out.exit_code == 0, out.output
+    assert json.loads((tmp_path / "run" / "train_config.json").read_text())["seed"] == 3
