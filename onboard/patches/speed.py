@@ -180,7 +180,8 @@ class PackedAttentionPatch:
     def applies_to(self, model) -> str | None:
         base = unwrap(model)
         if not getattr(base, "_supports_attention_backend", False):
-            return f"{type(base).__name__} does not dispatch attention through transformers' attention interface"
+            return (f"{type(base).__name__} does not declare _supports_attention_backend, the flag transformers reads "
+                    "(is_backend_compatible) before it runs a registered attention function")
         if not hasattr(base, "set_attn_implementation"):
             return f"{type(base).__name__} cannot switch attention implementation"
         return None
