@@ -159,3 +159,14 @@ def test_train_takes_its_seed(tmp_path):
     out = invoke("train", "tiny:llama", "--seed", "3", "--out", str(tmp_path / "run"), "--max-steps", "1")
     assert out.exit_code == 0, out.output
     assert json.loads((tmp_path / "run" / "train_config.json").read_text())["seed"] == 3
+
+
+def test_train_judges_the_rows_it_packs(tmp_path):
+    """onboard train with a larger micro-batch than the default packs longer rows than the data's default judges:
+    it sets the checks' --row-tokens to its own longest row, so PACK001's far-end sample sits where training puts
+    samples, and trains."""
+    out = invoke("train", "tiny:llama", "--batch-size", "16", "--out", str(tmp_path / "run"), "--max-steps", "1")
+    assert out.exit_code == 0, out.output
+    report = json.loads((tmp_path / "run" / "check_report.json").read_text())
+    pack = next(c for c in report["checks"] if c["code"] == "PACK001")
+    assert report["options"]["row_tokens"] == pack["measurements"]["far_end_row"]["value"] > 864
