@@ -123,12 +123,7 @@ def check(
     3 environment or internal error.
     """
     _quiet_libraries(debug)
-    given = dict(model=model, device=device, dtype=dtype, attn=attn, revision=revision,
-                 trust_remote_code=trust_remote_code, random_weights=random_weights, lora_targets=lora_targets,
-                 chat_template=chat_template, max_length=max_length, pack_length=pack_length, seed=seed,
-                 data=data, row_tokens=row_tokens, no_fix=no_fix, unsafe_fixes=unsafe_fixes, strict=strict, lora_rank=lora_rank,
-                 lora_alpha=lora_alpha, gradient_checkpointing=gradient_checkpointing, torch_compile=torch_compile,
-                 trainer=trainer)
+    given = _given(ctx)  # every Setup field this command takes, as typed or defaulted
 
     def body() -> ExitCode:
         from onboard.checks import CHECKS
@@ -246,12 +241,7 @@ def train(
     if cce not in ("auto", "on", "off"):
         err.print(f"[bold red]error:[/] --cce must be auto, on or off, not {cce!r}", highlight=False)
         raise typer.Exit(ExitCode.USAGE_ERROR)
-    given = dict(model=model, device=device, dtype=dtype, attn=attn, revision=revision,
-                 trust_remote_code=trust_remote_code, random_weights=random_weights, lora_targets=lora_targets,
-                 chat_template=chat_template, max_length=max_length, seed=seed, data=data,
-                 unsafe_fixes=unsafe_fixes, lora_rank=lora_rank, lora_alpha=lora_alpha,
-                 gradient_checkpointing=gradient_checkpointing, torch_compile=torch_compile,
-                 trainer=trainer, row_tokens=row_tokens)
+    given = _given(ctx)
 
     def body() -> int:
         from onboard.harness.errors import BadInput
@@ -503,6 +493,18 @@ def _from_cli(ctx: typer.Context, given: dict) -> set[str]:
         if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
             typed.add(name)
     return typed
+
+
+def _given(ctx: typer.Context) -> dict:
+    """The Setup fields among the command's parameters, with the values the user typed or the defaults: read off
+    the command itself, so an option cannot be declared and then left out of the setup (a field missing from the
+    hand-kept dicts this replaces was silently ignored)."""
+    from dataclasses import fields
+
+    from onboard.harness.setup import Setup
+
+    names = {f.name for f in fields(Setup)}
+    return {name: value for name, value in ctx.params.items() if name in names}
 
 
 def _setup(ctx: typer.Context, given: dict, path: Optional[Path], no_config: bool, report=None, report_path=None):

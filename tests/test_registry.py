@@ -173,6 +173,34 @@ def test_cli_options_are_the_setups_with_its_defaults_and_help(command):
         assert name in params, f"onboard {command} cannot set {name}, which training must share with the check"
 
 
+@pytest.mark.parametrize("command", ["check", "train"])
+def test_every_setup_option_a_user_types_reaches_the_setup(command):
+    """Each Setup field's option, typed with a value other than its default, arrives in what the command builds its
+    Setup from (onboard.cli._given): no option is declared and then dropped on the way (issue 25)."""
+    import click
+
+    from onboard.cli import _given
+
+    cmd = _command(command)
+    args, wanted = ["tiny:llama"], {}
+    for param in cmd.params:
+        if param.name not in FIELDS or param.name == "model" or not isinstance(param, click.Option):
+            continue
+        if param.is_flag:
+            flag = param.opts[0] if not param.default else (param.secondary_opts or param.opts)[0]
+            args.append(flag)
+            wanted[param.name] = not bool(param.default)
+        else:
+            value = "7" if param.type.name == "integer" else "custom"
+            args += [param.opts[0], value]
+            wanted[param.name] = 7 if value == "7" else value
+    ctx = cmd.make_context(command, args)
+    given = _given(ctx)
+    assert given["model"] == "tiny:llama"
+    for name, value in wanted.items():
+        assert str(given[name]) == str(value), (name, given[name], value)
+
+
 def test_config_files_set_exactly_the_setups_fields():
     from onboard.config import OPTION_TYPES
 
