@@ -445,10 +445,11 @@ def list_checks() -> None:
 
 
 @app.command()
-def explain(code: Annotated[str, typer.Argument(help="a check code (PACK001) or name (packing), a patch id "
-                                                     "(packing.unpacked), or 'verdict'")]) -> None:
-    """Print a check's documentation (what it does, why it matters, failure modes, fix), a patch's, or the
-    verdict rule (what READY, READY_WITH_FIXES and NOT_READY mean, and the fallbacks)."""
+def explain(code: Annotated[str, typer.Argument(help="a check code (PACK001) or name (packing), a failure mode "
+                                                     "(FM-PACK-CACHE), a patch id (packing.unpacked), or 'verdict'")]) -> None:
+    """Print a check's documentation (what it does, why it matters, failure modes, fix), a failure mode's (what
+    the checks say of it, and the fault-catalog models that show it), a patch's, or the verdict rule (what READY,
+    READY_WITH_FIXES and NOT_READY mean, and the fallbacks)."""
     import inspect
 
     from onboard.checks import find_check
@@ -457,6 +458,13 @@ def explain(code: Annotated[str, typer.Argument(help="a check code (PACK001) or 
 
     if code.lower() == "verdict":
         print(VERDICT_RULE)
+        return
+    if code.upper().startswith("FM-"):
+        text = _failure_mode(code.upper())
+        if text is None:
+            err.print(f"error: no check reports {code} (onboard explain CODE lists each check's failure modes)")
+            raise typer.Exit(ExitCode.USAGE_ERROR)
+        print(text)
         return
     if code in PATCHES:
         patch = PATCHES[code]
@@ -469,6 +477,29 @@ def explain(code: Annotated[str, typer.Argument(help="a check code (PACK001) or 
         err.print(f"error: {exc.args[0]}")
         raise typer.Exit(ExitCode.USAGE_ERROR) from None
     print(f"{check.code} {check.name}: {check.summary}\n\n{check.documentation()}")
+
+
+def _failure_mode(mode: str) -> str | None:
+    """What the checks' own documentation says of a failure mode (the id the reports print), which checks report
+    it, and the fault-catalog models that show it with their fix; None when no check names it."""
+    import re
+
+    from onboard.checks import CHECKS
+    from onboard.fixtures.faults import FAULTS
+
+    parts = []
+    for check in CHECKS:
+        doc = check.documentation()
+        section = doc.split("Failure modes:", 1)[1].split("\n\nFix:", 1)[0] if "Failure modes:" in doc else ""
+        entries = re.split(r"(?<![\w-])(?=FM-[A-Z])", " ".join(section.split()))  # listed in lines or in a sentence
+        said = [e.strip().rstrip(",;").strip() for e in entries if re.match(re.escape(mode) + r"(?![A-Z-])", e)]
+        if said:
+            parts.append(f"{check.code} {check.name}: " + " ".join(said))
+    if not parts:
+        return None
+    faults = [f"  fault:{f.name} ({f.check}, fix: {f.patch or 'none'}): {f.description}" for f in FAULTS.values()
+              if f.failure_mode == mode]
+    return "\n\n".join([mode, *parts] + (["the fault catalog shows it on:\n" + "\n".join(faults)] if faults else []))
 
 
 def _same_setup(report, session, path) -> None:

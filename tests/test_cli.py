@@ -170,3 +170,18 @@ def test_train_judges_the_rows_it_packs(tmp_path):
     report = json.loads((tmp_path / "run" / "check_report.json").read_text())
     pack = next(c for c in report["checks"] if c["code"] == "PACK001")
     assert report["options"]["row_tokens"] == pack["measurements"]["far_end_row"]["value"] > 864
+
+
+def test_explain_takes_every_failure_mode_the_catalog_shows():
+    """The reports print failure-mode ids: `onboard explain FM-...` prints what the checks' documentation says of
+    each, and the fault models that show it; every failure mode of the catalog is documented by its check."""
+    from onboard.cli import _failure_mode
+    from onboard.fixtures.faults import FAULTS
+
+    for fault in FAULTS.values():
+        text = _failure_mode(fault.failure_mode)
+        assert text is not None and f"{fault.check} " in text, fault.name
+        assert f"fault:{fault.name} " in text
+    out = invoke("explain", "FM-PACK-ROWINDEX")
+    assert out.exit_code == 0 and "Llama 4" in out.output and "fault:pack-rowindex" in out.output
+    assert invoke("explain", "FM-NO-SUCH").exit_code == 2

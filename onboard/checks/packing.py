@@ -111,7 +111,9 @@ class PackingCheck(Check):
     FM-PACK-ROWINDEX: isolated and exact near the row's start, but a sample at the far end of the longest row
     trains otherwise than alone: the model computes from the row index (Llama 4 past 8,192 tokens); or the
     row's first sample, which sees no other, moves against itself alone beyond rounding (packing.row_noise:
-    1e-3 nats in fp32; not judged in bf16/fp16): the model's outputs depend on the row (Kosmos-2.5).
+    1e-3 nats in fp32; not judged in bf16/fp16): the model's outputs depend on the row. Where that sample alone
+    already moves when given position_ids from 0, the model numbers positions its own way: FM-PACK-POSITIONS
+    (Kosmos-2.5, offset by its padding index).
 
     Fix:
     packing.no_cache_no_mask (safe) for FM-PACK-CACHE / FM-PACK-MASK. For FM-PACK-ISOLATION,
