@@ -73,12 +73,14 @@ class GradAccumCheck(Check):
             with _no_train_mode(model):  # dropout off: both schedules must see the same function
                 one_loss, one_grads = _schedule(trainer, model, [batch])
                 acc_loss, acc_grads = _schedule(trainer, model, micro)
-                takes_count = _loss_takes_count(model, micro[0]) if one_loss else None
+                rtol = session.threshold("grad_accum.loss_rtol")
+                ratio = acc_loss / one_loss if one_loss else float("inf")
+                rel = abs(acc_loss - one_loss) / max(abs(one_loss), 1e-12)
+                grad_rel = float((acc_grads - one_grads).norm() / one_grads.norm().clamp(min=1e-30))
+                # which fix: asked of the forward only when accumulation is wrong (two more forwards)
+                wrong = not (rel <= rtol and grad_rel <= rtol * 10)
+                takes_count = _loss_takes_count(model, micro[0]) if wrong and one_loss else None
 
-        rtol = session.threshold("grad_accum.loss_rtol")
-        ratio = acc_loss / one_loss if one_loss else float("inf")
-        rel = abs(acc_loss - one_loss) / max(abs(one_loss), 1e-12)
-        grad_rel = float((acc_grads - one_grads).norm() / one_grads.norm().clamp(min=1e-30))
         res = self.result(Status.PASS, "")
         res.measure("trainer_passes_num_items", accepts)
         res.measure("micro_batch_tokens", " + ".join(map(str, counts)), "trained tokens", "unequal, as packing gives")

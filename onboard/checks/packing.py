@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import torch
 
 from onboard.checks.base import Check, FixAvailability
-from onboard.harness.data import IGNORE, PackedRow, attention_span, long_example, pack
+from onboard.harness.data import IGNORE, Example, PackedRow, attention_span, long_example, pack
 from onboard.harness.forward import (PackedBatch, Perturbation, batch_tensors, example_losses, replaced, split_losses,
                                      token_losses)
 from onboard.harness.result import Status, bar_figure
@@ -312,15 +312,13 @@ class PackingCheck(Check):
         room = length - len(example)
         if room < 2:
             return None
-        row: PackedRow = PackedRow()
-        first = None
+        row = PackedRow()
         k = 0
         while len(row.input_ids) < room:  # filler: the data's samples in order, the last one cut to fit
             ex = session.examples[k % len(session.examples)]
             left = room - len(row.input_ids)
-            part = ex if len(ex) <= left else type(ex)(ex.input_ids[:left], ex.labels[:left], ex.kinds[:left], True)
-            row.add(-2 - k if k else FIRST, part)
-            first = first if first is not None else k % len(session.examples)
+            part = ex if len(ex) <= left else Example(ex.input_ids[:left], ex.labels[:left], ex.kinds[:left], True)
+            row.add(-2 - k if k else FIRST, part)  # only the first filler sample is measured (the others: < 0)
             k += 1
         row.add(TARGET, example)
         batch = PackedBatch.from_rows([row], session.device, session.pad_id)
@@ -329,9 +327,8 @@ class PackingCheck(Check):
             logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids, **kwargs_for(batch.input_ids)).logits
         packed = split_losses(logits, batch)
         del logits
-        head = session.reference_losses([first])[first]
-        first_ex = session.examples[first]
-        noise = (token_shift(packed[FIRST], head) if len(first_ex) <= room else 0.0)
+        # the filler's first sample is the data's first, whole unless the room was shorter than it
+        noise = token_shift(packed[FIRST], session.reference_losses([0])[0]) if len(session.examples[0]) <= room else 0.0
         shift = token_shift(packed[TARGET], alone)
         limit = max(session.threshold("packing.tolerance"), session.threshold("packing.control_factor") * max(noise, near))
         res.measure("far_end_row", length, "tokens", "the longest packed row training builds (--row-tokens)")
