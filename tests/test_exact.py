@@ -150,3 +150,14 @@ def test_the_packed_attention_lever_runs_a_row_of_one_sample_on_a_multimodal_rop
         with get_patch(ids.SPEED_PACKED_ATTENTION).apply(model, session):
             lever = model(input_ids=ids_, position_ids=positions, use_cache=False).logits
     torch.testing.assert_close(lever, plain, rtol=0, atol=1e-6)
+
+
+def test_own_position_numbering_is_told_apart_from_row_dependence():
+    """PACK001 calls a first sample that moves in a packed row FM-PACK-POSITIONS when the sample alone already
+    moves given position_ids from 0 (Kosmos-2.5 numbers positions from its padding index, as RoBERTa does), and
+    FM-PACK-ROWINDEX otherwise: the probe that tells them apart, on real classes."""
+    from onboard.checks.packing import _own_numbering_shift
+
+    kosmos, llama = make_session("tiny:kosmos-2.5"), make_session("tiny:llama")
+    assert _own_numbering_shift(kosmos, kosmos.model, 0) > 1e-3  # beyond packing.row_noise: the branch is taken
+    assert _own_numbering_shift(llama, llama.model, 0) == 0.0
