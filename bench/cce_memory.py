@@ -15,11 +15,11 @@ import time
 
 import torch
 
-from onboard.checks.cce import LOSS_RTOL, predicted_saving
+from onboard.checks.cce import predicted_saving
 from onboard.harness.memory import cuda_peak_bytes
 from onboard.harness.session import ModelSession
 from onboard.harness.spec import ModelSpec
-from onboard.patches import get_patch, lora_config, unwrap
+from onboard.patches import get_patch, unwrap
 
 SHAPES = [(4, 2048, False), (4, 2048, True), (2, 8192, True)]  # batch, sequence, gradient checkpointing
 GIB = 2**30
@@ -67,7 +67,7 @@ def main(models: list[str]) -> None:
         start = time.perf_counter()
         session = ModelSession(model=name, device="cuda")
         built = time.perf_counter() - start
-        model = get_peft_model(session.model, lora_config(session.model))
+        model = get_peft_model(session.model, session.lora_config())
         vocab = unwrap(model).get_output_embeddings().weight.shape[0]
         patch = get_patch("cce.fused_loss")
         for bsz, seq, ckpt in SHAPES:
@@ -81,7 +81,7 @@ def main(models: list[str]) -> None:
                 saved = (row["peak_plain_gib"] - row["peak_fused_gib"]) * GIB
                 rel = abs(row["loss_fused"] - row["loss_plain"]) / abs(row["loss_plain"])
                 row.update(saving_predicted_gib=round(predicted / GIB, 3), saving_ratio=round(saved / predicted, 3),
-                           loss_rel_diff=float(f"{rel:.3g}"), loss_rtol=LOSS_RTOL[session.dtype])
+                           loss_rel_diff=float(f"{rel:.3g}"), loss_rtol=session.threshold("cce.loss_rtol"))
             print(json.dumps(row), flush=True)
         del model, session
         torch.cuda.empty_cache()

@@ -6,7 +6,12 @@
     onboard.collator(report, tokenizer)                # packed, with boundaries, or right-padded: as verified
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:  # one source of the version: pyproject.toml, as installed
+    __version__ = _version("onboard")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 _API = ("check", "apply_patches", "collator", "lora_config", "AppliedPatches", "SetupMismatch")
 
 

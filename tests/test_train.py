@@ -35,7 +35,7 @@ def test_loss_decreases_and_adapter_reloads(session, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from onboard.harness.session import embedded_folder
+    from onboard.harness.gguf import embedded_folder
 
     opts = TrainOptions(out=tmp_path / "run", epochs=3, batch_size=4, lr=1e-3, save_steps=100)
     result = train(session, PATCHES, opts)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from onboard.checks.base import Check
 from onboard.harness.data import CONTENT
 from onboard.harness.result import Status
-from onboard.harness.session import CHAR_LEVEL
+from onboard.harness.gguf import CHAR_LEVEL
 
 
 class LoadCheck(Check):

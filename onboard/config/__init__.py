@@ -6,11 +6,11 @@ The command line wins over the file; the file wins over the defaults.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from onboard.harness.errors import BadInput
+from onboard.config.runconfig import RunConfig
 from onboard.harness.setup import FIELDS, check_value
 
 __all__ = ["RunConfig", "OPTION_TYPES", "load_config", "discover_config"]
@@ -18,34 +18,6 @@ __all__ = ["RunConfig", "OPTION_TYPES", "load_config", "discover_config"]
 # what a config file may set: the Setup's fields by name (onboard.harness.setup), but the inline template
 OPTION_TYPES: dict[str, tuple[type, ...]] = {name: f.metadata["types"] for name, f in FIELDS.items()
                                              if name not in ("chat_template_text", "thresholds")}
-PATH_OPTIONS = ("data", "chat_template")  # relative to the config file's folder
-
-
-@dataclass
-class RunConfig:
-    path: Path
-    kind: str  # "onboard" or "axolotl"
-    options: dict[str, Any] = field(default_factory=dict)
-    thresholds: dict[str, Any] = field(default_factory=dict)
-    not_applicable: dict[str, str] = field(default_factory=dict)  # check code -> why the setup does not use it
-    notes: list[str] = field(default_factory=list)  # what was read differently from the file, and why
-    template_text: str | None = None  # a chat template given inline (axolotl's chat_template_jinja)
-
-    def setup_options(self) -> dict[str, Any]:
-        """The file as Setup fields: its options, thresholds, the checks it says the setup does not use, an
-        inline chat template."""
-        out = dict(self.options)
-        if self.thresholds:
-            out["thresholds"] = self.thresholds
-        if self.not_applicable:
-            out["skip"] = self.not_applicable
-        if self.template_text and "chat_template" not in out:
-            out["chat_template_text"] = self.template_text
-        return out
-
-    def describe(self) -> dict[str, Any]:
-        return {"path": str(self.path), "kind": self.kind, "not_applicable": self.not_applicable,
-                "notes": self.notes}
 
 
 def discover_config(cwd: Path) -> Path | None:

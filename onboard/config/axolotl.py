@@ -9,7 +9,7 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-from onboard.config import RunConfig
+from onboard.config.runconfig import RunConfig
 from onboard.harness.errors import BadInput
 
 CCE_PLUGIN = "axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin"
@@ -271,9 +271,9 @@ class _Reader:
         if jinja:
             self.config.template_text = jinja
         elif template == "chatml":
-            from onboard.fixtures.models import CHATML_TEMPLATE
+            from onboard.harness.sources import chatml_template
 
-            self.config.template_text = CHATML_TEMPLATE
+            self.config.template_text = chatml_template()
         elif template not in (None, "tokenizer_default"):
             self.note(f"chat_template {template}: not available to onboard; the tokenizer's own template is used")
         datasets = self.get("datasets", list, [])

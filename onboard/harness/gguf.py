@@ -9,8 +9,9 @@ from typing import Callable
 
 import torch
 
-from onboard.fixtures.models import cache_dir
 from onboard.harness.errors import BadInput
+from onboard.harness.cache import cache_dir
+from onboard.harness.sources import embedded_models
 
 
 def converted_folder(gguf: Path, progress: Callable[[str], None] = lambda _: None) -> Path:
@@ -25,9 +26,7 @@ def converted_folder(gguf: Path, progress: Callable[[str], None] = lambda _: Non
 
 def embedded_folder(name: str, progress: Callable[[str], None] = lambda _: None) -> Path:
     """The embedded model `name` dequantized once into a plain HF folder in onboard's cache (FM-LOAD-GGUF)."""
-    from onboard.fixtures.models import EMBEDDED
-
-    embedded = EMBEDDED[name]
+    embedded = embedded_models()[name]
     folder = cache_dir() / "converted" / embedded.sha256[:16]
     if not (folder / "onboard-source.json").exists():
         gguf = embedded.path(progress)

@@ -59,8 +59,7 @@ def load_tiny(loading: Loading):
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    from onboard.fixtures.models import tiny_tokenizer
-    from onboard.fixtures.tiny import build_tiny, config_for
+    from onboard.harness.sources import build_tiny, config_for, tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
     arch = loading.spec.target
@@ -86,7 +85,7 @@ def load_config(loading: Loading):
     are allocated and initialised there, so an 8B shape never exists on the CPU."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from onboard.fixtures.models import tiny_tokenizer
+    from onboard.harness.sources import tiny_tokenizer
 
     path = Path(loading.spec.target)
     try:
@@ -109,9 +108,9 @@ def load_config(loading: Loading):
 
 
 def load_fault(loading: Loading):
-    from onboard.fixtures.faults import get_fault
+    from onboard.harness.sources import fault as fault_named
 
-    fault = get_fault(loading.spec.target)
+    fault = fault_named(loading.spec.target)
     loading.progress(f"Building fault model {fault.name}: {fault.description}")
     built = fault.build(loading.dtype, loading.with_attn, loading.progress)
     if isinstance(built, Path):  # a checkpoint folder with the fault in it: loaded as users load theirs

@@ -5,11 +5,11 @@ from __future__ import annotations
 import platform
 import time
 import traceback
+from importlib.metadata import PackageNotFoundError, version as package_version
 from typing import Callable, Iterable
 
 import torch
 
-import onboard
 from onboard.harness.errors import OnboardError
 from onboard.harness.memory import gpu_name
 from onboard.harness.result import CheckResult, FixRecord, RunReport, Status
@@ -162,24 +162,24 @@ def run_options(session) -> dict:
     return options
 
 
+def _installed(distribution: str) -> str | None:
+    try:
+        return package_version(distribution)
+    except PackageNotFoundError:
+        return None
+
+
 def environment(device) -> dict:
     import peft
     import transformers
 
-    try:
-        import cut_cross_entropy  # noqa: F401
-        from importlib.metadata import version
-
-        cce = version("cut-cross-entropy")
-    except Exception:  # noqa: BLE001
-        cce = None
     return {
-        "onboard": onboard.__version__,
+        "onboard": _installed("onboard"),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "peft": peft.__version__,
-        "cut_cross_entropy": cce,
+        "cut_cross_entropy": _installed("cut-cross-entropy"),
         "device": str(device),
         "gpu": gpu_name(device),
         "platform": platform.platform(),

@@ -15,7 +15,6 @@ import torch
 
 from onboard.harness.data import BUILTIN_CHATS, FALLBACK_TEMPLATE, Example, read_chats, tokenize_chat
 from onboard.harness.errors import BadInput, EnvironmentProblem
-from onboard.harness.gguf import CHAR_LEVEL, chars_per_token, convert_gguf, embedded_folder  # noqa: F401 (re-exported)
 from onboard.harness.setup import DEFAULT, Setup
 from onboard.harness.thresholds import Thresholds
 
@@ -56,9 +55,9 @@ class ModelSession:
         setup = setup.replace(**options) if setup is not None else Setup.build(**options)
         spec = setup.spec()
         if spec.kind.value == "fault":  # a fault may need its trigger: LoRA targets or a backend
-            from onboard.fixtures.faults import get_fault
+            from onboard.harness.sources import fault as fault_named
 
-            fault = get_fault(spec.target)
+            fault = fault_named(spec.target)
             setup = setup.replace(lora_targets=setup.lora_targets or fault.lora_targets, attn=setup.attn or fault.attn,
                                   torch_compile=setup.torch_compile if setup.torch_compile is not None
                                   else fault.torch_compile,

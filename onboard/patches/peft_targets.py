@@ -116,7 +116,7 @@ class ExpertParametersPatch:
         return dataclasses.replace(config, target_parameters=sorted(set(config.target_parameters or []) | set(found)))
 
 
-def lora_config(model, targets=None, patches=(), r: int = 8, alpha: int = 16):
+def lora_config(model, targets, patches, r: int, alpha: int):
     """The LoraConfig onboard checks and trains with, rewritten by the given LoRA patches in order."""
     from peft import LoraConfig
 

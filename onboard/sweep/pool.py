@@ -22,7 +22,6 @@ DEFAULT_TASK = "onboard.sweep.worker:check_architecture"
 OUTCOMES = ("READY", "READY_WITH_FIXES", "NOT_READY", "INCONCLUSIVE", "BUILD_ERROR", "NEEDS_DEPENDENCY", "TIMEOUT",
             "CRASH")
 # outcomes that are onboard's limits, not findings about the architecture: counted apart from NOT_READY
-LIMITS = ("INCONCLUSIVE", "BUILD_ERROR", "NEEDS_DEPENDENCY", "TIMEOUT", "CRASH")
 
 
 @dataclass
