@@ -27,6 +27,10 @@ class Check:
     fix_availability: ClassVar[FixAvailability] = FixAvailability.NONE
     # compares losses: with no labelled token in the data it cannot judge, and the runner says so (SKIP)
     needs_labels: ClassVar[bool] = False
+    # bumped whenever a change to the check can move a verdict (what it measures, a limit, a fix it proposes):
+    # reports record it, and `onboard train --from` refuses a report whose checks have changed since.
+    # tests/check_versions.json holds each check's source digest; a source change without a bump fails the tests
+    version: ClassVar[int] = 1
 
     def run(self, session) -> CheckResult:  # pragma: no cover - interface
         raise NotImplementedError
@@ -37,7 +41,8 @@ class Check:
         return []
 
     def result(self, status: Status, message: str, **fields) -> CheckResult:
-        return CheckResult(code=self.code, name=self.name, status=status, message=message, **fields)
+        return CheckResult(code=self.code, name=self.name, status=status, message=message, version=self.version,
+                           **fields)
 
     @classmethod
     def documentation(cls) -> str:

@@ -128,6 +128,7 @@ class CheckResult:
     fix: FixRecord | None = None
     duration_s: float = 0.0
     figures: list[dict[str, Any]] = field(default_factory=list)  # the check's own plots (bar_figure), or notes
+    version: int = 0  # the check's version (onboard.checks.base.Check.version); 0: a report that did not record it
 
     @property
     def fixed(self) -> bool:
@@ -270,6 +271,7 @@ def _check_to_dict(c: CheckResult) -> dict[str, Any]:
         "fix": fix,
         "duration_s": round(c.duration_s, 3),
         "figures": c.figures,
+        "version": c.version,
     }
 
 
@@ -295,4 +297,5 @@ def _check_from_dict(d: dict[str, Any]) -> CheckResult:
         fix=fix,
         duration_s=d.get("duration_s", 0.0),
         figures=d.get("figures", []),
+        version=d.get("version", 0),
     )

@@ -85,11 +85,11 @@ def prepare_model(session, patch_ids: list[str], options: TrainOptions) -> tuple
         session.apply_patch(transform)
     peft_model = get_peft_model(session.model, session.lora_config())  # the setup's rank, alpha, targets
     session.set_adapter(peft_model)
+    left_out = left_out_by_training(patch_ids, session.device.type, options.cce)
     skipped: dict[str, str] = {}
     for patch in [p for p in patches if not is_lora_transform(p)]:
-        if patch.id == ids.CCE_FUSED_LOSS and not _use_cce(options, session.device):
-            skipped[patch.id] = ("--cce off" if options.cce == "off" else
-                                 "the fused loss saves GPU memory; on the CPU the plain loss is used (--cce on forces it)")
+        if patch.id in left_out:
+            skipped[patch.id] = left_out[patch.id]
             continue
         session.apply_patch(patch)
     if options.cce == "on" and ids.CCE_FUSED_LOSS not in session.applied:
@@ -97,8 +97,16 @@ def prepare_model(session, patch_ids: list[str], options: TrainOptions) -> tuple
     return peft_model, list(session.applied), skipped
 
 
-def _use_cce(options: TrainOptions, device: torch.device) -> bool:
-    return options.cce == "on" or (options.cce == "auto" and device.type == "cuda")
+def left_out_by_training(patch_ids, device_type, cce: str = "auto") -> dict[str, str]:
+    """The verified patches a training run on `device_type` ("cpu", "cuda", "cuda:0" or a torch.device) leaves
+    out, each with why. The fused CCE loss saves GPU memory: with cce "auto" it is used on CUDA only (the CPU
+    trains with the plain loss), "on" uses it anywhere, "off" nowhere. One rule for prepare_model and for the
+    terminal, which names from a report what training will not apply."""
+    device_type = str(getattr(device_type, "type", device_type)).split(":")[0]
+    left_out: dict[str, str] = {}
+    if ids.CCE_FUSED_LOSS in patch_ids and not (cce == "on" or (cce == "auto" and device_type == "cuda")):
+        left_out[ids.CCE_FUSED_LOSS] = "--cce off" if cce == "off" else "GPU only (--cce on forces it)"
+    return left_out
 
 
 def train(session, patch_ids: list[str], options: TrainOptions, *, check_source: dict | None = None,
@@ -258,9 +266,9 @@ def _name_the_base(session, folder: Path) -> None:
     described = {"model": session.spec.display, "source": session.spec.kind.value,
                  "base_model_name_or_path": model_path(session)}
     if session.spec.kind.value == "embedded":
-        from onboard.fixtures.models import EMBEDDED
+        from onboard.harness.sources import embedded_models
 
-        described["description"] = EMBEDDED[session.spec.target].description
+        described["description"] = embedded_models()[session.spec.target].description
     (folder / "onboard_base.json").write_text(json.dumps(described, indent=2))
 
 
@@ -357,8 +365,22 @@ def load_check_report(path: Path):
 
     try:
         data = json.loads(Path(path).read_text())
-        return RunReport.from_dict(data)
+        report = RunReport.from_dict(data)
     except FileNotFoundError:
         raise BadInput(f"no such report: {path}") from None
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise BadInput(f"{path} is not an onboard check report: {exc}") from None
+    changed = changed_checks(report)
+    if changed:
+        raise BadInput(f"{path} was made by checks that have changed since ({'; '.join(changed)}): its verdict is "
+                       "not this onboard's; run onboard check again")
+    return report
+
+
+def changed_checks(report) -> list[str]:
+    """The checks whose recorded version is not the installed one's (0: a report that recorded none)."""
+    from onboard.checks import CHECKS
+
+    now = {c.code: c.version for c in CHECKS}
+    return [f"{r.code} v{r.version or '?'} in the report, v{now[r.code]} now" for r in report.checks
+            if r.code in now and r.version != now[r.code]]
