@@ -103,25 +103,29 @@ def apply_patches(target, report: RunReport, *, cce: str = "auto") -> AppliedPat
     TRL; its model). LoRA-config fixes are checked, not applied: a LoRA-wrapped model must have been built with
     `lora_config(report, model)`. The fused loss (cce.fused_loss) is applied on CUDA only unless cce="on", as
     `onboard train` does. Refuses a report on another model or setup (SetupMismatch)."""
-    from onboard.patches import get_patch, ids, is_lora_transform
+    from onboard.patches import PatchContext, get_patch, is_lora_transform
+    from onboard.train.policy import changed_checks, left_out_by_training
 
     model, args = _model_and_args(target)
     if report.verdict.value == "NOT_READY":
         raise SetupMismatch("the report's verdict is NOT_READY: no set of patches makes this model train correctly")
+    changed = changed_checks(report)
+    if changed:
+        raise SetupMismatch(f"the report was made by checks that have changed since ({'; '.join(changed)}): run "
+                            "onboard.check again")
     _same_model(report, model)
     _same_setup(report, model, args)
     patches = [get_patch(p) for p in report.verified_patches]
     device = next(model.parameters()).device
-    context = _Context(model, device)
-    context.patch_options = report.patch_options
+    context = PatchContext(options=report.patch_options, probe_batch=lambda: _probe_batch(model, device))
+    left_out = left_out_by_training(report.verified_patches, device, cce)  # as onboard train leaves them out
     result = AppliedPatches(applied=[])
     for patch in patches:
         if is_lora_transform(patch):
             result.skipped[patch.id] = "a LoRA-config fix: in the model's LoraConfig (onboard.lora_config)"
             continue
-        if patch.id == ids.CCE_FUSED_LOSS and not (cce == "on" or (cce == "auto" and device.type == "cuda")):
-            result.skipped[patch.id] = ("cce='off'" if cce == "off" else
-                                       "the fused loss saves GPU memory; on the CPU the plain loss is used (cce='on' forces it)")
+        if patch.id in left_out:
+            result.skipped[patch.id] = left_out[patch.id]
             continue
         try:
             result._handles.append(patch.apply(model, context))
@@ -265,19 +269,13 @@ def _selected(config, model) -> set[str] | None:
     return found
 
 
-class _Context:
-    """What patches may ask of the run when no session exists: the device, and a small labelled batch."""
+def _probe_batch(model, device) -> dict[str, torch.Tensor]:
+    """A small labelled batch for patches that run the model to find what to do, where no session has data."""
+    from onboard.patches.base import unwrap
 
-    def __init__(self, model, device):
-        self.model, self.device, self.attn = model, device, None
-        self.patch_options: dict[str, str] = {}
-
-    def probe_batch(self, n: int = 1) -> dict[str, torch.Tensor]:
-        from onboard.patches.base import unwrap
-
-        vocab = unwrap(self.model).config.get_text_config().vocab_size
-        ids = (torch.arange(16, device=self.device) * 7919 % max(2, vocab - 1) + 1).repeat(n, 1)
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+    vocab = unwrap(model).config.get_text_config().vocab_size
+    ids = (torch.arange(16, device=device) * 7919 % max(2, vocab - 1) + 1).unsqueeze(0)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
 
 
 __all__ = ["AppliedPatches", "SetupMismatch", "apply_patches", "check", "collator", "lora_config"]

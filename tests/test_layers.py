@@ -12,8 +12,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent / "onboard"
 # bottom to top: a package may import itself and the packages before it, never one after it
 # ("onboard" is the top package: its __init__ hands out the API)
-LAYERS = ("patches", "harness", "checks", "config", "reports", "train", "sweep", "api", "onboard", "pytest_plugin",
-          "cli")
+LAYERS = ("patches", "harness", "checks", "config", "reports", "train", "sweep", "reference", "api", "onboard",
+          "pytest_plugin", "cli")
 SEAM = "onboard.harness.sources"  # the only engine module that imports onboard.fixtures
 
 

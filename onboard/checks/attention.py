@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 
 from onboard.checks.base import Check, FixAvailability
@@ -10,6 +12,9 @@ from onboard.patches.attention import current_backend, head_dims, unusable_reaso
 from onboard.patches import get_patch
 from onboard.patches.base import unwrap
 from onboard.patches import ids
+
+if TYPE_CHECKING:
+    from onboard.harness.session import ModelSession
 
 
 class AttentionCheck(Check):
@@ -48,7 +53,7 @@ class AttentionCheck(Check):
     requires = ("LOAD001",)
     fix_availability = FixAvailability.SOMETIMES
 
-    def run(self, session):
+    def run(self, session: ModelSession):
         model = session.train_model
         base = unwrap(model)
         wanted = session.attn or current_backend(base)
@@ -64,7 +69,7 @@ class AttentionCheck(Check):
             error = session.attn_load_error
             if error is None:
                 try:
-                    base.set_attn_implementation(wanted)
+                    session.switch_attention(wanted)
                 except (ImportError, ValueError) as exc:
                     error = str(exc).splitlines()[0]
             if error is not None:
@@ -79,7 +84,7 @@ class AttentionCheck(Check):
             except Exception as exc:  # noqa: BLE001 - a kernel failing at run time is the finding
                 text = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}"
                 res.status = Status.FAIL
-                if wanted != "eager" and _runs_with(base, "eager", lambda: _step(model, inputs)):
+                if wanted != "eager" and _runs_with(session, "eager", lambda: _step(model, inputs)):
                     res.diagnosis, res.proposed_patch = "FM-ATTN-KERNEL", ids.ATTENTION_FALLBACK
                     res.message = f"{wanted} fails on {kind} of this model, eager runs it: {text}"
                 elif _kernel_package(exc):  # an installed kernel package refuses: the machine's, not the model's
@@ -117,15 +122,13 @@ class AttentionCheck(Check):
         if wanted == "eager":
             res.message = f"{wanted} runs (loss {loss:.4f})"
             return res
-        base.set_attn_implementation("eager")
         try:
-            ref = _loss(model, batch)
+            with session.attention("eager"):
+                ref = _loss(model, batch)
         except Exception as exc:  # noqa: BLE001 - the reference cannot run: nothing to compare against
             res.measure("loss_eager", "not run", "", f"eager fails: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
             res.message = f"{wanted} runs (loss {loss:.4f}); eager attention cannot run this model, so not compared"
             return res
-        finally:
-            _switch_back(base, wanted)
         rtol = session.threshold("attention.loss_rtol")
         if not (math.isfinite(loss) and math.isfinite(ref)):  # no labelled token: no loss to compare (LOSS001's)
             res.measure("loss_rel_diff", "not judged", "", f"losses {loss} and {ref}: no labelled token to compare on")
@@ -143,25 +146,14 @@ class AttentionCheck(Check):
         return res
 
 
-def _runs_with(base, backend: str, fn) -> bool:
+def _runs_with(session: ModelSession, backend: str, fn) -> bool:
     """Whether fn() runs with the model switched to `backend` (switched back after)."""
-    old = base.config._attn_implementation
     try:
-        base.set_attn_implementation(backend)
-        fn()
+        with session.attention(backend):
+            fn()
         return True
     except Exception:  # noqa: BLE001
         return False
-    finally:
-        _switch_back(base, old)
-
-
-def _switch_back(base, backend: str) -> None:
-    """Back to `backend`; a sub-model that rejects it (a vision tokenizer without sdpa) keeps its own."""
-    try:
-        base.set_attn_implementation(backend)
-    except (ImportError, ValueError):
-        base.config._attn_implementation = backend
 
 
 KERNEL_PACKAGES = ("fla", "causal_conv1d", "mamba_ssm", "flash_attn", "liger_kernel", "kernels", "deep_gemm")
@@ -180,7 +172,7 @@ def _kernel_package(exc: BaseException) -> str | None:
     return None
 
 
-def _packed_row(session) -> dict:
+def _packed_row(session: ModelSession) -> dict:
     """The two shortest samples as one packed row (position_ids restart, no mask): the path packed
     training takes, which builds its masks differently (flex_attention compiles a block mask for it)."""
     import torch

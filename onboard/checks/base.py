@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import enum
 import inspect
-from typing import ClassVar
+from typing import ClassVar, TYPE_CHECKING
 
 from onboard.harness.result import CheckResult, Status
+
+if TYPE_CHECKING:
+    from onboard.harness.session import ModelSession
 
 
 class FixAvailability(str, enum.Enum):
@@ -32,7 +35,7 @@ class Check:
     # tests/check_versions.json holds each check's source digest; a source change without a bump fails the tests
     version: ClassVar[int] = 1
 
-    def run(self, session) -> CheckResult:  # pragma: no cover - interface
+    def run(self, session: ModelSession) -> CheckResult:  # pragma: no cover - interface
         raise NotImplementedError
 
     def figures(self, result: CheckResult, device: str) -> list[dict]:

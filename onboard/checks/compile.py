@@ -3,6 +3,8 @@ length, and gives eager's loss and adapter gradients."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import logging
 import re
 import time
@@ -14,6 +16,9 @@ from onboard.harness.result import Status
 from onboard.harness.samemath import SameMath, first_line, loss_and_grads, randomise_lora_b, shortest_row
 from onboard.harness.training import restore_parameters
 from onboard.patches import get_patch, ids, unwrap
+
+if TYPE_CHECKING:
+    from onboard.harness.session import ModelSession
 
 ROWS = (4, 3, 2)  # samples per packed row: three rows of different lengths, as training's steps have
 CPU_COST = ("on the CPU a real model's compile takes minutes (SmolLM2-135M: 70 s for the first compiled step, "
@@ -69,7 +74,7 @@ class CompileCheck(Check):
     fix_availability = FixAvailability.SOMETIMES
     needs_labels = True
 
-    def run(self, session):
+    def run(self, session: ModelSession):
         on_cuda = session.device.type == "cuda"
         wanted = session.setup.torch_compile
         if wanted is False or (wanted is None and not on_cuda):
@@ -159,7 +164,7 @@ class CompileCheck(Check):
             res.message += f"; {res.measurements['speedup'].value}x eager's step"
         return res
 
-    def _failed(self, res, session, regional, exc, log):
+    def _failed(self, res, session: ModelSession, regional, exc, log):
         res.status, res.diagnosis = Status.WARN, "FM-COMPILE-FAIL"
         res.message = f"torch.compile fails: {first_line(exc, 240)}"
         res.evidence["error"] = str(exc)[:2000]
@@ -169,7 +174,7 @@ class CompileCheck(Check):
         return res
 
     @staticmethod
-    def _propose(res, session, regional) -> None:
+    def _propose(res, session: ModelSession, regional) -> None:
         patch = get_patch(ids.SPEED_COMPILED_LAYERS)
         if regional:
             return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import tempfile
 
 import torch
@@ -12,6 +14,9 @@ from onboard.harness.forward import batch_tensors
 from onboard.harness.result import Status
 from onboard.patches.base import unwrap
 from onboard.patches import ids
+
+if TYPE_CHECKING:
+    from onboard.harness.session import ModelSession
 
 STEPS = 2  # micro-batches of the accumulated run
 PER_STEP = 2  # examples per micro-batch
@@ -51,7 +56,7 @@ class GradAccumCheck(Check):
     fix_availability = FixAvailability.SOMETIMES
     needs_labels = True
 
-    def run(self, session):
+    def run(self, session: ModelSession):
         from transformers import Trainer
 
         from onboard.harness.training import training_arguments

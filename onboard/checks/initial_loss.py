@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 
 import torch
@@ -9,6 +11,9 @@ import torch
 from onboard.checks.base import Check
 from onboard.harness.data import CONTENT, IGNORE, KIND_NAMES, TEMPLATE
 from onboard.harness.result import Status, bar_figure
+
+if TYPE_CHECKING:
+    from onboard.harness.session import ModelSession
 
 
 
@@ -52,7 +57,7 @@ class InitialLossCheck(Check):
         return [bar_figure(title, [labels[g] for g in groups], {"mean loss": [float(ms[g].value) for g in groups]},
                            "nats", colors={"mean loss": "#0969da"}, lines=lines)]
 
-    def run(self, session):
+    def run(self, session: ModelSession):
         if not any(ex.n_trained for ex in session.examples):  # the data's property, whatever the weights
             return self.result(Status.FAIL, "no assistant token was labelled: the template hides the answers",
                                diagnosis="FM-LOSS-MASK")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from onboard.checks.base import Check
 from onboard.harness.result import Status
 from onboard.harness.samemath import SameMath, first_line, loss_and_grads, randomise_lora_b, shortest_row
 from onboard.harness.training import restore_parameters
 from onboard.patches import get_patch, ids
+
+if TYPE_CHECKING:
+    from onboard.harness.session import ModelSession
 
 LEVERS = (ids.SPEED_PACKED_ATTENTION, ids.SPEED_COMPILED_LAYERS)  # tried in this order, each on top of those
 # verified before it, against the plain model
@@ -54,7 +59,7 @@ class KernelsCheck(Check):
     requires = ("LORA001", "PACK001")  # a packed row that leaks has no plain math to compare a lever against
     needs_labels = True
 
-    def run(self, session):
+    def run(self, session: ModelSession):
         model = session.train_model
         batch = shortest_row(session, ROW_SAMPLES)
         rtol = session.threshold("kernels.loss_rtol")
@@ -64,7 +69,8 @@ class KernelsCheck(Check):
                     f"{batch.input_ids.shape[1]} tokens in one row")
         saved = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         was_training = model.training
-        kept = []  # handles of the verified levers, on until the check ends (also when it crashes)
+        kept = []  # the verified levers, on (in the session) until the check ends, also when it crashes
+        on_before = set(session.applied)  # a lever the run had applied before this check stays applied
         try:
             randomise_lora_b(model, session.seed)
             model.eval()
@@ -77,7 +83,7 @@ class KernelsCheck(Check):
                     reason = "training is unpacked (the fallback packing.unpacked): there are no packed rows"
                 if reason is None:
                     try:
-                        handle = patch.apply(model, session)
+                        session.apply_patch(patch)
                     except Exception as exc:  # noqa: BLE001 - a lever that cannot run this model is not used
                         reason = first_line(exc)
                     else:
@@ -85,7 +91,7 @@ class KernelsCheck(Check):
                             loss_and_grads(model, batch)  # a first call compiles or tunes: not timed
                             loss, grads, seconds = loss_and_grads(model, batch)
                         except Exception as exc:  # noqa: BLE001
-                            handle.revert()
+                            _take_back(session, lever, on_before)
                             reason = first_line(exc)
                 if reason is not None:
                     skipped[lever] = reason
@@ -98,13 +104,13 @@ class KernelsCheck(Check):
                     res.measure(f"{lever}.path", patch.describe(model), "", "what the lever runs here")
                 if good:
                     verified.append((lever, rel, grad_rel))
-                    kept.append(handle)
+                    kept.append(lever)
                 else:
                     failed.append((lever, rel, grad_rel))
-                    handle.revert()
+                    _take_back(session, lever, on_before)
         finally:
-            for handle in reversed(kept):
-                handle.revert()
+            for lever in reversed(kept):
+                _take_back(session, lever, on_before)
             restore_parameters(model, saved)
             model.train(was_training)
         res.enables = [lever for lever, _, _ in verified] or None
@@ -125,3 +131,7 @@ class KernelsCheck(Check):
             f"{lever} (loss rel {rel:.1g}, gradients rel {g:.1g})" for lever, rel, g in verified)
         return res
 
+
+def _take_back(session: ModelSession, lever: str, on_before: set[str]) -> None:
+    if lever not in on_before:
+        session.revert_patch(lever)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from onboard.checks.base import Check
 from onboard.harness.data import CONTENT
 from onboard.harness.result import Status
 from onboard.harness.gguf import CHAR_LEVEL
+
+if TYPE_CHECKING:
+    from onboard.harness.session import ModelSession
 
 
 class LoadCheck(Check):
@@ -35,7 +40,7 @@ class LoadCheck(Check):
     name = "load"
     summary = "model, tokenizer and attention backend load as a trainable causal LM"
 
-    def run(self, session):
+    def run(self, session: ModelSession):
         model, tok = session.model, session.tokenizer
         config = model.config
         text = config.get_text_config()
@@ -123,7 +128,7 @@ def _group(names: list[str]) -> list[str]:
     return [f"{name} ({n} x)" if n > 1 else name for name, n in counts.most_common()]
 
 
-def _chars_per_token(session) -> float | None:
+def _chars_per_token(session: ModelSession) -> float | None:
     """Characters per token over the assistant content: about 4 for English with a healthy tokenizer; None
     when no content token is left to measure."""
     chars = tokens = 0

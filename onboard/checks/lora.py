@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import warnings
 from collections import Counter
 
@@ -10,6 +12,9 @@ import torch
 from onboard.checks.base import Check, FixAvailability
 from onboard.harness.result import Status
 from onboard.patches import ids
+
+if TYPE_CHECKING:
+    from onboard.harness.session import ModelSession
 
 _GROUPS = (
     ("experts", ("expert",)),
@@ -73,7 +78,7 @@ class LoraCheck(Check):
     requires = ("LOAD001", "ATTN001")  # a forward that cannot run says nothing more here
     fix_availability = FixAvailability.SOMETIMES
 
-    def run(self, session):
+    def run(self, session: ModelSession):
         from peft import get_peft_model
         from peft.tuners.lora import LoraLayer
 
@@ -375,7 +380,7 @@ def _summarise(skipped: dict[str, str]) -> list[str]:
     return [f"{len(names)} x {reason} (e.g. {names[0]})" for reason, names in by_reason.items()]
 
 
-def _gradient_paths(peft_model, wrapped, session) -> dict[str, list[str]]:
+def _gradient_paths(peft_model, wrapped, session: ModelSession) -> dict[str, list[str]]:
     """Every adapter, by how the loss reaches it, from one forward and backward on a sample:
     ok (its B matrix got a gradient), not_run (its module is never called on text: a vision tower, Bart's
     cross-attention), off_path (the module ran but the loss does not depend on its output: changing the

@@ -3,6 +3,8 @@ adapter learns."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from contextlib import nullcontext
 
 import torch
@@ -13,6 +15,9 @@ from onboard.harness.samemath import SameMath, first_line, loss_and_grads, rando
 from onboard.harness.training import restore_parameters
 from onboard.patches import ids
 from onboard.patches.moe import current, experts_modules, offered, set_implementation
+
+if TYPE_CHECKING:
+    from onboard.harness.session import ModelSession
 
 ROW_SAMPLES = 4  # the shortest samples, packed into one row as training packs them
 CHECK_ADAPTER = "onboard_experts"  # the adapter on the experts added for the check when training's LoRA has none
@@ -68,7 +73,7 @@ class MoeCheck(Check):
     fix_availability = FixAvailability.SOMETIMES
     needs_labels = True
 
-    def run(self, session):
+    def run(self, session: ModelSession):
         model = session.train_model
         modules = experts_modules(model)
         if not modules:
@@ -169,7 +174,6 @@ class MoeCheck(Check):
             what = (f"adapters of {len(runs[in_use][1])} routed experts get no gradient (first: {runs[in_use][1][0]})"
                     if res.diagnosis == "FM-MOE-LORA" else "it gives other loss or gradients than eager")
             res.message = f"{in_use}, the implementation in use: {what}; verified: {summary}; {choice} proposed"
-            session.patch_options[ids.MOE_EXPERTS_IMPLEMENTATION] = choice
             res.evidence["patch_options"] = {ids.MOE_EXPERTS_IMPLEMENTATION: choice}
             return res
         res.message = f"verified: {summary}; training runs {choice}"
@@ -177,7 +181,6 @@ class MoeCheck(Check):
             res.message += "; left off: " + ", ".join(f"{k} ({v})" for k, v in left_off.items())
         if choice != in_use:
             res.enables = ids.MOE_EXPERTS_IMPLEMENTATION
-            session.patch_options[ids.MOE_EXPERTS_IMPLEMENTATION] = choice
             res.evidence["patch_options"] = {ids.MOE_EXPERTS_IMPLEMENTATION: choice}
         return res
 
@@ -247,7 +250,7 @@ def _routing(res, modules, routed: dict[int, torch.Tensor]) -> None:
     res.measure("experts_reached_mean", round(sum(reached) / len(reached), 1), "experts", f"of {total} per layer")
 
 
-def _add_expert_adapter(model, session):
+def _add_expert_adapter(model, session: ModelSession):
     """An adapter on the expert weights (PEFT target_parameters) next to training's, both active; returns the
     undo, or None where PEFT cannot add one."""
     from peft import LoraConfig

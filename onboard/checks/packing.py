@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import re
 from contextlib import contextmanager
 
@@ -14,6 +16,9 @@ from onboard.harness.forward import (PackedBatch, Perturbation, batch_tensors, e
 from onboard.harness.result import Status, bar_figure
 from onboard.patches import ids, unwrap
 from onboard.patches.packing import UNPACKED_BATCH, unpacked_cost
+
+if TYPE_CHECKING:
+    from onboard.harness.session import ModelSession
 
 ROW_SAMPLES = 3  # samples in the judged row: two earlier ones for the last to see
 FIRST, TARGET = 10**9, 10**9 + 1  # the far-end row's first and last samples (its others are not measured: < 0)
@@ -138,7 +143,7 @@ class PackingCheck(Check):
     def figures(self, result, device):
         return packing_figures(result)
 
-    def run(self, session):
+    def run(self, session: ModelSession):
         # one row of a few samples is enough: a leak shows in any row that holds two, and a forward costs what
         # its tokens do (the first full row of the data, 7 samples, took three times as long to judge the same)
         rows = [r for r in pack(session.examples, session.pack_length) if len(set(r.sample)) > 1][:1]
@@ -301,7 +306,7 @@ class PackingCheck(Check):
                        + ", ".join(m for _, m in leaking) + f"){skipped}")
         return res
 
-    def _far_end(self, session, model, trainer, convention, example, alone, near, res) -> str | None:
+    def _far_end(self, session: ModelSession, model, trainer, convention, example, alone, near, res) -> str | None:
         """The last sample of the judged row again, now at the far end of the longest row training builds
         (session.longest_row), after other samples of the data: its token losses against its own alone. A model
         that computes from the row index instead of the sample's positions (Llama 4's attention temperature,
@@ -342,7 +347,7 @@ class PackingCheck(Check):
                 "the model computes from the row index, not the sample's positions (e.g. Llama 4's attention "
                 "temperature); rows this long train wrong")
 
-    def _unpacked(self, session, samples: list[int]):
+    def _unpacked(self, session: ModelSession, samples: list[int]):
         """Under packing.unpacked: the samples as one right-padded batch. Another row changed must move nothing,
         and each sample's token losses must equal its own alone (the longest row, unpadded, gives the floor)."""
         examples = [session.examples[i] for i in samples]
@@ -394,7 +399,7 @@ class PackingCheck(Check):
 
 
 @torch.no_grad()
-def _own_numbering_shift(session, model, index: int) -> float:
+def _own_numbering_shift(session: ModelSession, model, index: int) -> float:
     """The largest |difference| of sample `index`'s token losses alone, with position_ids 0..n-1 given (a row of
     one sample from the packing collator) and without (the model numbering its positions itself)."""
     example = session.examples[index]

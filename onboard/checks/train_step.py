@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import tempfile
 import time
 
@@ -16,6 +18,9 @@ from onboard.harness.training import restore_parameters
 from onboard.patches.base import unwrap
 from onboard.patches import ids, training_collator
 from onboard.patches.packing import unpacked_cost
+
+if TYPE_CHECKING:
+    from onboard.harness.session import ModelSession
 
 SAMPLES = 4
 
@@ -57,7 +62,7 @@ class TrainStepCheck(Check):
     fix_availability = FixAvailability.SOMETIMES
     needs_labels = True
 
-    def run(self, session):
+    def run(self, session: ModelSession):
         from transformers import PrinterCallback, Trainer
 
         from onboard.harness.training import (checkpointing, prepare_for_checkpointing, training_arguments,
@@ -207,7 +212,7 @@ class TrainStepCheck(Check):
         return res
 
 
-def step_samples(session) -> list:
+def step_samples(session: ModelSession) -> list:
     """The samples of the step: the shortest of the data, and where the model declares a sliding window or an
     attention chunk, the last replaced by one longer than it (the data's samples one after another), so the
     step crosses every window and chunk as training's samples do."""
@@ -218,7 +223,7 @@ def step_samples(session) -> list:
     return examples
 
 
-def _packing_mechanism(session) -> str:
+def _packing_mechanism(session: ModelSession) -> str:
     """What PACK001 measured, in a few words, for TRAIN001's explanation."""
     packing = session.results.get("PACK001")
     if packing is not None and packing.diagnosis:
@@ -332,7 +337,7 @@ def _eval_loss(trainer, model, inputs) -> float:
 
 
 @torch.no_grad()
-def _own_loss_unpacked(model, session, examples, trainer) -> float:
+def _own_loss_unpacked(model, session: ModelSession, examples, trainer) -> float:
     """The model's own loss on the samples as one right-padded batch, in eval mode: no packing involved. The
     forward gets what the Trainer's did (num_items_in_batch, where the Trainer passes it), so a loss that
     goes wrong with that count goes wrong here too and is not blamed on packing."""
@@ -346,7 +351,7 @@ def _own_loss_unpacked(model, session, examples, trainer) -> float:
     return float(model(**batch, use_cache=False, **extra).loss)
 
 
-def _reference_loss(session, examples) -> float:
+def _reference_loss(session: ModelSession, examples) -> float:
     """Token-mean loss of the samples run one by one, from the session's cached reference losses (a sample not
     of the data, the long one, run here)."""
     from onboard.harness.forward import example_losses

@@ -6,7 +6,7 @@ import platform
 import time
 import traceback
 from importlib.metadata import PackageNotFoundError, version as package_version
-from typing import Callable, Iterable
+from typing import Callable, Iterable, TYPE_CHECKING
 
 import torch
 
@@ -15,8 +15,11 @@ from onboard.harness.memory import gpu_name
 from onboard.harness.result import CheckResult, FixRecord, RunReport, Status
 from onboard.harness.setup import FIELDS
 
+if TYPE_CHECKING:
+    from onboard.harness.session import ModelSession
 
-def run_check(check, session) -> CheckResult:
+
+def run_check(check, session: ModelSession) -> CheckResult:
     """Call one check; a crash becomes an ERROR result with the traceback as evidence."""
     start = time.perf_counter()
     try:
@@ -36,7 +39,7 @@ def run_check(check, session) -> CheckResult:
     return result
 
 
-def try_fix(check, session, result: CheckResult) -> FixRecord:
+def try_fix(check, session: ModelSession, result: CheckResult) -> FixRecord:
     """Fix the finding for the rest of the run: the proposed patch, then each alternative, each re-checked and
     kept only when the finding is gone. When none verifies, the fallback (a slower setup that avoids the
     optimisation: unpacked training, the model's own loss), re-checked the same way, with its cost."""
@@ -62,13 +65,13 @@ def try_fix(check, session, result: CheckResult) -> FixRecord:
     return record
 
 
-def _attempt(check, session, result: CheckResult, patch_id: str) -> tuple[FixRecord, CheckResult | None]:
+def _attempt(check, session: ModelSession, result: CheckResult, patch_id: str) -> tuple[FixRecord, CheckResult | None]:
     """Apply one patch for the rest of the run, re-run the check; revert it unless the finding is gone."""
     from onboard.patches import get_patch
 
     patch = get_patch(patch_id)
-    try:
-        session.apply_patch(patch)
+    try:  # the check's choice for its patch (MOE001's experts implementation) goes with it, as a value
+        session.apply_patch(patch, option=(result.evidence.get("patch_options") or {}).get(patch.id))
     except Exception as exc:  # noqa: BLE001
         return FixRecord(patch.id, applied=False, verified=False, error=f"{type(exc).__name__}: {exc}"), None
     after = run_check(check, session)
@@ -87,7 +90,7 @@ def _attempt(check, session, result: CheckResult, patch_id: str) -> tuple[FixRec
 
 
 def run_checks(
-    session,
+    session: ModelSession,
     checks: Iterable[type],
     *,
     fix: bool | None = None,
@@ -143,7 +146,7 @@ def run_checks(
     )
 
 
-def run_options(session) -> dict:
+def run_options(session: ModelSession) -> dict:
     """The setup the checks ran with, as the report records it: every Setup field a run can set, with the dtype
     and gradient checkpointing resolved for the device (what "auto" and "default" became). TRAINED_WITH
     (onboard.harness.setup) names the ones training must share."""

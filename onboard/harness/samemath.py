@@ -11,6 +11,8 @@ fixed tolerances (rtol for the loss, 10 x rtol for the gradients).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,8 +21,11 @@ import torch
 
 from onboard.harness.forward import PackedBatch, grad_rel_diff
 
+if TYPE_CHECKING:
+    from onboard.harness.session import ModelSession
 
-def shortest_row(session, n: int, start: int = 0) -> PackedBatch | None:
+
+def shortest_row(session: ModelSession, n: int, start: int = 0) -> PackedBatch | None:
     """The labelled samples `start`..`start + n` of the session's data, shortest first, packed into one row as
     the packing collator packs them (position_ids restarting, no mask); None when there are none."""
     from onboard.harness.data import pack

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator, Mapping
 
 import torch
 
@@ -17,6 +18,7 @@ from onboard.harness.data import BUILTIN_CHATS, FALLBACK_TEMPLATE, Example, read
 from onboard.harness.errors import BadInput, EnvironmentProblem
 from onboard.harness.setup import DEFAULT, Setup
 from onboard.harness.thresholds import Thresholds
+from onboard.patches.base import PatchContext, PatchHandle, unwrap
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
@@ -82,7 +84,8 @@ class ModelSession:
         self.timings: dict[str, float] = {}
         self.peft_model = None  # set through set_adapter by the lora check; later checks train through it
         self.applied: dict[str, object] = {}  # patch id -> handle (None for a LoRA-config transform), in order
-        # patch id -> the choice a check made for it (MOE001: which experts implementation), read by the patch
+        # patch id -> the choice an applied patch was given (MOE001's experts implementation): written only by
+        # apply_patch and revert_patch, from the value the caller passed
         self.patch_options: dict[str, str] = {}
         self.results: dict = {}  # check code -> its CheckResult in this run, as the runner records them
         self._reference: dict[int, torch.Tensor] = {}  # example index -> its per-token losses run alone
@@ -212,20 +215,56 @@ class ModelSession:
         labelled = [ex for ex in self.examples if ex.n_trained] or self.examples  # a loss needs a labelled token
         return batch_tensors(sorted(labelled, key=len)[:n], self.device, self.pad_id)
 
-    def apply_patch(self, patch) -> None:
-        """Apply a patch for the checks that follow. A model patch changes the training model now; a LoRA-config
-        transform drops the adapter, which is built again (by LORA001, or training) with the rewritten config."""
+    @contextmanager
+    def attention(self, backend: str) -> Iterator[None]:
+        """The training model on attention `backend` for the block (a comparison against eager), then back on the
+        one it was on; raises ImportError or ValueError when the backend cannot load here."""
+        from onboard.patches.attention import current_backend, restore_backend
+
+        base = unwrap(self.train_model)
+        old = current_backend(base)
+        base.set_attn_implementation(backend)
+        try:
+            yield
+        finally:
+            restore_backend(base, old)
+
+    def switch_attention(self, backend: str) -> None:
+        """The training model on `backend` from now on, and the backend training asks for (ATTN001: the model
+        loaded on a fallback, and the backend asked for runs after all); raises ImportError or ValueError."""
+        unwrap(self.train_model).set_attn_implementation(backend)
+        self.attn = backend
+        self.invalidate()
+
+    def patch_context(self, options: Mapping[str, str] | None = None) -> PatchContext:
+        """What a patch applied in this session may read: the choices given so far (and `options`), and a probe."""
+        return PatchContext(options={**self.patch_options, **(options or {})}, probe_batch=self.probe_batch)
+
+    def apply_patch(self, patch, option: str | None = None) -> PatchHandle | None:
+        """Apply a patch for the checks that follow (or for training); `option` is the choice a check made for it
+        (MOE001's experts implementation, as the report's patch_options record it). A model patch changes the
+        training model now; a LoRA-config transform drops the adapter, which is built again (by LORA001, or
+        training) with the rewritten config. Returns the handle (None for a LoRA-config transform)."""
         from onboard.patches import is_lora_transform
 
         if patch.id in self.applied:
-            return
+            return self.applied[patch.id]
         if is_lora_transform(patch):
             self.applied[patch.id] = None
             self.set_adapter(None)
         else:
-            self.applied[patch.id] = patch.apply(self.train_model, self)
+            handle = patch.apply(self.train_model, self.patch_context({patch.id: option} if option else None))
+            if option:
+                self.patch_options[patch.id] = option
+                handle.on_revert(lambda: self.patch_options.pop(patch.id, None))
+            if handle.backend:  # the patch switched attention: the backend training asks for follows it
+                asked = self.attn
+                self.attn = handle.backend
+                handle.on_revert(lambda: setattr(self, "attn", asked))
+            self.applied[patch.id] = handle
         if not getattr(patch, "keeps_unpacked_outputs", False):
             self.invalidate()
+        return self.applied[patch.id]
 
     def revert_patch(self, patch_id: str) -> None:
         """Take back one patch (a fix that did not verify must not shape the checks after it)."""

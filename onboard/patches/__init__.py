@@ -2,7 +2,8 @@
 
 from onboard.patches.attention import AttentionFallbackPatch, CausalAttentionPatch
 from onboard.patches import ids
-from onboard.patches.base import Applicability, LoraTransform, Patch, PatchHandle, is_lora_transform, unwrap
+from onboard.patches.base import (Applicability, LoraTransform, Patch, PatchContext, PatchHandle, is_lora_transform,
+                                  unwrap)
 from onboard.patches.cce import CcePatch, ModelLossPatch
 from onboard.patches.extra_inputs import ExtraInputsPatch
 from onboard.patches.loss_kwargs import AcceptsNumItemsPatch, LossKwargsPatch
@@ -33,5 +34,5 @@ def get_patch(patch_id: str) -> Patch:
         raise KeyError(f"unknown patch {patch_id!r}; known: {', '.join(PATCHES)}") from None
 
 
-__all__ = ["PATCHES", "Applicability", "LoraTransform", "Patch", "PatchHandle", "get_patch", "ids",
+__all__ = ["PATCHES", "Applicability", "LoraTransform", "Patch", "PatchContext", "PatchHandle", "get_patch", "ids",
            "is_lora_transform", "lora_config", "training_collator", "unwrap"]

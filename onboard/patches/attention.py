@@ -7,7 +7,7 @@ model accepts; all three compute the same attention, so the math of a correct mo
 
 from __future__ import annotations
 
-from onboard.patches.base import Applicability, PatchHandle, model_configs, set_attr, unwrap
+from onboard.patches.base import Applicability, PatchContext, PatchHandle, model_configs, set_attr, unwrap
 from onboard.patches import ids
 
 FLASH_MAX_HEAD_DIM = 256
@@ -47,8 +47,8 @@ class AttentionFallbackPatch:
             return f"{type(unwrap(model)).__name__} cannot switch attention implementation"
         return None
 
-    def apply(self, model, context=None) -> PatchHandle:
-        """Sets the backend on the model; `context.attn` (the backend training asks for) follows it."""
+    def apply(self, model, context: PatchContext | None = None) -> PatchHandle:
+        """Sets the backend on the model and names it on the handle: the session's backend follows it."""
         base = unwrap(model)
         old = current_backend(base)
         errors = []
@@ -60,18 +60,17 @@ class AttentionFallbackPatch:
                 errors.append(f"{backend}: {exc}")
         else:
             raise ValueError("no fallback attention backend accepted the model: " + "; ".join(errors))
-        handle = PatchHandle(self.id)
-        handle.backend = backend
-        handle.on_revert(lambda: _restore(base, old))
-        if context is not None and hasattr(context, "attn"):
-            set_attr(handle, context, "attn", backend)
+        handle = PatchHandle(self.id, backend=backend)
+        handle.on_revert(lambda: restore_backend(base, old))
         return handle
 
 
-def _restore(base, backend: str) -> None:
+def restore_backend(base, backend: str) -> None:
+    """Back to `backend`: a model (or a sub-model, a vision tower without sdpa) that refuses it keeps the request
+    in its config, as it had it before (the old kernel never loaded here: it was only asked for)."""
     try:
         base.set_attn_implementation(backend)
-    except (ImportError, ValueError):  # the old kernel never loaded here: it was only a request
+    except (ImportError, ValueError):
         base.config._attn_implementation = backend
 
 
@@ -100,7 +99,7 @@ class CausalAttentionPatch:
             return None
         return f"{type(unwrap(model)).__name__} has no switch that makes its attention causal"
 
-    def apply(self, model, context=None) -> PatchHandle:
+    def apply(self, model, context: PatchContext | None = None) -> PatchHandle:
         reason = self.applies_to(model)
         if reason:
             raise ValueError(f"{self.id} does not apply: {reason}")

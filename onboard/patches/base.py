@@ -8,12 +8,27 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 
 class Applicability(str, enum.Enum):
     SAFE = "safe"  # cannot change the math of a correct model
     UNSAFE = "unsafe"  # changes what is trained; applied only when asked
+
+
+@dataclass(frozen=True)
+class PatchContext:
+    """All a patch may read from the run that applies it (a check session, `onboard train`, `apply_patches` on a
+    trainer of your own). A patch writes nothing back into it: what it changed beyond the model it reports on its
+    handle (`PatchHandle.backend`), and the one applying it decides what follows."""
+
+    # patch id -> the choice a check made for it (MOE001: which experts implementation), as the report records it
+    options: Mapping[str, str] = field(default_factory=dict)
+    # a small labelled text batch on the model's device, for patches that must run the model to find what to do
+    probe_batch: Callable[[], dict[str, Any]] | None = None
+
+    def option(self, patch_id: str) -> str | None:
+        return self.options.get(patch_id)
 
 
 @dataclass
@@ -22,6 +37,8 @@ class PatchHandle:
 
     patch_id: str
     _undo: list[Callable[[], None]] = field(default_factory=list)
+    # the attention implementation the patch switched the model to: the backend training asks for follows it
+    backend: str | None = None
 
     def on_revert(self, fn: Callable[[], None]) -> None:
         self._undo.append(fn)
@@ -48,8 +65,8 @@ class Patch(Protocol):
     def applies_to(self, model) -> str | None:
         """None when the patch can be applied to this model, else the reason it cannot."""
 
-    def apply(self, model, context=None) -> PatchHandle:
-        """Apply to `model` (a PEFT-wrapped model or a bare one); `context` may carry device options."""
+    def apply(self, model, context: PatchContext | None = None) -> PatchHandle:
+        """Apply to `model` (a PEFT-wrapped model or a bare one); `context` carries the run's choices and a probe."""
 
 
 class LoraTransform(Protocol):

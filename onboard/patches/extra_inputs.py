@@ -12,7 +12,7 @@ import inspect
 
 import torch
 
-from onboard.patches.base import Applicability, PatchHandle, unwrap
+from onboard.patches.base import Applicability, PatchContext, PatchHandle, unwrap
 from onboard.patches import ids
 
 
@@ -51,12 +51,12 @@ class ExtraInputsPatch:
             return f"{type(unwrap(model)).__name__}.forward takes no type ids"
         return None
 
-    def apply(self, model, context=None) -> PatchHandle:
-        """`context.probe_batch()` gives a labelled text batch to find the required inputs with."""
+    def apply(self, model, context: PatchContext | None = None) -> PatchHandle:
+        """`context.probe_batch` gives a labelled text batch to find the required inputs with."""
         reason = self.applies_to(model)
         if reason:
             raise ValueError(f"{self.id} does not apply: {reason}")
-        if context is None or not hasattr(context, "probe_batch"):
+        if context is None or context.probe_batch is None:
             raise ValueError(f"{self.id} needs a probe batch to find the required inputs")
         names = required_inputs(model, context.probe_batch())
         if not names:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from onboard.patches.base import Applicability, PatchHandle, set_attr, unwrap
+from onboard.patches.base import Applicability, PatchContext, PatchHandle, set_attr, unwrap
 from onboard.patches import ids
 
 IGNORE = -100
@@ -43,7 +43,7 @@ class LossKwargsPatch:
     def applies_to(self, model) -> str | None:
         return None
 
-    def apply(self, model, context=None) -> PatchHandle:
+    def apply(self, model, context: PatchContext | None = None) -> PatchHandle:
         base = unwrap(model)
         handle = PatchHandle(self.id)
         set_attr(handle, base, "accepts_loss_kwargs", True)
@@ -81,7 +81,7 @@ class AcceptsNumItemsPatch:
             return "the model does not refuse loss kwargs"
         return None
 
-    def apply(self, model, context=None) -> PatchHandle:
+    def apply(self, model, context: PatchContext | None = None) -> PatchHandle:
         handle = PatchHandle(self.id)
         set_attr(handle, unwrap(model), "accepts_loss_kwargs", True)
         return handle

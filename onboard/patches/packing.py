@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from onboard.patches.base import Applicability, PatchHandle, model_configs, set_attr, unwrap
+from onboard.patches.base import Applicability, PatchContext, PatchHandle, model_configs, set_attr, unwrap
 from onboard.patches import ids
 
 
@@ -49,7 +49,7 @@ class PackingPatch:
     def applies_to(self, model) -> str | None:
         return None
 
-    def apply(self, model, context=None) -> PatchHandle:
+    def apply(self, model, context: PatchContext | None = None) -> PatchHandle:
         def pre_hook(module, args, kwargs):
             if torch.compiler.is_compiling():  # no data-dependent test inside a compiled graph (it breaks there):
                 if kwargs.get("position_ids") is not None:  # a step without the cache isolates packed rows and
@@ -135,7 +135,7 @@ class BlockMaskPatch:
             return f"{backend} attention takes no 4D mask (flash kernels find packed samples from position_ids)"
         return None
 
-    def apply(self, model, context=None) -> PatchHandle:
+    def apply(self, model, context: PatchContext | None = None) -> PatchHandle:
         reason = self.applies_to(model)
         if reason:
             raise ValueError(f"{self.id} does not apply: {reason}")
@@ -190,7 +190,7 @@ class SampleBoundariesPatch:
     def applies_to(self, model) -> str | None:
         return None
 
-    def apply(self, model, context=None) -> PatchHandle:
+    def apply(self, model, context: PatchContext | None = None) -> PatchHandle:
         def pre_hook(module, args, kwargs):
             positions = kwargs.get("position_ids")
             if any(kwargs.get(k) is not None for k in BOUNDARY_KEYS) or not is_packed(positions):
@@ -215,7 +215,7 @@ class UnpackedPatch:
     def applies_to(self, model) -> str | None:
         return None
 
-    def apply(self, model, context=None) -> PatchHandle:
+    def apply(self, model, context: PatchContext | None = None) -> PatchHandle:
         return PatchHandle(self.id)  # the collator is the change: training_collator() reads the patch list
 
 
@@ -298,7 +298,7 @@ class SegmentConvPatch:
     def applies_to(self, model) -> str | None:
         return None if causal_short_convs(model) else "no depthwise causal nn.Conv1d in the model"
 
-    def apply(self, model, context=None) -> PatchHandle:
+    def apply(self, model, context: PatchContext | None = None) -> PatchHandle:
         reason = self.applies_to(model)
         if reason:
             raise ValueError(f"{self.id} does not apply: {reason}")

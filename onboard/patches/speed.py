@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from onboard.patches import ids
-from onboard.patches.base import Applicability, PatchHandle, unwrap
+from onboard.patches.base import Applicability, PatchContext, PatchHandle, unwrap
 
 PACKED_ATTENTION = "onboard_packed"
 
@@ -186,7 +186,7 @@ class PackedAttentionPatch:
             return f"{type(base).__name__} cannot switch attention implementation"
         return None
 
-    def apply(self, model, context=None) -> PatchHandle:
+    def apply(self, model, context: PatchContext | None = None) -> PatchHandle:
         reason = self.applies_to(model)
         if reason:
             raise ValueError(f"{self.id} does not apply: {reason}")
@@ -239,7 +239,7 @@ class CompiledLayersPatch:
             return "no repeated block (a ModuleList of one class) to compile"
         return None
 
-    def apply(self, model, context=None) -> PatchHandle:
+    def apply(self, model, context: PatchContext | None = None) -> PatchHandle:
         reason = self.applies_to(model)
         if reason:
             raise ValueError(f"{self.id} does not apply: {reason}")

@@ -21,7 +21,6 @@ from onboard.harness.errors import BadInput
 DEFAULT_TASK = "onboard.sweep.worker:check_architecture"
 OUTCOMES = ("READY", "READY_WITH_FIXES", "NOT_READY", "INCONCLUSIVE", "BUILD_ERROR", "NEEDS_DEPENDENCY", "TIMEOUT",
             "CRASH")
-# outcomes that are onboard's limits, not findings about the architecture: counted apart from NOT_READY
 
 
 @dataclass

@@ -14,6 +14,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
 
 import torch
 
@@ -22,6 +23,10 @@ from onboard.harness.errors import BadInput, EnvironmentProblem
 from onboard.harness.training import prepare_for_checkpointing, training_arguments
 from onboard.train.monitor import GracefulStop, StepMeter, peak_memory_gib
 from onboard.patches import ids, training_collator
+from onboard.train.policy import changed_checks, left_out_by_training
+
+if TYPE_CHECKING:
+    from onboard.harness.session import ModelSession
 
 LOG = "train_log.jsonl"
 CONFIG = "train_config.json"
@@ -68,7 +73,8 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def prepare_model(session, patch_ids: list[str], options: TrainOptions) -> tuple[object, list[str], dict[str, str]]:
+def prepare_model(session: ModelSession, patch_ids: list[str], options: TrainOptions,
+                  patch_options: Mapping[str, str] | None = None) -> tuple[object, list[str], dict[str, str]]:
     """A fresh PEFT model on the session's base model, with the patches applied. Returns the PEFT model,
     the ids applied, and the ids left out with the reason."""
     from peft import get_peft_model
@@ -91,25 +97,13 @@ def prepare_model(session, patch_ids: list[str], options: TrainOptions) -> tuple
         if patch.id in left_out:
             skipped[patch.id] = left_out[patch.id]
             continue
-        session.apply_patch(patch)
+        session.apply_patch(patch, option=(patch_options or {}).get(patch.id))
     if options.cce == "on" and ids.CCE_FUSED_LOSS not in session.applied:
         raise BadInput("--cce on, but the check run did not verify cce.fused_loss for this model")
     return peft_model, list(session.applied), skipped
 
 
-def left_out_by_training(patch_ids, device_type, cce: str = "auto") -> dict[str, str]:
-    """The verified patches a training run on `device_type` ("cpu", "cuda", "cuda:0" or a torch.device) leaves
-    out, each with why. The fused CCE loss saves GPU memory: with cce "auto" it is used on CUDA only (the CPU
-    trains with the plain loss), "on" uses it anywhere, "off" nowhere. One rule for prepare_model and for the
-    terminal, which names from a report what training will not apply."""
-    device_type = str(getattr(device_type, "type", device_type)).split(":")[0]
-    left_out: dict[str, str] = {}
-    if ids.CCE_FUSED_LOSS in patch_ids and not (cce == "on" or (cce == "auto" and device_type == "cuda")):
-        left_out[ids.CCE_FUSED_LOSS] = "--cce off" if cce == "off" else "GPU only (--cce on forces it)"
-    return left_out
-
-
-def train(session, patch_ids: list[str], options: TrainOptions, *, check_source: dict | None = None,
+def train(session: ModelSession, patch_ids: list[str], options: TrainOptions, *, check_source: dict | None = None,
           console=None, callbacks=(), patch_options: dict[str, str] | None = None) -> TrainResult:
     """Train a LoRA on the session's model; write the adapter, a JSON step log, the loss curve and a report."""
     from transformers import PrinterCallback, Trainer
@@ -140,8 +134,7 @@ def train(session, patch_ids: list[str], options: TrainOptions, *, check_source:
     from transformers import set_seed
 
     set_seed(options.seed)  # the LoRA initialisation too, so equal options give equal runs
-    session.patch_options.update(patch_options or {})  # the checks' choices for the patches (experts implementation)
-    model, applied, skipped = prepare_model(session, patch_ids, options)
+    model, applied, skipped = prepare_model(session, patch_ids, options, patch_options)
     if console is not None:
         console.print(f"Training with patches: {', '.join(applied) or 'none'}"
                       + "".join(f"; {k} left out: {why}" for k, why in skipped.items()), highlight=False)
@@ -260,7 +253,7 @@ def _setup_record(setup) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(setup).items()}
 
 
-def _name_the_base(session, folder: Path) -> None:
+def _name_the_base(session: ModelSession, folder: Path) -> None:
     """PEFT records the folder the base model was loaded from; for an embedded or GGUF model that is a cache
     folder whose name says nothing. onboard_base.json names the model as the user gave it."""
     described = {"model": session.spec.display, "source": session.spec.kind.value,
@@ -272,7 +265,7 @@ def _name_the_base(session, folder: Path) -> None:
     (folder / "onboard_base.json").write_text(json.dumps(described, indent=2))
 
 
-def model_path(session) -> str | None:
+def model_path(session: ModelSession) -> str | None:
     return getattr(session.model.config, "_name_or_path", None) or None
 
 
@@ -375,12 +368,3 @@ def load_check_report(path: Path):
         raise BadInput(f"{path} was made by checks that have changed since ({'; '.join(changed)}): its verdict is "
                        "not this onboard's; run onboard check again")
     return report
-
-
-def changed_checks(report) -> list[str]:
-    """The checks whose recorded version is not the installed one's (0: a report that recorded none)."""
-    from onboard.checks import CHECKS
-
-    now = {c.code: c.version for c in CHECKS}
-    return [f"{r.code} v{r.version or '?'} in the report, v{now[r.code]} now" for r in report.checks
-            if r.code in now and r.version != now[r.code]]

@@ -1,0 +1,32 @@
+"""What training takes from a check report, one rule for `onboard train`, the Python API and the terminal: which
+verified patches a run on a device leaves out, and whether the report is still this onboard's verdict."""
+
+from __future__ import annotations
+
+from onboard.patches import ids
+
+CHECK_SAMPLE = 32  # chats of the training file the check run before training uses (`onboard train` without --from)
+
+
+def left_out_by_training(patch_ids, device_type, cce: str = "auto") -> dict[str, str]:
+    """The verified patches a training run on `device_type` ("cpu", "cuda", "cuda:0" or a torch.device) leaves
+    out, each with why. The fused CCE loss saves GPU memory: with cce "auto" it is used on CUDA only (the CPU
+    trains with the plain loss), "on" uses it anywhere, "off" nowhere. One rule for prepare_model and for the
+    terminal, which names from a report what training will not apply."""
+    device_type = str(getattr(device_type, "type", device_type)).split(":")[0]
+    left_out: dict[str, str] = {}
+    if ids.CCE_FUSED_LOSS in patch_ids and not (cce == "on" or (cce == "auto" and device_type == "cuda")):
+        left_out[ids.CCE_FUSED_LOSS] = "--cce off" if cce == "off" else "GPU only (--cce on forces it)"
+    return left_out
+
+
+def changed_checks(report) -> list[str]:
+    """The checks whose recorded version is not the installed one's (0: a report that recorded none)."""
+    from onboard.checks import CHECKS
+
+    now = {c.code: c.version for c in CHECKS}
+    return [f"{r.code} v{r.version or '?'} in the report, v{now[r.code]} now" for r in report.checks
+            if r.code in now and r.version != now[r.code]]
+
+
+__all__ = ["CHECK_SAMPLE", "changed_checks", "left_out_by_training"]
