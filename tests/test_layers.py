@@ -57,6 +57,13 @@ def test_packages_import_only_the_layers_below():
     assert not up, "\n".join(up)
 
 
+def test_reports_render_results_only():
+    """The renderers read a RunReport; what a check or a patch is, they do not need to know."""
+    reaching = [f"{module} imports {name}" for module, imported in MODULES.items() if _package(module) == "reports"
+                for name in imported if _package(name) in ("checks", "patches", "train", "config", "sweep")]
+    assert not reaching, "\n".join(reaching)
+
+
 def test_only_the_seam_reaches_the_fault_catalog_and_the_tiny_builder():
     crossing = [f"{module} imports {name}" for module, imported in MODULES.items()
                 if _package(module) != "fixtures" and module != SEAM

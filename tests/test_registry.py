@@ -88,27 +88,6 @@ def test_every_patch_states_its_contract():
             f"{patch.id}: a patch applies to the model or configures LoRA, not both and not neither"
 
 
-def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    out = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            out.add(node.module)
-        elif isinstance(node, ast.Import):
-            out.update(a.name for a in node.names)
-    return out
-
-
-def test_layering_patches_import_nothing_from_checks_or_harness():
-    for path in (ROOT / "patches").glob("*.py"):
-        bad = {m for m in _imports(path) if m.startswith(("onboard.checks", "onboard.harness", "onboard.train",
-                                                           "onboard.reports", "onboard.cli"))}
-        assert not bad, f"{path.name} imports {bad}"
-    for path in (ROOT / "reports").glob("*.py"):
-        bad = {m for m in _imports(path) if m.startswith(("onboard.checks", "onboard.patches", "onboard.train"))}
-        assert not bad, f"reports/{path.name} imports {bad}"
-
-
 def _module_name(path: Path) -> str:
     parts = path.relative_to(ROOT.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)

@@ -35,7 +35,10 @@ class TrainStepCheck(Check):
     same samples run one by one (loss relative 1e-5 in fp32, gradients 1e-4), which ties the packed training
     path to the reference. In bf16/fp16 both are run once more with the weights in fp32 (cast back exactly):
     the step's distance from that fp32 reference may be at most 2 x the same-dtype reference's own, and at
-    least train_step.rounding_floor (1e-3; gradients 1e-2); without room for the fp32 copy, 2e-2 (0.2). A model that is
+    least train_step.rounding_floor (1e-3; gradients 1e-2); without room for the fp32 copy, 2e-2 (0.2). Tiny models
+    in bf16 measure 0.004-0.02 from the fp32 reference, and the step the same; tiny GPT-OSS with one full mask for
+    every layer (its sliding window lost) steps with gradients 0.075 off in fp32 and bf16 alike while its loss is
+    only 3.7e-4 off, which is why gradients are judged, not the loss alone. A model that is
     stochastic in train mode (two seeds give other logits: dropout, whatever its config calls it) has the
     same packed batch's Trainer loss compared with dropout off instead.
 
