@@ -114,6 +114,8 @@ def check(
     config: ConfigOpt = None,
     no_config: NoConfigOpt = False,
     html: HtmlOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="also print the table of checks, each check's "
+                                          "measurements, diagnosis and fix, and the thresholds")] = False,
 ) -> None:
     """Load MODEL once and run the checklist: LOAD001 load, ATTN001 attention, LORA001 lora, LOSS001
     initial_loss, PACK001 packing, CCE001 cce, GA001 grad_accum, TRAIN001 train_step, KERN001 kernels, MOE001
@@ -134,18 +136,22 @@ def check(
         session = _open_session(setup, cfg, quiet=quiet)
         err.print(f"Loaded {session.spec.display} in {session.timings['model_load']:.1f} s; "
                   f"{len(session.examples)} samples from {session.data_path.name}")
-        with err.status("Running checks") as status:
-            report = run_checks(
-                session, CHECKS,
-                on_start=lambda c: status.update(f"Running {c.code} {c.name}"),
-                on_result=lambda r: None if quiet else err.print(terminal.check_line(r)),
-            )
+        from onboard.train.run import left_out_by_training
+
+        cut = err.is_terminal or bool(os.environ.get("COLUMNS"))  # piped without COLUMNS: messages stay whole
+        # a line per check as it finishes; -q keeps them only where no spinner shows progress (CI logs)
+        progress = terminal.Progress(CHECKS, err, lines=not quiet or not err.is_terminal, details=not quiet, cut=cut)
+        with err.status(progress):
+            report = run_checks(session, CHECKS, on_start=progress.start, on_result=progress.done)
         report.config = cfg.describe() if cfg else None
+        left_out = left_out_by_training(report.verified_patches, report.model.get("device", "cpu"))
         if quiet:
-            terminal.render_short(report, err)
-        else:
+            terminal.render_short(report, err, left_out=left_out, cut=cut)
+        elif verbose:
             err.print()
-            terminal.render(report, err)
+            terminal.render(report, err, left_out=left_out, cut=cut)
+        else:
+            terminal.render_summary(report, err, left_out=left_out, cut=cut)
         if json_path:
             json_report.write(report, json_path)
         if markdown:
@@ -160,6 +166,9 @@ def check(
         if summary:  # GitHub Actions shows this file on the run's page
             with open(summary, "a", encoding="utf-8") as f:
                 f.write(md_report.render(report) + "\n")
+        if not quiet:  # after the files are written: where they went
+            terminal.render_next(report, err, json_path=json_path,
+                                 files={"JSON": json_path, "Markdown": markdown, "JUnit": junit, "HTML": html})
         return report.exit_code(setup.strict)
 
     raise typer.Exit(_guarded(body, debug))
@@ -273,10 +282,9 @@ def train(
             from onboard.checks import CHECKS
             from onboard.harness.runner import run_checks
 
-            with err.status("Running checks") as status:
-                report = run_checks(session, CHECKS,
-                                    on_start=lambda c: status.update(f"Running {c.code} {c.name}"),
-                                    on_result=lambda r: err.print(terminal.check_line(r)))
+            progress = terminal.Progress(CHECKS, err, cut=err.is_terminal or bool(os.environ.get("COLUMNS")))
+            with err.status(progress):
+                report = run_checks(session, CHECKS, on_start=progress.start, on_result=progress.done)
             out.mkdir(parents=True, exist_ok=True)
             json_report.write(report, out / "check_report.json")
             source = {"ran": True, "report": str(out / "check_report.json")}
@@ -446,12 +454,13 @@ def list_checks() -> None:
 
 @app.command()
 def explain(code: Annotated[str, typer.Argument(help="a check code (PACK001) or name (packing), a failure mode "
-                                                     "(FM-PACK-CACHE), a patch id (packing.unpacked), or 'verdict'")]) -> None:
-    """Print a check's documentation (what it does, why it matters, failure modes, fix), a failure mode's (what
-    the checks say of it, and the fault-catalog models that show it), a patch's, or the verdict rule (what READY,
-    READY_WITH_FIXES and NOT_READY mean, and the fallbacks)."""
-    import inspect
-
+                                                     "(FM-PACK-CACHE), a patch id (packing.unpacked), 'thresholds' "
+                                                     "or 'verdict'")]) -> None:
+    """Print a check's documentation (what it does, why it matters, failure modes, fix) with the thresholds it
+    judges against (fp32, bf16 and fp16 defaults) and the failure modes it reports, a failure mode's (what the
+    checks say of it, and the fault-catalog models that show it), a patch's, every threshold ('thresholds'), or
+    the verdict rule (what READY, READY_WITH_FIXES and NOT_READY mean, and the fallbacks)."""
+    from onboard import reference
     from onboard.checks import find_check
     from onboard.harness.result import VERDICT_RULE
     from onboard.patches import PATCHES
@@ -459,47 +468,25 @@ def explain(code: Annotated[str, typer.Argument(help="a check code (PACK001) or 
     if code.lower() == "verdict":
         print(VERDICT_RULE)
         return
+    if code.lower() == "thresholds":
+        print(reference.explain_thresholds())
+        return
     if code.upper().startswith("FM-"):
-        text = _failure_mode(code.upper())
+        text = reference.failure_mode(code.upper())
         if text is None:
             err.print(f"error: no check reports {code} (onboard explain CODE lists each check's failure modes)")
             raise typer.Exit(ExitCode.USAGE_ERROR)
         print(text)
         return
     if code in PATCHES:
-        patch = PATCHES[code]
-        doc = inspect.cleandoc(type(patch).__doc__ or "")
-        print(f"{patch.id} ({patch.applicability.value}): {patch.summary}" + (f"\n\n{doc}" if doc else ""))
+        print(reference.explain_patch(code))
         return
     try:
         check = find_check(code)
     except KeyError as exc:
         err.print(f"error: {exc.args[0]}")
         raise typer.Exit(ExitCode.USAGE_ERROR) from None
-    print(f"{check.code} {check.name}: {check.summary}\n\n{check.documentation()}")
-
-
-def _failure_mode(mode: str) -> str | None:
-    """What the checks' own documentation says of a failure mode (the id the reports print), which checks report
-    it, and the fault-catalog models that show it with their fix; None when no check names it."""
-    import re
-
-    from onboard.checks import CHECKS
-    from onboard.fixtures.faults import FAULTS
-
-    parts = []
-    for check in CHECKS:
-        doc = check.documentation()
-        section = doc.split("Failure modes:", 1)[1].split("\n\nFix:", 1)[0] if "Failure modes:" in doc else ""
-        entries = re.split(r"(?<![\w-])(?=FM-[A-Z])", " ".join(section.split()))  # listed in lines or in a sentence
-        said = [e.strip().rstrip(",;").strip() for e in entries if re.match(re.escape(mode) + r"(?![A-Z-])", e)]
-        if said:
-            parts.append(f"{check.code} {check.name}: " + " ".join(said))
-    if not parts:
-        return None
-    faults = [f"  fault:{f.name} ({f.check}, fix: {f.patch or 'none'}): {f.description}" for f in FAULTS.values()
-              if f.failure_mode == mode]
-    return "\n\n".join([mode, *parts] + (["the fault catalog shows it on:\n" + "\n".join(faults)] if faults else []))
+    print(reference.explain_check(check))
 
 
 def _same_setup(report, session, path) -> None:

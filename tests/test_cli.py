@@ -141,8 +141,13 @@ def test_version_help_and_quiet():
     out = invoke("check", "tiny:llama", "--trainer", "custom", "-q")
     assert out.exit_code == 0
     lines = [line for line in out.output.splitlines() if line.strip()]
-    # the load line, the one finding (PACK001, fixed), the verdict: not the ~150 lines of a full report
-    assert len(lines) <= 4 and lines[-1].startswith("verdict: READY_WITH_FIXES"), out.output
+    # not a terminal (a CI log): the load line, a line per check as it finishes, the one finding (PACK001, fixed),
+    # the verdict and the patches for training: not the ~150 lines of a full report
+    places = tuple(f"{i}/{len(CHECKS)} " for i in range(1, len(CHECKS) + 1))
+    checks = [line for line in lines if line.lstrip().startswith(places)]
+    assert [line.split()[1] for line in checks] == [c.code for c in CHECKS], out.output
+    verdict = next(i for i, line in enumerate(lines) if line.startswith("verdict: READY_WITH_FIXES"))
+    assert len(lines) <= len(CHECKS) + 5 and verdict >= len(lines) - 3, out.output
 
 
 def test_train_refuses_an_out_with_checkpoints_before_loading(tmp_path):
@@ -175,11 +180,11 @@ def test_train_judges_the_rows_it_packs(tmp_path):
 def test_explain_takes_every_failure_mode_the_catalog_shows():
     """The reports print failure-mode ids: `onboard explain FM-...` prints what the checks' documentation says of
     each, and the fault models that show it; every failure mode of the catalog is documented by its check."""
-    from onboard.cli import _failure_mode
     from onboard.fixtures.faults import FAULTS
+    from onboard.reference import failure_mode
 
     for fault in FAULTS.values():
-        text = _failure_mode(fault.failure_mode)
+        text = failure_mode(fault.failure_mode)
         assert text is not None and f"{fault.check} " in text, fault.name
         assert f"fault:{fault.name} " in text
     out = invoke("explain", "FM-PACK-ROWINDEX")
