@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from onboard.checks.base import Check
@@ -10,6 +12,10 @@ from onboard.harness.memory import cuda_peak_bytes
 from onboard.harness.result import Status, bar_figure, note_figure
 from onboard.patches import get_patch, unwrap
 from onboard.patches import ids
+from onboard.patches.cce import CCE_INSTALL, CCE_REQUIREMENT, cce_missing
+
+if TYPE_CHECKING:
+    from onboard.harness.session import ModelSession
 
 MEMORY_SHAPE = (4, 2048)  # batch x sequence of the memory probe on GPU
 
@@ -49,7 +55,9 @@ class CceCheck(Check):
     FM-CCE-MATH: the fused loss differs from the model's own loss: its logits are not a scale or softcap
     of the output layer's output, or its own loss is not the next-token cross-entropy of its logits.
     WARN when the patch cannot apply to this model (training then uses the plain loss) or the memory
-    saving is under half the prediction.
+    saving is under half the prediction. SKIP, naming the install line, when cut_cross_entropy cannot be
+    imported here (it is the `onboard[cce]` extra; on Linux it requires triton): that says nothing about the
+    model, and training uses the model's own loss.
 
     Fix:
     None for the fused loss itself: when this check passes, `onboard train` uses cce.fused_loss on CUDA. When it
@@ -63,6 +71,7 @@ class CceCheck(Check):
     summary = "Cut Cross Entropy is live on the loaded class, matches the loss, saves memory"
     requires = ("LORA001",)
     needs_labels = True
+    version = 2  # 2: without cut_cross_entropy a SKIP naming the install line (1 crashed)
 
     def figures(self, result, device):
         ms = result.measurements
@@ -76,8 +85,14 @@ class CceCheck(Check):
                                "GiB", colors={"plain loss": "#fb8f44", "CCE": "#0969da"}, lines=lines)]
         return [note_figure(f"Peak memory with and without CCE is measured on CUDA only; this run was on {device}.")]
 
-    def run(self, session):
+    def run(self, session: ModelSession):
         patch = get_patch(ids.CCE_FUSED_LOSS)
+        missing = cce_missing()
+        if missing:  # the machine lacks the library: nothing is known about the model, and training loses nothing
+            res = self.result(Status.SKIP, f"not run: {missing}; training uses the model's own loss")
+            res.evidence["needs_dependency"] = {"package": CCE_REQUIREMENT, "install": CCE_INSTALL,
+                                                "extra": "onboard[cce]", "reason": missing}
+            return res
         model = session.train_model
         reason = patch.applies_to(model)
         if reason:
@@ -142,7 +157,7 @@ class CceCheck(Check):
         return res
 
 
-    def _model_loss(self, session, ref_loss: float, own: dict, cls: str):
+    def _model_loss(self, session: ModelSession, ref_loss: float, own: dict, cls: str):
         """Under cce.model_loss (the fallback): training computes the model's own loss from full logits. That is
         right when the model's loss is the next-token cross-entropy of the logits it returns; its cost is the
         logits' memory."""
@@ -205,7 +220,7 @@ def _ce(logits: torch.Tensor, labels: torch.Tensor) -> float:
                                              ignore_index=-100).item()
 
 
-def _measure_memory(res, session, patch, model) -> None:
+def _measure_memory(res, session: ModelSession, patch, model) -> None:
     bsz, seq = MEMORY_SHAPE
     min_ratio = session.threshold("cce.min_saving_ratio")
     vocab = unwrap(model).get_output_embeddings().weight.shape[0]

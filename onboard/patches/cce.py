@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from onboard.patches.base import Applicability, PatchHandle, set_attr, unwrap
+from onboard.patches.base import Applicability, PatchContext, PatchHandle, set_attr, unwrap
 from onboard.patches import ids
 
 
@@ -77,16 +77,37 @@ def fit_transform(z: torch.Tensor, logits: torch.Tensor, softcaps: list[float], 
     raise ValueError(f"the logits are not a scale or softcap of the output layer's output (best fit off by {worst:.2g} relative)")
 
 
+# Not a base dependency (pyproject's [cce] extra): on Linux cut-cross-entropy imports triton and requires it.
+CCE_REQUIREMENT = "cut-cross-entropy>=25.1.1"
+CCE_INSTALL = f'pip install "{CCE_REQUIREMENT}"'
+
+
+def cce_missing() -> str | None:
+    """Why cut_cross_entropy cannot be imported here, with the line that installs it; None when it can.
+
+    Importing it is the test, not finding it: on Linux the package imports triton at import time, so a copy
+    installed without triton is found but does not import."""
+    try:
+        import cut_cross_entropy  # noqa: F401
+    except (ImportError, OSError) as exc:  # OSError: a shared library of triton's that does not load
+        error = (str(exc).splitlines() or [type(exc).__name__])[0]
+        name = getattr(exc, "name", None) or ""
+        if name.split(".")[0] == "cut_cross_entropy":
+            return f"cut-cross-entropy is not installed ({error}); {CCE_INSTALL} installs it"
+        return (f"cut_cross_entropy is installed but does not import ({error}; it imports triton on Linux); "
+                f"{CCE_INSTALL} installs what it requires")
+    return None
+
+
 class CcePatch:
     id = ids.CCE_FUSED_LOSS
     applicability = Applicability.SAFE
     summary = "compute the loss with cut_cross_entropy.linear_cross_entropy on the output layer's input; no logits"
 
     def applies_to(self, model) -> str | None:
-        import importlib.util
-
-        if importlib.util.find_spec("cut_cross_entropy") is None:
-            return "cut-cross-entropy is not installed"
+        missing = cce_missing()
+        if missing:
+            return missing
         head = unwrap(model).get_output_embeddings()
         if head is None or not isinstance(getattr(head, "weight", None), torch.Tensor):
             return "the model has no output embedding weight to fuse"
@@ -94,7 +115,10 @@ class CcePatch:
             return f"the output layer is a {type(head).__name__}, not a plain Linear"
         return None
 
-    def apply(self, model, context=None) -> PatchHandle:
+    def apply(self, model, context: PatchContext | None = None) -> PatchHandle:
+        missing = cce_missing()
+        if missing:  # a report verified on a machine that had it, applied where it is not: the machine's, not the model's
+            raise ImportError(f"{self.id} needs cut-cross-entropy: {missing}")
         from cut_cross_entropy import linear_cross_entropy
 
         reason = self.applies_to(model)
@@ -154,10 +178,10 @@ class CcePatch:
 
 
 @torch.no_grad()
-def measure_transform(model, head, context) -> tuple[float, float | None, int, float]:
+def measure_transform(model, head, context: PatchContext | None) -> tuple[float, float | None, int, float]:
     """One unlabelled forward: what enters the output layer, what it returns, and the logits that come out."""
     base = unwrap(model)
-    probe = context.probe_batch() if context is not None and hasattr(context, "probe_batch") else None
+    probe = context.probe_batch() if context is not None and context.probe_batch is not None else None
     if probe is None:
         gen = torch.Generator().manual_seed(0)
         ids = torch.randint(0, head.weight.shape[0], (1, 16), generator=gen).to(head.weight.device)
@@ -197,5 +221,5 @@ class ModelLossPatch:
     def applies_to(self, model) -> str | None:
         return None
 
-    def apply(self, model, context=None) -> PatchHandle:
+    def apply(self, model, context: PatchContext | None = None) -> PatchHandle:
         return PatchHandle(self.id)

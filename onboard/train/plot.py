@@ -1,8 +1,13 @@
-"""The loss curve of a training run as a PNG (matplotlib, no display needed)."""
+"""The loss curve of a training run as a PNG (matplotlib, no display needed).
+
+matplotlib is the `[plot]` extra, not a base dependency: with what it brings (fontTools, pillow, kiwisolver) it
+is about 100 MB of a CPU install for one picture; train_log.jsonl holds every step either way."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+PLOT_INSTALL = 'pip install "matplotlib>=3.8"'
 
 
 def loss_curve(records: list[dict], path: Path, title: str = "") -> None:
