@@ -190,7 +190,9 @@ def _same_setup(report: RunReport, model, args) -> None:
             differ.append(f"LoRA target_parameters {checked.target_parameters!r} checked, "
                           f"{peft_config.target_parameters!r} here")
     if args is not None:
-        ckpt = bool(getattr(args, "gradient_checkpointing", False))
+        from onboard.harness.training import checkpointing_on
+
+        ckpt = checkpointing_on(args)  # activation_checkpointing from transformers 5.24, gradient_checkpointing before
         if options.get("gradient_checkpointing") is not None and ckpt != options["gradient_checkpointing"]:
             differ.append(f"gradient_checkpointing {options['gradient_checkpointing']!r} checked, {ckpt!r} here")
         if ids.PACKING_UNPACKED in report.verified_patches:

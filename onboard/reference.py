@@ -142,7 +142,7 @@ def failure_mode_index() -> dict[str, dict]:
     from onboard.checks import CHECKS
     from onboard.harness.sources import faults
 
-    FAULTS = faults()
+    catalog = faults()
 
     index: dict[str, dict] = {}
     for check in CHECKS:
@@ -152,7 +152,7 @@ def failure_mode_index() -> dict[str, dict]:
                 continue
             entry = index.setdefault(mode, {"checks": [], "gist": _gist(said[0], mode), "faults": []})
             entry["checks"].append(check.code)
-    for fault in FAULTS.values():
+    for fault in catalog.values():
         index.setdefault(fault.failure_mode, {"checks": [], "gist": "", "faults": []})["faults"].append(fault)
     return index
 
@@ -163,7 +163,7 @@ def failure_mode(mode: str) -> str | None:
     from onboard.checks import CHECKS
     from onboard.harness.sources import faults
 
-    FAULTS = faults()
+    catalog = faults()
 
     parts = []
     for check in CHECKS:
@@ -172,9 +172,9 @@ def failure_mode(mode: str) -> str | None:
             parts.append(f"{check.code} {check.name}: " + " ".join(said))
     if not parts:
         return None
-    faults = [f"  fault:{f.name} ({f.check}, fix: {f.patch or 'none'}): {f.description}" for f in FAULTS.values()
+    shown = [f"  fault:{f.name} ({f.check}, fix: {f.patch or 'none'}): {f.description}" for f in catalog.values()
               if f.failure_mode == mode]
-    return "\n\n".join([mode, *parts] + (["the fault catalog shows it on:\n" + "\n".join(faults)] if faults else []))
+    return "\n\n".join([mode, *parts] + (["the fault catalog shows it on:\n" + "\n".join(shown)] if shown else []))
 
 
 # ---- values ---------------------------------------------------------------------------------------------------
@@ -298,13 +298,13 @@ def render_checks() -> str:
 def render_patches() -> str:
     from onboard.harness.sources import faults
 
-    FAULTS = faults()
+    catalog = faults()
     from onboard.patches import PATCHES, is_lora_transform
 
     by = _proposers()
     rows = []
     for pid, patch in PATCHES.items():
-        fixes = list(dict.fromkeys(f.failure_mode for f in FAULTS.values() if f.patch == pid))
+        fixes = list(dict.fromkeys(f.failure_mode for f in catalog.values() if f.patch == pid))
         rows.append([f"`{pid}`", patch.applicability.value, "LoRA config" if is_lora_transform(patch) else "model",
                      ", ".join(by[pid]) or "-", patch.summary, ", ".join(fixes) or "-"])
     return _table(["patch", "applicability", "changes", "checks", "what it does",

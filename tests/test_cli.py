@@ -63,7 +63,7 @@ def test_train_follows_the_unpacked_fallback(tmp_path):
     (["check", "no-such-model"], 2, "unknown model"),
     (["check", "missing.gguf"], 2, "GGUF file not found"),
     (["check", "tiny:not_an_arch"], 2, "unknown architecture"),
-    (["check", "tiny:lama"], 2, "did you mean llama"),
+    (["check", "tiny:lama"], 2, "did you mean tiny:llama"),
     (["check", "tiny:llama", "--device", "gpu"], 2, "unknown device 'gpu'"),
     (["check", "tiny:llama", "--lora-rank", "0"], 2, "lora_rank must be at least 1"),
     (["check", "tiny:vit"], 2, "not a causal LM"),

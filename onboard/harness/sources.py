@@ -70,6 +70,20 @@ def build_tiny(arch: str, vocab_size: int, make: Callable[[Any], Any]):
     return build(arch, vocab_size, make)
 
 
+def known_architectures() -> set[str]:
+    """The model types of the installed transformers: what tiny:ARCH takes."""
+    from onboard.fixtures.tiny import known_architectures as known
+
+    return known()
+
+
+def check_architecture(model_type: str) -> None:
+    """BadInput, naming the close model types, unless `model_type` is one tiny:ARCH can build (before building)."""
+    from onboard.fixtures.tiny import check_architecture as check
+
+    check(model_type)
+
+
 def config_for(cls, config):
     from onboard.fixtures.tiny import config_for as adapt
 
@@ -82,5 +96,5 @@ def chatml_template() -> str:
     return CHATML_TEMPLATE
 
 
-__all__ = ["build_tiny", "chatml_template", "config_for", "config_path", "default_model",
+__all__ = ["build_tiny", "check_architecture", "chatml_template", "known_architectures", "config_for", "config_path", "default_model",
            "embedded_models", "fault", "faults", "shipped_configs", "tiny_tokenizer"]

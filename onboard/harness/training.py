@@ -5,16 +5,20 @@ gradient-checkpointing flags (on CUDA too)."""
 
 from __future__ import annotations
 
-from onboard.harness.setup import TRAINED_WITH  # noqa: F401 (re-exported)
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from onboard.harness.session import ModelSession
 
 
-def checkpointing(session) -> bool:
+
+def checkpointing(session: ModelSession) -> bool:
     """Whether a training step checkpoints gradients: the session's choice, else on with CUDA."""
     chosen = getattr(session, "gradient_checkpointing", None)
     return session.device.type == "cuda" if chosen is None else bool(chosen)
 
 
-def training_arguments(session, out, **overrides):
+def training_arguments(session: ModelSession, out, **overrides):
     """TrainingArguments for a step on the session's model: precision from its dtype on CUDA (bf16/fp16),
     gradient checkpointing as training runs it, quiet, nothing saved unless asked. `overrides` are the
     caller's schedule (batch size, accumulation, steps, saving)."""
@@ -27,16 +31,43 @@ def training_arguments(session, out, **overrides):
         per_device_train_batch_size=1, report_to="none", save_strategy="no", use_cpu=not cuda,
         disable_tqdm=True, log_level="error", dataloader_num_workers=0, remove_unused_columns=False,
         bf16=cuda and session.dtype is torch.bfloat16, fp16=cuda and session.dtype is torch.float16,
-        gradient_checkpointing=ckpt, gradient_checkpointing_kwargs={"use_reentrant": False} if ckpt else None,
+        **checkpointing_arguments(ckpt, {"use_reentrant": False} if ckpt else None),
         seed=session.seed, data_seed=session.seed,
     )
     fields.update(overrides)
     return TrainingArguments(str(out), **fields)
 
 
+# transformers 5.24 renamed gradient checkpointing to activation checkpointing: TrainingArguments'
+# gradient_checkpointing(_kwargs) and the model's gradient_checkpointing_enable/_disable and
+# is_gradient_checkpointing are deprecated aliases (a FutureWarning each, removed in v6). Onboard uses the new
+# names where the installed transformers has them, the old ones before 5.24; either sets the same flag.
+
+
+def renamed_to_activation() -> bool:
+    """Whether the installed transformers names it activation checkpointing (5.24 and later)."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    return any(f.name == "activation_checkpointing" for f in dataclasses.fields(TrainingArguments))
+
+
+def checkpointing_arguments(on: bool, kwargs: dict | None = None) -> dict:
+    """The TrainingArguments fields that turn checkpointing on or off, under this transformers' names."""
+    prefix = "activation" if renamed_to_activation() else "gradient"
+    return {f"{prefix}_checkpointing": on, f"{prefix}_checkpointing_kwargs": kwargs}
+
+
+def checkpointing_on(args) -> bool:
+    """Whether `args` (TrainingArguments, TRL's SFTConfig) checkpoint: read under the new name where it exists."""
+    value = getattr(args, "activation_checkpointing", None)
+    return bool(getattr(args, "gradient_checkpointing", False) if value is None else value)
+
+
 def prepare_for_checkpointing(model, args) -> None:
     """LoRA under gradient checkpointing: the frozen embeddings' output must carry a gradient."""
-    if args.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
+    if checkpointing_on(args) and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()
 
 
@@ -45,7 +76,10 @@ def undo_checkpointing(model) -> None:
     from onboard.patches.base import unwrap
 
     base = unwrap(model)
-    if getattr(base, "is_gradient_checkpointing", False):
+    if hasattr(base, "activation_checkpointing_disable"):  # transformers 5.24 and later
+        if getattr(base, "is_activation_checkpointing", False):
+            base.activation_checkpointing_disable()
+    elif getattr(base, "is_gradient_checkpointing", False):
         base.gradient_checkpointing_disable()
     if getattr(base, "_require_grads_hook", None) is not None:
         base.disable_input_require_grads()
@@ -63,5 +97,5 @@ def restore_parameters(model, saved: dict) -> None:
     model.zero_grad(set_to_none=True)
 
 
-__all__ = ["TRAINED_WITH", "checkpointing", "prepare_for_checkpointing", "restore_parameters",
-           "training_arguments", "undo_checkpointing"]
+__all__ = ["checkpointing", "checkpointing_arguments", "checkpointing_on", "prepare_for_checkpointing",
+           "renamed_to_activation", "restore_parameters", "training_arguments", "undo_checkpointing"]
