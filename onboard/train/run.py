@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
@@ -20,7 +20,7 @@ import torch
 
 from onboard.harness.data import IGNORE, read_chats
 from onboard.harness.errors import BadInput, EnvironmentProblem
-from onboard.harness.training import prepare_for_checkpointing, training_arguments
+from onboard.harness.training import checkpointing_on, prepare_for_checkpointing, training_arguments
 from onboard.train.monitor import GracefulStop, StepMeter, peak_memory_gib
 from onboard.patches import ids, training_collator
 from onboard.train.policy import changed_checks, left_out_by_training
@@ -38,22 +38,45 @@ RESUME_KEYS = ("model", "data_sha256", "patches", "lora_r", "lora_alpha", "lora_
                "batch_tokens", "grad_accum", "packing", "seed", "max_length", "cce", "epochs", "max_steps")
 
 
+def _opt(default, help: str, *flags: str, cli: bool = True, choices: tuple[str, ...] = ()):
+    """A training option: its default and help are `onboard train`'s (onboard.cli builds the option from them)."""
+    return field(default=default, metadata={"help": help, "flags": flags, "cli": cli, "choices": choices})
+
+
 @dataclass
 class TrainOptions:
-    out: Path
-    data: Path | None = None  # None: the session's data file
-    epochs: float = 1.0
-    max_steps: int = -1  # > 0 overrides epochs
-    batch_size: int = 8  # samples per micro-batch; one packed row when packing
-    # real tokens per micro-batch instead: samples grouped in data order while they fit (packing only)
-    batch_tokens: int | None = None
-    grad_accum: int = 1
-    lr: float = 2e-4
-    packing: bool = True
-    cce: str = "auto"  # auto: the verified fused loss on CUDA; on: also on the CPU; off
-    save_steps: int = 50
-    resume: bool = False
-    seed: int = 0
+    """How `onboard train` trains, beyond the Setup the checks judged (onboard.harness.setup): one declaration per
+    option, its default and help text, from which `onboard train`'s command-line options are built."""
+
+    out: Path = _opt(Path("runs/onboard"), "run folder: adapter, checkpoints, log, report", "--out")
+    data: Path | None = _opt(None, "the Setup's data file (None: the session's)", cli=False)
+    epochs: float = _opt(1.0, "passes over the data")
+    max_steps: int = _opt(-1, "optimizer steps; overrides --epochs when > 0", "--max-steps")
+    batch_size: int = _opt(8, "samples per micro-batch (one packed row)", "--batch-size")
+    batch_tokens: int | None = _opt(None, "real tokens per micro-batch instead of --batch-size: samples grouped in "
+                                    "data order while they fit (packing only)", "--batch-tokens")
+    grad_accum: int = _opt(1, "micro-batches per optimizer step", "--grad-accum")
+    lr: float = _opt(2e-4, "peak learning rate (linear decay)")
+    packing: bool = _opt(True, "pack samples per micro-batch (position_ids restart) or pad them",
+                         "--packing/--no-packing")
+    cce: str = _opt("auto", "fused CCE loss: auto (on CUDA when verified), on, off", choices=("auto", "on", "off"))
+    save_steps: int = _opt(50, "checkpoint every N steps", "--save-steps")
+    resume: bool = _opt(False, "continue from the last checkpoint in --out", "--resume")
+    seed: int = _opt(0, "the Setup's seed", cli=False)
+
+    def __post_init__(self):
+        self.out = Path(self.out)
+        if self.cce not in ("auto", "on", "off"):
+            raise BadInput(f"--cce must be auto, on or off, not {self.cce!r}")
+        check_batching(self.batch_tokens, self.packing)
+        for name in ("batch_size", "grad_accum", "save_steps"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+        if not (self.lr > 0):
+            raise BadInput(f"--lr must be positive, not {self.lr}")
+
+
+TRAIN_FIELDS = {f.name: f for f in fields(TrainOptions)}
 
 
 @dataclass
@@ -227,7 +250,7 @@ def train(session: ModelSession, patch_ids: list[str], options: TrainOptions, *,
                  "tokens": sum(len(ex) for ex in examples), "trained_tokens": sum(ex.n_trained for ex in examples),
                  "truncated_samples": truncated, "samples_without_trained_tokens": untrained},
         "options": {**{k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
-                    "gradient_checkpointing": bool(args.gradient_checkpointing), "bf16": args.bf16,
+                    "gradient_checkpointing": checkpointing_on(args), "bf16": args.bf16,
                     "packed": packing, "collator": collator_name},
         "resumed_from": checkpoint,
         "steps": trainer.state.global_step,
@@ -241,10 +264,14 @@ def train(session: ModelSession, patch_ids: list[str], options: TrainOptions, *,
         "environment": _environment(session.device),
     }
     if records:
-        from onboard.train.plot import loss_curve
+        from onboard.train.plot import PLOT_INSTALL, loss_curve
 
-        loss_curve(records, out / CURVE, title=f"{session.spec.display} LoRA r={session.lora_rank}")
-        report["loss_curve"] = str(out / CURVE)
+        try:
+            loss_curve(records, out / CURVE, title=f"{session.spec.display} LoRA r={session.lora_rank}")
+            report["loss_curve"] = str(out / CURVE)
+        except ImportError:  # matplotlib is the [plot] extra: the log has every step, the picture is optional
+            report["loss_curve"] = None
+            report["loss_curve_missing"] = f"matplotlib is not installed: {PLOT_INSTALL} draws {CURVE}"
     (out / REPORT).write_text(json.dumps(report, indent=2, default=str))
     return TrainResult(status=status, out=out, steps=trainer.state.global_step, records=records, report=report)
 
