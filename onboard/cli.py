@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import os
 import sys
 import time
@@ -13,7 +15,7 @@ import typer
 from rich.console import Console
 
 from onboard.harness.result import ExitCode
-from onboard.harness.setup import DEFAULT, help_of
+from onboard.harness.setup import help_of
 
 app = typer.Typer(
     add_completion=False,
@@ -40,82 +42,84 @@ def _main(version: Annotated[bool, typer.Option("--version", callback=_version, 
     """Is a model architecture ready to fine-tune? What is broken, and which fix makes it train correctly?"""
 
 
-def _setup_opt(name: str, *flags: str):
-    """A typer option for a Setup field: its help text is the field's (one place for it)."""
-    return typer.Option(*flags, help=help_of(name)) if flags else typer.Option(help=help_of(name))
+def _declared_option(name: str, default, meta: dict) -> inspect.Parameter:
+    """The command-line option of a declared field (a Setup field, a TrainOptions field): its flag from its name,
+    its type from the declaration, its default and help the declaration's, so an option is declared once."""
+    types = meta.get("types") or (type(default),)
+    flags = [*meta.get("flags", ()), *meta.get("aliases", ())]
+    if not meta.get("flags"):
+        flags.insert(0, "--" + name.replace("_", "-"))
+    if bool in types and default is None:  # unset means "the default for the device": --x/--no-x
+        kind, flags[0] = Optional[bool], f"{flags[0]}/--no-{flags[0][2:]}"
+    elif bool in types:
+        kind = bool
+    else:
+        kind = Path if meta.get("path") else str if str in types else types[0]
+        kind = Optional[kind] if default is None else kind
+    option = typer.Option(*flags, help=meta["help"])
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option])
+
+
+def _takes_declared(command: str):
+    """Give a command an option per declared field it takes, after its own parameters: every Setup field a
+    command line can set (`check_only` ones only on check), and for train every TrainOptions field. The values
+    arrive in the command's **options; `_given` reads the Setup's from the context."""
+    def wrap(fn):
+        from onboard.harness.setup import FIELDS
+
+        signature = inspect.signature(fn, eval_str=True)  # the own parameters' typer annotations, evaluated
+        own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        declared = [(name, f.default if f.default is not dataclasses.MISSING else None, f.metadata)
+                    for name, f in FIELDS.items()
+                    if f.metadata["cli"] and (command == "check" or not f.metadata["check_only"])]
+        if command == "train":
+            import typing
+
+            from onboard.train.options import TRAIN_FIELDS, TrainOptions
+
+            hints = typing.get_type_hints(TrainOptions)  # `int | None` -> int: the option's type
+            declared += [(name, f.default, {**f.metadata, "types": tuple(t for t in (typing.get_args(hints[name])
+                                                                                   or (hints[name],))
+                                                                       if t is not type(None))})
+                         for name, f in TRAIN_FIELDS.items() if f.metadata["cli"]]
+        extra = [_declared_option(name, default, meta) for name, default, meta in declared
+                 if name not in signature.parameters]
+        fn.__signature__ = signature.replace(parameters=[*own, *extra])
+        return fn
+
+    return wrap
 
 
 ModelArg = Annotated[Optional[str], typer.Argument(help=help_of("model"))]
 JsonOpt = Annotated[Optional[str], typer.Option("--json", help="write the JSON report to PATH ('-' for stdout)")]
 MarkdownOpt = Annotated[Optional[Path], typer.Option("--markdown", help="write a Markdown report to PATH")]
 JunitOpt = Annotated[Optional[Path], typer.Option("--junit", help="write JUnit XML (one testcase per check) to PATH")]
-DataOpt = Annotated[Optional[Path], _setup_opt("data", "--data")]
-DeviceOpt = Annotated[str, _setup_opt("device")]
-DtypeOpt = Annotated[str, _setup_opt("dtype")]
-AttnOpt = Annotated[Optional[str], _setup_opt("attn", "--attn")]
-RevisionOpt = Annotated[Optional[str], _setup_opt("revision")]
-RemoteOpt = Annotated[bool, _setup_opt("trust_remote_code", "--trust-remote-code")]
-RandomOpt = Annotated[bool, _setup_opt("random_weights", "--random-weights")]
-TemplateOpt = Annotated[Optional[Path], _setup_opt("chat_template", "--chat-template")]
-TargetsOpt = Annotated[Optional[str], _setup_opt("lora_targets", "--lora-targets")]
-MaxLenOpt = Annotated[int, _setup_opt("max_length", "--max-length")]
-RankOpt = Annotated[int, _setup_opt("lora_rank", "--lora-rank", "--lora-r")]
-AlphaOpt = Annotated[int, _setup_opt("lora_alpha", "--lora-alpha")]
-CkptOpt = Annotated[Optional[bool], _setup_opt("gradient_checkpointing",
-                                               "--gradient-checkpointing/--no-gradient-checkpointing")]
-CompileOpt = Annotated[Optional[bool], _setup_opt("torch_compile", "--torch-compile/--no-torch-compile")]
-TrainerOpt = Annotated[str, _setup_opt("trainer", "--trainer")]
-PackLenOpt = Annotated[int, _setup_opt("pack_length", "--pack-length")]
-RowTokensOpt = Annotated[Optional[int], _setup_opt("row_tokens", "--row-tokens")]
-SeedOpt = Annotated[int, _setup_opt("seed")]
-NoFixOpt = Annotated[bool, _setup_opt("no_fix", "--no-fix")]
-UnsafeOpt = Annotated[bool, _setup_opt("unsafe_fixes", "--unsafe-fixes")]
-StrictOpt = Annotated[bool, _setup_opt("strict", "--strict")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="show tracebacks and library logs")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="print only the verdict and the findings")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="only the findings and the verdict (to a file or a "
+                                        "pipe, also a line per check as it finishes)")]
 ConfigOpt = Annotated[Optional[Path], typer.Option(
     "--config", help="onboard.toml, pyproject.toml ([tool.onboard]) or an axolotl .yml; default: ./onboard.toml, "
                      "else ./pyproject.toml's [tool.onboard]. Command-line options win over the file")]
 NoConfigOpt = Annotated[bool, typer.Option("--no-config", help="ignore ./onboard.toml and ./pyproject.toml")]
 HtmlOpt = Annotated[Optional[Path], typer.Option("--html", help="write a self-contained HTML page with plots to PATH")]
-D = DEFAULT  # every default below is the Setup's
 
 
 @app.command()
+@_takes_declared("check")
 def check(
     ctx: typer.Context,
     model: ModelArg = None,
     json_path: JsonOpt = None,
     markdown: MarkdownOpt = None,
     junit: JunitOpt = None,
-    data: DataOpt = None,
-    device: DeviceOpt = D.device,
-    dtype: DtypeOpt = D.dtype,
-    attn: AttnOpt = D.attn,
-    revision: RevisionOpt = D.revision,
-    trust_remote_code: RemoteOpt = D.trust_remote_code,
-    random_weights: RandomOpt = D.random_weights,
-    lora_targets: TargetsOpt = None,
-    chat_template: TemplateOpt = None,
-    max_length: MaxLenOpt = D.max_length,
-    pack_length: PackLenOpt = D.pack_length,
-    row_tokens: RowTokensOpt = D.row_tokens,
-    lora_rank: RankOpt = D.lora_rank,
-    lora_alpha: AlphaOpt = D.lora_alpha,
-    gradient_checkpointing: CkptOpt = D.gradient_checkpointing,
-    torch_compile: CompileOpt = D.torch_compile,
-    trainer: TrainerOpt = D.trainer,
-    seed: SeedOpt = D.seed,
-    no_fix: NoFixOpt = D.no_fix,
-    unsafe_fixes: UnsafeOpt = D.unsafe_fixes,
-    strict: StrictOpt = D.strict,
-    debug: DebugOpt = False,
-    quiet: QuietOpt = False,
+    html: HtmlOpt = None,
     config: ConfigOpt = None,
     no_config: NoConfigOpt = False,
-    html: HtmlOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="also print the table of checks, each check's "
                                           "measurements, diagnosis and fix, and the thresholds")] = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    **options,
 ) -> None:
     """Load MODEL once and run the checklist: LOAD001 load, ATTN001 attention, LORA001 lora, LOSS001
     initial_loss, PACK001 packing, CCE001 cce, GA001 grad_accum, TRAIN001 train_step, KERN001 kernels, MOE001
@@ -124,19 +128,20 @@ def check(
     Exit codes: 0 READY (or READY_WITH_FIXES without --strict), 1 NOT_READY, 2 bad input or usage,
     3 environment or internal error.
     """
-    _quiet_libraries(debug)
     given = _given(ctx)  # every Setup field this command takes, as typed or defaulted
 
     def body() -> ExitCode:
+        cfg, setup = _setup(ctx, given, config, no_config)
+        _read_early(setup)  # a bad name or data file is one line in a second, before torch is imported
+        _quiet_libraries(debug)
         from onboard.checks import CHECKS
         from onboard.harness.runner import run_checks
         from onboard.reports import json_report, junit as junit_report, markdown as md_report, terminal
+        from onboard.train.policy import left_out_by_training
 
-        cfg, setup = _setup(ctx, given, config, no_config)
         session = _open_session(setup, cfg, quiet=quiet)
         err.print(f"Loaded {session.spec.display} in {session.timings['model_load']:.1f} s; "
                   f"{len(session.examples)} samples from {session.data_path.name}")
-        from onboard.train.run import left_out_by_training
 
         cut = err.is_terminal or bool(os.environ.get("COLUMNS"))  # piped without COLUMNS: messages stay whole
         # a line per check as it finishes; -q keeps them only where no spinner shows progress (CI logs)
@@ -174,6 +179,16 @@ def check(
     raise typer.Exit(_guarded(body, debug))
 
 
+def _read_early(setup) -> None:
+    """What can be judged without torch: the model name (a typo gets its close names) and the data file (a bad
+    line is named); the session reads both again when it opens."""
+    from onboard.harness.data import read_chats
+
+    if setup.data:
+        read_chats(Path(setup.data))
+    setup.spec()
+
+
 def _open_session(setup, cfg, max_examples: int | None = None, quiet: bool = False):
     from onboard.harness.session import ModelSession
 
@@ -194,50 +209,20 @@ def _with_warnings(session):
     return session
 
 
-CHECK_SAMPLE = 32  # chats of the training file the pre-training check run uses
 
 
 @app.command()
+@_takes_declared("train")
 def train(
     ctx: typer.Context,
     model: ModelArg = None,
-    data: DataOpt = None,
     from_report: Annotated[Optional[Path], typer.Option("--from", help="a saved `onboard check --json` report: "
                            "train with its verified patches and its setup instead of running the checks")] = None,
-    out: Annotated[Path, typer.Option("--out", help="run folder: adapter, checkpoints, log, report")] = Path("runs/onboard"),
     force: Annotated[bool, typer.Option("--force", help="train a NOT_READY model anyway")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint in --out")] = False,
-    epochs: Annotated[float, typer.Option(help="passes over the data")] = 1.0,
-    max_steps: Annotated[int, typer.Option("--max-steps", help="optimizer steps; overrides --epochs when > 0")] = -1,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="samples per micro-batch (one packed row)")] = 8,
-    batch_tokens: Annotated[Optional[int], typer.Option("--batch-tokens", help="real tokens per micro-batch instead "
-                            "of --batch-size: samples grouped in data order while they fit (packing only)")] = None,
-    grad_accum: Annotated[int, typer.Option("--grad-accum", help="micro-batches per optimizer step")] = 1,
-    lr: Annotated[float, typer.Option(help="peak learning rate (linear decay)")] = 2e-4,
-    lora_rank: RankOpt = D.lora_rank,
-    lora_alpha: AlphaOpt = D.lora_alpha,
-    lora_targets: TargetsOpt = None,
-    packing: Annotated[bool, typer.Option("--packing/--no-packing", help="pack samples per micro-batch "
-                       "(position_ids restart) or pad them")] = True,
-    cce: Annotated[str, typer.Option(help="fused CCE loss: auto (on CUDA when verified), on, off")] = "auto",
-    gradient_checkpointing: CkptOpt = D.gradient_checkpointing,
-    torch_compile: CompileOpt = D.torch_compile,
-    trainer: TrainerOpt = D.trainer,
-    save_steps: Annotated[int, typer.Option("--save-steps", help="checkpoint every N steps")] = 50,
-    device: DeviceOpt = D.device,
-    dtype: DtypeOpt = D.dtype,
-    attn: AttnOpt = D.attn,
-    max_length: MaxLenOpt = D.max_length,
-    row_tokens: RowTokensOpt = D.row_tokens,
-    chat_template: TemplateOpt = None,
-    revision: RevisionOpt = D.revision,
-    trust_remote_code: RemoteOpt = D.trust_remote_code,
-    random_weights: RandomOpt = D.random_weights,
-    unsafe_fixes: UnsafeOpt = D.unsafe_fixes,
-    seed: SeedOpt = D.seed,
     config: ConfigOpt = None,
     no_config: NoConfigOpt = False,
     debug: DebugOpt = False,
+    **options,
 ) -> None:
     """Fine-tune a LoRA on MODEL with the patches its check run verified, in the setup the checks ran.
 
@@ -246,23 +231,34 @@ def train(
     from it is refused, naming it. Exit codes: 0 trained, 1 refused (NOT_READY), 2 bad input, 3 environment or
     internal error, 130 stopped by Ctrl-C after saving a checkpoint (continue with --resume).
     """
-    _quiet_libraries(debug)
-    if cce not in ("auto", "on", "off"):
-        err.print(f"[bold red]error:[/] --cce must be auto, on or off, not {cce!r}", highlight=False)
-        raise typer.Exit(ExitCode.USAGE_ERROR)
     given = _given(ctx)
 
     def body() -> int:
         from onboard.harness.errors import BadInput
-        from onboard.reports import json_report, terminal
-        from onboard.train import TrainOptions, load_check_report, refuse_existing_run
-        from onboard.train.run import check_batching
-        from onboard.train import train as run_training
+        from onboard.train.options import TRAIN_FIELDS, TrainOptions
 
-        refuse_existing_run(out, resume)  # before minutes of loading and checking, not after
-        check_batching(batch_tokens, packing)
-        report = load_check_report(from_report) if from_report else None
+        # the training options first (a bad value is one line before any import of torch), the seed the Setup's
+        wanted = TrainOptions(**{name: options[name] for name, f in TRAIN_FIELDS.items() if f.metadata["cli"]},
+                              data=given.get("data"), seed=given.get("seed", 0))
+        report = None
+        if from_report:
+            from onboard.train.policy import typed_against_report
+            from onboard.train.run import load_check_report
+
+            report = load_check_report(from_report)
+            differ = typed_against_report(report, given, _from_cli(ctx, given))
+            if differ:  # before minutes of loading: what was typed is not what was checked
+                raise BadInput(f"{from_report} checked another setup: " + "; ".join(differ)
+                               + " (run onboard check with these options, or train with the checked ones)")
         cfg, setup = _setup(ctx, given, config, no_config, report=report, report_path=from_report)
+        _read_early(setup)
+        _quiet_libraries(debug)
+        from onboard.reports import json_report, terminal
+        from onboard.train import refuse_existing_run
+        from onboard.train import train as run_training
+        from onboard.train.policy import CHECK_SAMPLE, left_out_by_training
+
+        refuse_existing_run(wanted.out, wanted.resume)  # before minutes of loading and checking, not after
         if report is not None and report.model.get("id") != setup.spec().display:
             raise BadInput(f"{from_report} is a report on {report.model.get('id')}, not {setup.spec().display}")
         # the session the checks run on is the one training runs on: same LoRA, lengths, flags
@@ -270,24 +266,28 @@ def train(
         if report is not None:
             _same_setup(report, session, from_report)
         err.print(f"Loaded {session.spec.display} in {session.timings['model_load']:.1f} s")
-        if report is None and packing:  # PACK001 judges a sample at the far end of the longest row this run packs
+        if report is None and wanted.packing:  # PACK001 judges a sample at the far end of the longest row packed
             from onboard.harness.data import read_chats
             from onboard.train.run import longest_row_built
 
+            data = given.get("data")
             lengths = [len(ex) for ex in session.tokenize(read_chats(Path(data) if data else session.data_path))]
-            built = longest_row_built(lengths, batch_size, batch_tokens)
+            built = longest_row_built(lengths, wanted.batch_size, wanted.batch_tokens)
             if built > session.longest_row:
                 session.setup = session.setup.replace(row_tokens=built)
         if report is None:
             from onboard.checks import CHECKS
             from onboard.harness.runner import run_checks
 
-            progress = terminal.Progress(CHECKS, err, cut=err.is_terminal or bool(os.environ.get("COLUMNS")))
+            cut = err.is_terminal or bool(os.environ.get("COLUMNS"))
+            progress = terminal.Progress(CHECKS, err, cut=cut)
             with err.status(progress):
                 report = run_checks(session, CHECKS, on_start=progress.start, on_result=progress.done)
-            out.mkdir(parents=True, exist_ok=True)
-            json_report.write(report, out / "check_report.json")
-            source = {"ran": True, "report": str(out / "check_report.json")}
+            terminal.render_summary(report, err, left_out=left_out_by_training(
+                report.verified_patches, session.device, wanted.cce), cut=cut)
+            wanted.out.mkdir(parents=True, exist_ok=True)
+            json_report.write(report, wanted.out / "check_report.json")
+            source = {"ran": True, "report": str(wanted.out / "check_report.json")}
         else:
             source = {"ran": False, "report": str(from_report)}
             if report.model.get("device", "").split(":")[0] != session.device.type:
@@ -295,20 +295,15 @@ def train(
                           f"{session.device}", highlight=False)
         source["verdict"] = report.verdict.value
         if report.exit_code() != 0:
-            findings = "; ".join(f"{c.code} {c.diagnosis or c.status.value}: {c.message}" for c in report.checks
-                                 if c.blocking)
+            findings = "; ".join(f"{c.code} {c.diagnosis or c.status.value}" for c in report.checks if c.blocking)
             if not force:
-                err.print(f"[bold red]refused:[/] {session.spec.display} is {report.verdict.value} ({findings}). "
-                          "Fix it, or pass --force to train anyway.", highlight=False)
+                err.print(f"[bold red]refused:[/] {session.spec.display} is {report.verdict.value} ({findings}); "
+                          "fix it, or pass --force to train anyway", highlight=False)
                 return ExitCode.NOT_READY
             err.print(f"[yellow]--force:[/] training a {report.verdict.value} model ({findings})", highlight=False)
             source["forced"] = True
-        options = TrainOptions(
-            out=out, data=data, epochs=epochs, max_steps=max_steps, batch_size=batch_size, batch_tokens=batch_tokens,
-            grad_accum=grad_accum,
-            lr=lr, packing=packing, cce=cce, save_steps=save_steps, resume=resume, seed=setup.seed)
-        result = run_training(session, report.verified_patches, options, check_source=source, console=err,
-                              patch_options=report.patch_options)
+        result = run_training(session, report.verified_patches, dataclasses.replace(wanted, seed=setup.seed),
+                              check_source=source, console=err, patch_options=report.patch_options)
         r = result.report
         if result.status == "interrupted":
             err.print(f"stopped after step {result.steps}; checkpoint {r['last_checkpoint']} saved. "
@@ -316,7 +311,7 @@ def train(
             return 130
         err.print(f"[bold green]trained[/] {r['steps']} steps: loss {r['first_loss']:.4f} -> {r['final_loss']:.4f}, "
                   f"{r['tokens_per_s'] or 0:,.0f} tokens/s, peak {r['peak_memory_gib']:.2f} GiB; "
-                  f"adapter {r['adapter']}, report {out / 'train_report.json'}", highlight=False)
+                  f"adapter {r['adapter']}, report {wanted.out / 'train_report.json'}", highlight=False)
         return ExitCode.OK
 
     raise typer.Exit(_guarded(body, debug))
@@ -565,7 +560,7 @@ def _guarded(body, debug: bool) -> int:
     except OnboardError as exc:
         if debug:
             traceback.print_exc()
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)  # one line, never broken
         return int(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -574,7 +569,7 @@ def _guarded(body, debug: bool) -> int:
         if debug:
             traceback.print_exc()
         err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
         return int(ExitCode.ENVIRONMENT_ERROR)
 
 

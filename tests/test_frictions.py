@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -242,3 +243,22 @@ def test_a_matrix_row_names_what_onboard_check_takes(tmp_path):
     check = typer.main.get_command(app).commands["check"]
     parsed = check.make_context("check", words[2:], resilient_parsing=False).params
     assert parsed["model"] == "tiny:llama" and parsed["pack_length"] == 256 and parsed["device"] == "cpu"
+
+
+# ---- 8. a bad value is reported at once (a --from mismatch before the weights load: tests/test_train.py) ----
+
+
+@pytest.mark.parametrize("args", [
+    ["check", "tiny:llama", "--max-length", "0"],  # a Setup value
+    ["check", "tiny:llama", "--data", "/no/such/chats.jsonl"],  # a data file that is not there
+    ["train", "tiny:llama", "--cce", "sometimes"],  # a training option's value
+    ["train", "tiny:llama", "--batch-tokens", "512", "--no-packing"],
+])
+def test_a_bad_value_is_one_line_before_torch_is_imported(args):
+    """What can be judged without the model is judged before the heavy imports: torch is never imported, so the
+    line comes in a fraction of a second instead of the 10-20 s it took."""
+    code = ("import sys\nfrom onboard.cli import main\nsys.argv = ['onboard', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    print('exit', exc.code, 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert out.stdout.strip().endswith("exit 2 False"), (out.stdout, out.stderr)
+    assert out.stderr.strip().startswith("error:") and len(out.stderr.strip().splitlines()) == 1, out.stderr

@@ -140,7 +140,7 @@ def _command(name):
 def test_cli_options_are_the_setups_with_its_defaults_and_help(command):
     params = {p.name: p for p in _command(command).params}
     cli_fields = [n for n, f in FIELDS.items() if f.metadata["cli"]]
-    wanted = cli_fields if command == "check" else [n for n in cli_fields if n not in ("pack_length", "no_fix", "strict")]
+    wanted = cli_fields if command == "check" else [n for n in cli_fields if not FIELDS[n].metadata["check_only"]]
     for name in wanted:
         assert name in params, f"onboard {command} has no option for Setup.{name}"
         param = params[name]
@@ -150,6 +150,24 @@ def test_cli_options_are_the_setups_with_its_defaults_and_help(command):
         assert param.help == FIELDS[name].metadata["help"], f"--{name}'s help is not the Setup field's"
     for name in TRAINED_WITH:
         assert name in params, f"onboard {command} cannot set {name}, which training must share with the check"
+
+
+def test_train_options_are_the_declared_training_options():
+    """onboard train's own options are TrainOptions' fields, with their defaults and help, and what is typed
+    reaches the TrainOptions the run trains with."""
+    from onboard.train.options import TRAIN_FIELDS, TrainOptions
+
+    params = {p.name: p for p in _command("train").params}
+    for name, f in TRAIN_FIELDS.items():
+        if not f.metadata["cli"]:
+            continue
+        assert name in params, f"onboard train has no option for TrainOptions.{name}"
+        assert params[name].default == f.default and params[name].help == f.metadata["help"], name
+    ctx = _command("train").make_context("train", ["tiny:llama", "--epochs", "2", "--batch-size", "3", "--no-packing",
+                                                   "--cce", "off", "--lr", "0.01", "--out", "elsewhere"])
+    built = TrainOptions(**{n: ctx.params[n] for n in TRAIN_FIELDS if n in ctx.params})
+    assert (built.epochs, built.batch_size, built.packing, built.cce, built.lr, str(built.out)) == \
+        (2.0, 3, False, "off", 0.01, "elsewhere")
 
 
 @pytest.mark.parametrize("command", ["check", "train"])

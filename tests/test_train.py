@@ -137,11 +137,13 @@ def test_train_from_a_check_report(smollm2_report, tmp_path):
 
     res = runner.invoke(app, ["train", "tiny:llama", "--from", str(tmp_path / "check.json"), "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "is a report on smollm2" in res.output
-    # a report is a check of one setup: training at another LoRA rank or length is refused, the fields named
+    # a report is a check of one setup: training at another LoRA rank or length is refused, the fields named,
+    # before any model loads
     res = runner.invoke(app, ["train", "smollm2", "--from", str(tmp_path / "check.json"), "--lora-rank", "4",
                               "--max-length", "128", "--out", str(tmp_path / "y")])
     text = " ".join(res.output.split())
-    assert res.exit_code == 2 and "lora_rank 16 checked, 4 now" in text and "max_length 2048 checked, 128 now" in text, text
+    assert res.exit_code == 2 and "lora_rank 16 checked, 4 given" in text and "max_length 2048 checked, 128 given" in text, text
+    assert "Loaded" not in text  # refused before the weights load, not after
 
 
 def test_training_runs_the_setup_the_checks_ran(tmp_path):

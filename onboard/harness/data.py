@@ -68,6 +68,8 @@ def read_chats(path: Path) -> list[list[dict[str, str]]]:
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise BadInput(f"no such data file: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInput(f"cannot read data file {path}: {exc}") from exc
     chats = []

@@ -19,8 +19,11 @@ from onboard.harness.errors import BadInput
 
 
 def _opt(default, help: str, *, trained: bool = False, group: str, types: tuple = (), path: bool = False,
-         cli: bool = True):
-    meta = {"help": help, "trained": trained, "group": group, "types": types, "path": path, "cli": cli}
+         cli: bool = True, aliases: tuple[str, ...] = (), check_only: bool = False):
+    """A Setup field and its option: `cli` False for config files only; `aliases`, more names on the command line;
+    `check_only`, an option of `onboard check` that `onboard train` does not take (it trains with the fixes)."""
+    meta = {"help": help, "trained": trained, "group": group, "types": types, "path": path, "cli": cli,
+            "aliases": aliases, "check_only": check_only}
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -47,7 +50,8 @@ class Setup:
     # ---- LoRA
     lora_targets: tuple[str, ...] | None = _opt(None, "comma-separated module names (default all-linear)",
                                                 trained=True, group="lora", types=(list, str))
-    lora_rank: int = _opt(16, "LoRA rank (check and train alike)", trained=True, group="lora", types=(int,))
+    lora_rank: int = _opt(16, "LoRA rank (check and train alike)", trained=True, group="lora", types=(int,),
+                          aliases=("--lora-r",))
     lora_alpha: int = _opt(32, "LoRA alpha (check and train alike)", trained=True, group="lora", types=(int,))
     # ---- data and lengths
     data: str | None = _opt(None, "chat samples, JSONL of {\"messages\": [...]}; default: onboard's built-in chats",
@@ -56,7 +60,8 @@ class Setup:
                                      group="data", types=(str,), path=True)
     max_length: int = _opt(2048, "tokens a sample keeps (longer ones are truncated)", trained=True, group="data",
                            types=(int,))
-    pack_length: int = _opt(512, "tokens per packed row in the packing check", group="data", types=(int,))
+    pack_length: int = _opt(512, "tokens per packed row in the packing check", group="data", types=(int,),
+                            check_only=True)
     row_tokens: int | None = _opt(None, "the longest packed row training builds, in tokens: PACK001 puts a sample at "
                                   "its far end (default: the 8 longest samples of the data, at most 8 x max-length, "
                                   "what onboard train's default batch of 8 packs)", trained=True, group="data",
@@ -72,9 +77,10 @@ class Setup:
     torch_compile: bool | None = _opt(None, "check the training step under torch.compile (COMPILE001; default: on "
                                       "with CUDA)", group="training", types=(bool,))
     # ---- the run
-    no_fix: bool = _opt(False, "report only: do not apply and verify fixes", group="run", types=(bool,))
+    no_fix: bool = _opt(False, "report only: do not apply and verify fixes", group="run", types=(bool,),
+                        check_only=True)
     unsafe_fixes: bool = _opt(False, "also apply patches that change what is trained", group="run", types=(bool,))
-    strict: bool = _opt(False, "exit 1 on READY_WITH_FIXES too", group="run", types=(bool,))
+    strict: bool = _opt(False, "exit 1 on READY_WITH_FIXES too", group="run", types=(bool,), check_only=True)
     # ---- from config files only
     thresholds: dict = _opt({}, "threshold overrides by name (onboard explain lists them)", group="run",
                             types=(dict,), cli=False)
