@@ -18,7 +18,6 @@ import torch
 from onboard.checks.cce import predicted_saving
 from onboard.harness.memory import cuda_peak_bytes
 from onboard.harness.session import ModelSession
-from onboard.harness.spec import ModelSpec
 from onboard.patches import get_patch, unwrap
 
 SHAPES = [(4, 2048, False), (4, 2048, True), (2, 8192, True)]  # batch, sequence, gradient checkpointing

@@ -21,7 +21,6 @@ from onboard.harness.data import pack
 from onboard.harness.forward import PackedBatch, batch_tensors
 from onboard.harness.runner import run_checks
 from onboard.harness.session import ModelSession
-from onboard.harness.spec import ModelSpec
 
 
 def bare_passes(session, rerun_packing: bool) -> float:

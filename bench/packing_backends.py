@@ -17,7 +17,6 @@ import torch
 
 from onboard.checks.packing import CONVENTIONS, PackingCheck
 from onboard.harness.session import ModelSession
-from onboard.harness.spec import ModelSpec
 from onboard.patches import get_patch
 
 BACKENDS = ["eager", "sdpa", "flex_attention", "flash_attention_4"]

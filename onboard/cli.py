@@ -9,13 +9,16 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 
 from onboard.harness.result import ExitCode
 from onboard.harness.setup import help_of
+
+if TYPE_CHECKING:
+    from onboard.harness.session import ModelSession
 
 app = typer.Typer(
     add_completion=False,
@@ -203,7 +206,7 @@ def _open_session(setup, cfg, max_examples: int | None = None, quiet: bool = Fal
     return _with_warnings(session)
 
 
-def _with_warnings(session):
+def _with_warnings(session: ModelSession):
     for warning in session.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
     return session
@@ -484,7 +487,7 @@ def explain(code: Annotated[str, typer.Argument(help="a check code (PACK001) or 
     print(reference.explain_check(check))
 
 
-def _same_setup(report, session, path) -> None:
+def _same_setup(report, session: ModelSession, path) -> None:
     """`train --from`: the report must be a check of this training setup (what the checks depend on)."""
     from onboard.harness.errors import BadInput
     from onboard.harness.runner import run_options

@@ -17,7 +17,6 @@ import torch
 from onboard.harness.data import BUILTIN_CHATS, FALLBACK_TEMPLATE, Example, read_chats, tokenize_chat
 from onboard.harness.errors import BadInput, EnvironmentProblem
 from onboard.harness.setup import DEFAULT, Setup
-from onboard.harness.thresholds import Thresholds
 from onboard.patches.base import PatchContext, PatchHandle, unwrap
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,

@@ -13,7 +13,6 @@ def check_architecture(arch: str) -> dict[str, Any]:
     from onboard.harness.errors import OnboardError
     from onboard.harness.runner import run_checks
     from onboard.harness.session import ModelSession
-    from onboard.harness.spec import ModelSpec
 
     start = time.perf_counter()
     try:
