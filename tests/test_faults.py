@@ -186,16 +186,15 @@ def test_apply_then_revert_leaves_the_model_unchanged(patch_id):
     before, use_cache = snapshot(), config.use_cache
     attrs = dict(vars(model))
     if is_lora_transform(patch):  # a LoRA-config transform has no apply(): it rewrites the config, not the model
-        plain = lora_config(model, session.lora_targets)
+        plain = lora_config(model, session.lora_targets, (), session.lora_rank, session.lora_alpha)
         assert patch.configure(plain, model) != plain  # the model is one it changes
     else:
         if patch_id == "speed.compiled_layers":
             from onboard.patches.speed import CompiledLayersPatch
 
             patch = CompiledLayersPatch(devices=("cpu",))
-        if patch_id == "moe.experts_implementation":
-            session.patch_options[patch_id] = "batched_mm"  # MOE001's choice
-        handle = patch.apply(model, session)
+        choice = {patch_id: "batched_mm"} if patch_id == "moe.experts_implementation" else None  # MOE001's
+        handle = patch.apply(model, session.patch_context(choice))
         handle.revert()
     after = snapshot()
     torch.testing.assert_close(after[0], before[0], rtol=0, atol=0)

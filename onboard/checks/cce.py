@@ -71,7 +71,8 @@ class CceCheck(Check):
     summary = "Cut Cross Entropy is live on the loaded class, matches the loss, saves memory"
     requires = ("LORA001",)
     needs_labels = True
-    version = 2  # 2: without cut_cross_entropy a SKIP naming the install line (1 crashed)
+    version = 2  # 2: without cut_cross_entropy a SKIP naming the install line (1 crashed); a memory probe
+    # that runs out of GPU memory no longer falls back to the model's own loss (it needs more memory, not less)
 
     def figures(self, result, device):
         ms = result.measurements
@@ -106,8 +107,8 @@ class CceCheck(Check):
         res = self.result(Status.PASS, "", enables=patch.id, fallback_patch=ids.CCE_MODEL_LOSS)
         res.measure("loss_reference", round(ref_loss, 6), "nats", "the model's own loss")
         res.measure("ce_of_logits_shifted", round(own["shifted"], 6), "nats", "cross-entropy of its logits, next token")
-        try:
-            handle = patch.apply(model, session)
+        try:  # through the session, taken back below: the check measures it, training decides
+            handle = session.apply_patch(patch)
         except ValueError as exc:
             text = str(exc).splitlines()[0]
             res.status, res.enables = Status.FAIL, None
@@ -119,14 +120,15 @@ class CceCheck(Check):
                 res.message = f"the fused loss cannot reproduce {cls}'s logits: {text}"
             return res
         try:
-            with handle:
-                fused_loss, fused_grads, fused = _loss_and_grads(model, batch)
+            fused_loss, fused_grads, fused = _loss_and_grads(model, batch)
         except (IndexError, RuntimeError) as exc:  # the model post-processes logits the fused path never makes
             res.status, res.enables, res.diagnosis = Status.FAIL, None, "FM-CCE-MATH"
             res.message = (f"the fused loss cannot run on {cls}: its forward works on the logits after the output "
                            f"layer ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}), which the fused loss "
                            "never makes")
             return res
+        finally:
+            session.revert_patch(patch.id)
         stats = handle.stats
         rtol = session.threshold("cce.loss_rtol")
         rel = abs(fused_loss - ref_loss) / max(abs(ref_loss), 1e-12)
@@ -234,14 +236,19 @@ def _measure_memory(res, session: ModelSession, patch, model) -> None:
 
     try:
         plain = cuda_peak_bytes(step, session.device)
-        with patch.apply(model, session):
+        session.apply_patch(patch)
+        try:
             fused = cuda_peak_bytes(step, session.device)
+        finally:
+            session.revert_patch(patch.id)
     except torch.OutOfMemoryError:
         model.zero_grad(set_to_none=True)
         torch.cuda.empty_cache()
         res.measure("memory", "out of memory", "", f"batch {bsz}x{seq}")
         res.status = Status.WARN
         res.message += f"; memory probe at {bsz}x{seq} ran out of GPU memory"
+        # the saving is unmeasured, not refuted: the model's own loss (the fallback) needs more memory, not less
+        res.fallback_patch = None
         return
     predicted = predicted_saving(bsz, seq, vocab, session.dtype)
     ratio = (plain - fused) / predicted
