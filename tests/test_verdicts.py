@@ -248,6 +248,25 @@ def test_attention_causal_makes_eager_attention_causal_too():
     assert attn.fix.measurements_after["future_leak"].value == 0
 
 
+def test_xlnets_own_switch_makes_it_causal_and_a_model_without_one_is_named():
+    """XLNet attends both ways with its default attn_type "bi"; attention.causal turns it to "uni", its causal
+    attention, and ATTN001's probe then moves earlier log-probabilities by exactly 0 (issue 26). CPM-Ant builds an
+    all-ones context into its mask in code: no switch reaches it, the finding stays, and the reason says what was
+    looked for."""
+    from onboard.checks import AttentionCheck
+
+    attn = by_code(run_checks(make_session("tiny:xlnet"), [LoadCheck, AttentionCheck]))["ATTN001"]
+    assert attn.diagnosis == "FM-ATTN-NONCAUSAL" and attn.fixed and attn.fix.patch_id == "attention.causal"
+    assert attn.measurements["future_leak"].value > 1e-3 and attn.fix.measurements_after["future_leak"].value == 0
+    cpmant = by_code(run_checks(make_session("tiny:cpmant"), [LoadCheck, AttentionCheck]))["ATTN001"]
+    assert cpmant.diagnosis == "FM-ATTN-NONCAUSAL" and cpmant.blocking and cpmant.fix is None
+    assert "no switch" in cpmant.message and "modeling_cpmant.py" in cpmant.message
+    from onboard.patches import get_patch
+
+    session = make_session("tiny:cpmant")
+    assert "no switch that makes its attention causal" in get_patch("attention.causal").applies_to(session.model)
+
+
 def test_a_kernel_package_that_refuses_is_not_the_models_fault(tmp_path, monkeypatch):
     """On an H200, flash-linear-attention refused its backward on the installed Triton and ATTN001 called Qwen3.5's
     forward broken (FM-MODEL-FORWARD). An error raised inside an optional kernel package names the package; the

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import math
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from onboard.checks.base import Check, FixAvailability
 from onboard.harness.result import Status
@@ -52,6 +52,7 @@ class AttentionCheck(Check):
     summary = "the attention backend loads, supports the head size, and agrees with eager"
     requires = ("LOAD001",)
     fix_availability = FixAvailability.SOMETIMES
+    version = 2  # 2: XLNet's attn_type switch is a fix; a model with no switch says what was looked for
 
     def run(self, session: ModelSession):
         model = session.train_model
@@ -116,8 +117,13 @@ class AttentionCheck(Check):
             res.status, res.diagnosis = Status.FAIL, "FM-ATTN-NONCAUSAL"
             res.message = (f"the model is not causal: changing later tokens moves earlier predictions by {future:.3g} "
                            "nats, so next-token training reads the answer")
-            if get_patch(ids.ATTENTION_CAUSAL).applies_to(model) is None:
+            no_switch = get_patch(ids.ATTENTION_CAUSAL).applies_to(model)
+            if no_switch is None:
                 res.proposed_patch = ids.ATTENTION_CAUSAL
+            else:  # nothing onboard can turn: say what was looked for, and where the model's code builds its mask
+                import inspect
+
+                res.message += f"; {no_switch}; its attention is built in {Path(inspect.getsourcefile(type(base))).name}"
             return res
         if wanted == "eager":
             res.message = f"{wanted} runs (loss {loss:.4f})"

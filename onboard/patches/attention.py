@@ -82,9 +82,12 @@ class CausalAttentionPatch:
     training then reads the answer (transformers warns "add `is_decoder=True`"). PaliGemma's config sets its
     Gemma text model's `use_bidirectional_attention` (the prefix-LM of its pretraining), so its attention
     modules are not causal: eager builds a causal mask anyway, sdpa without a mask attends both ways. XLM is
-    causal only with `config.causal` (its CLM checkpoints set it, its MLM ones do not). The patch sets
-    `is_decoder` and `causal`, clears `use_bidirectional_attention`, and marks the text model's self-attention
-    modules causal (sdpa and flash kernels read that flag); a vision tower's attention is left as it is."""
+    causal only with `config.causal` (its CLM checkpoints set it, its MLM ones do not). XLNet's default
+    `attn_type="bi"` attends both ways; `"uni"` builds its causal mask (and relative positions to match). The
+    patch sets `is_decoder` and `causal`, clears `use_bidirectional_attention`, turns `attn_type` "bi" into
+    "uni", and marks the text model's self-attention modules causal (sdpa and flash kernels read that flag); a
+    vision tower's attention is left as it is. ATTN001's exact probe (earlier log-probabilities move by 0 when
+    later tokens change) verifies it; a model none of these switches reaches stays NOT_READY."""
 
     id = ids.ATTENTION_CAUSAL
     applicability = Applicability.SAFE
@@ -93,11 +96,12 @@ class CausalAttentionPatch:
     def applies_to(self, model) -> str | None:
         config = unwrap(model).config.get_text_config()
         if hasattr(config, "is_decoder") or getattr(config, "use_bidirectional_attention", None) or \
-                getattr(config, "causal", None) is False:
+                getattr(config, "causal", None) is False or getattr(config, "attn_type", None) == "bi":
             return None
         if any(getattr(m, "is_causal", None) is False for _, m in _text_modules(unwrap(model))):
             return None
-        return f"{type(unwrap(model)).__name__} has no switch that makes its attention causal"
+        return (f"{type(unwrap(model)).__name__} has no switch that makes its attention causal (none of is_decoder, "
+                f"causal, use_bidirectional_attention, attn_type in its config, nor an is_causal module flag)")
 
     def apply(self, model, context: PatchContext | None = None) -> PatchHandle:
         reason = self.applies_to(model)
@@ -112,6 +116,11 @@ class CausalAttentionPatch:
                 set_attr(handle, config, "use_bidirectional_attention", False)
             if getattr(config, "causal", None) is False:  # XLM: its masked-LM checkpoints attend both ways
                 set_attr(handle, config, "causal", True)
+            if getattr(config, "attn_type", None) == "bi":  # XLNet: "uni" is its causal attention
+                set_attr(handle, config, "attn_type", "uni")
+        for name, module in [("", base), *_text_modules(base)]:
+            if getattr(module, "attn_type", None) == "bi":  # XLNet's model and LM head copy it at init
+                set_attr(handle, module, "attn_type", "uni")
         for name, module in _text_modules(base):
             if getattr(module, "is_causal", None) is False and "cross" not in name.lower():
                 set_attr(handle, module, "is_causal", True)
