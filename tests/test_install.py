@@ -99,18 +99,19 @@ def test_cut_cross_entropy_requires_triton_on_linux():
 
 CHILD = r"""
 import json, sys
-for name in sys.argv[2:]:
+model = sys.argv[2]
+for name in sys.argv[3:]:
     sys.modules[name] = None  # the import fails as for a package that is not there
 from onboard.checks import CceCheck, LoadCheck, LoraCheck
 from onboard.harness.runner import run_checks
 from onboard.harness.session import ModelSession
 from onboard.patches import get_patch, ids
 
-session = ModelSession(model="tiny:llama", device="cpu")
+session = ModelSession(model=model, device="cpu")
 report = run_checks(session, [LoadCheck, LoraCheck, CceCheck])
 cce = next(c for c in report.checks if c.code == "CCE001")
 try:
-    get_patch(ids.CCE_FUSED_LOSS).apply(session.train_model, session)
+    get_patch(ids.CCE_FUSED_LOSS).apply(session.train_model, session.patch_context())
     applied = "applied"
 except ImportError as exc:
     applied = f"ImportError: {exc}"
@@ -119,9 +120,9 @@ json.dump({"status": cce.status.value, "message": cce.message, "diagnosis": cce.
 """
 
 
-def _run_without(tmp_path, *blocked: str) -> dict:
+def _run_without(tmp_path, *blocked: str, model: str = "tiny:llama") -> dict:
     out = tmp_path / "cce.json"
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(out), *blocked], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(out), model, *blocked], capture_output=True, text=True,
                           timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text())
@@ -134,6 +135,17 @@ def test_cce001_without_cut_cross_entropy_names_the_install_line(tmp_path):
     assert cce["evidence"]["needs_dependency"]["install"] == CCE_INSTALL
     assert cce["verdict"] == "READY"  # a library the machine lacks keeps no model from being ready
     assert cce["apply"].startswith("ImportError: cce.fused_loss needs cut-cross-entropy") and CCE_INSTALL in cce["apply"]
+
+
+def test_without_cut_cross_entropy_an_unshifted_loss_is_still_found(tmp_path):
+    """The fused loss is the library's; whether the model's own loss (what training uses without it) is the
+    next-token cross-entropy of its logits is the model's. BartForCausalLM trains position t on token t: without
+    the library that stays a finding (it was caught only by the fused-loss comparison before the library became
+    an extra)."""
+    cce = _run_without(tmp_path, "cut_cross_entropy", model="tiny:bart")
+    assert cce["status"] == "FAIL" and cce["diagnosis"] == "FM-CCE-MATH", cce
+    assert "does not shift labels" in cce["message"] and "not installed" in cce["message"], cce["message"]
+    assert cce["verdict"] == "NOT_READY"
 
 
 @pytest.mark.skipif(platform.system() != "Linux", reason="cut_cross_entropy imports triton on Linux only")

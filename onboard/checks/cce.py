@@ -71,8 +71,9 @@ class CceCheck(Check):
     summary = "Cut Cross Entropy is live on the loaded class, matches the loss, saves memory"
     requires = ("LORA001",)
     needs_labels = True
-    version = 2  # 2: without cut_cross_entropy a SKIP naming the install line (1 crashed); a memory probe
-    # that runs out of GPU memory no longer falls back to the model's own loss (it needs more memory, not less)
+    version = 2  # 2: without cut_cross_entropy the fused loss is SKIP naming the install line (1 crashed), the
+    # model's own loss still judged; a memory probe that runs out of GPU memory no longer falls back to the model's
+    # own loss (it needs more memory, not less)
 
     def figures(self, result, device):
         ms = result.measurements
@@ -89,11 +90,8 @@ class CceCheck(Check):
     def run(self, session: ModelSession):
         patch = get_patch(ids.CCE_FUSED_LOSS)
         missing = cce_missing()
-        if missing:  # the machine lacks the library: nothing is known about the model, and training loses nothing
-            res = self.result(Status.SKIP, f"not run: {missing}; training uses the model's own loss")
-            res.evidence["needs_dependency"] = {"package": CCE_REQUIREMENT, "install": CCE_INSTALL,
-                                                "extra": "onboard[cce]", "reason": missing}
-            return res
+        if missing:  # the fused loss cannot be judged here; the loss training then uses, the model's own, can
+            return self._without_library(session, missing)
         model = session.train_model
         reason = patch.applies_to(model)
         if reason:
@@ -158,6 +156,25 @@ class CceCheck(Check):
         _measure_memory(res, session, patch, model)
         return res
 
+
+    def _without_library(self, session: ModelSession, missing: str):
+        """No cut_cross_entropy here: the fused loss is not judged (SKIP, with the line that installs it), but the
+        loss training uses instead, the model's own, still is: a class whose own loss is not the next-token
+        cross-entropy of its logits (BartForCausalLM trains position t on token t) is the same finding with or
+        without the library, and a library the machine lacks must not hide it."""
+        model = session.train_model
+        ref_loss, _, own = _loss_and_grads(model, session.probe_batch())
+        judged = self._model_loss(session, ref_loss, own, type(unwrap(model)).__name__)
+        judged.evidence["needs_dependency"] = {"package": CCE_REQUIREMENT, "install": CCE_INSTALL,
+                                               "extra": "onboard[cce]", "reason": missing}
+        if judged.status is Status.FAIL:
+            judged.message += f" (the fused loss is not judged: {missing})"
+            return judged
+        judged.status = Status.SKIP
+        judged.message = (f"not run: {missing}; training uses the model's own loss, the next-token cross-entropy of "
+                          "its logits")
+        judged.evidence.pop("fallback_cost", None)
+        return judged
 
     def _model_loss(self, session: ModelSession, ref_loss: float, own: dict, cls: str):
         """Under cce.model_loss (the fallback): training computes the model's own loss from full logits. That is
