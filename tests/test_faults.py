@@ -152,6 +152,7 @@ PATCH_MODELS = {
     "packing.segment_conv": ("tiny:mamba", {}),  # depthwise causal convolutions; a padded batch runs them as they were  # the collator's choice: the model is left as it is
     "cce.model_loss": ("tiny:llama", {}),  # the fallback: the model's own loss, the model as it is
     "cce.fused_loss": ("tiny:llama", {}),
+    "labels.shift": ("tiny:bart", {}),  # the logits are the same; the wrapped forward goes with the revert
     "attention.fallback": ("tiny:llama", {"attn": "eager"}),
     "attention.causal": ("fault:attn-noncausal", {}),
     "inputs.token_type_ids": ("fault:input-extra", {}),

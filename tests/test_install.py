@@ -116,7 +116,8 @@ try:
 except ImportError as exc:
     applied = f"ImportError: {exc}"
 json.dump({"status": cce.status.value, "message": cce.message, "diagnosis": cce.diagnosis, "evidence": cce.evidence,
-           "verdict": report.verdict.value, "apply": applied}, open(sys.argv[1], "w"))
+           "verdict": report.verdict.value, "apply": applied,
+           "fix": [cce.fix.patch_id, cce.fix.verified] if cce.fix else None}, open(sys.argv[1], "w"))
 """
 
 
@@ -141,11 +142,11 @@ def test_without_cut_cross_entropy_an_unshifted_loss_is_still_found(tmp_path):
     """The fused loss is the library's; whether the model's own loss (what training uses without it) is the
     next-token cross-entropy of its logits is the model's. BartForCausalLM trains position t on token t: without
     the library that stays a finding (it was caught only by the fused-loss comparison before the library became
-    an extra)."""
+    an extra), and labels.shift is verified on the model's own loss."""
     cce = _run_without(tmp_path, "cut_cross_entropy", model="tiny:bart")
     assert cce["status"] == "FAIL" and cce["diagnosis"] == "FM-CCE-MATH", cce
     assert "does not shift labels" in cce["message"] and "not installed" in cce["message"], cce["message"]
-    assert cce["verdict"] == "NOT_READY"
+    assert cce["fix"] == ["labels.shift", True] and cce["verdict"] == "READY_WITH_FIXES", cce
 
 
 @pytest.mark.skipif(platform.system() != "Linux", reason="cut_cross_entropy imports triton on Linux only")

@@ -295,13 +295,15 @@ def test_a_kernel_package_that_refuses_is_not_the_models_fault(tmp_path, monkeyp
     sys.modules.pop("fla", None)
 
 
-def test_a_loss_that_is_not_next_token_has_no_fallback():
-    """Bart's causal LM trains position t on token t: the fused loss fails, and so does its fallback, the model's
-    own loss (it is not the next-token loss of its logits): CCE001 stays a finding."""
+def test_a_loss_that_is_not_next_token_is_fixed_by_shifting_its_labels():
+    """Bart's causal LM trains position t on token t: the fused loss fails, and the model's own loss (the fallback)
+    is not the next-token loss either. labels.shift, proposed first, is verified: with each sample's labels
+    shifted, the model's loss is the next-token cross-entropy of its logits and the fused loss matches it."""
     from onboard.checks import CceCheck
 
     report = run_checks(make_session("tiny:bart"), [LoadCheck, LoraCheck, CceCheck])
     cce = by_code(report)["CCE001"]
-    assert cce.diagnosis == "FM-CCE-MATH" and cce.fix.patch_id == "cce.model_loss" and not cce.fix.verified
-    assert cce.blocking and report.verdict.value == "NOT_READY"
+    assert cce.diagnosis == "FM-CCE-MATH" and cce.fix.patch_id == "labels.shift" and cce.fix.verified, cce.message
+    assert cce.fix.measurements_after["loss_rel_diff"].within and report.verdict.value == "READY_WITH_FIXES"
+    assert "labels.shift" in report.verified_patches
     assert "cce.model_loss" not in report.verified_patches  # a fallback that did not verify is not trained with

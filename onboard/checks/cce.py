@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from onboard.checks.base import Check
+from onboard.checks.base import Check, FixAvailability
 from onboard.harness.forward import grad_rel_diff
 from onboard.harness.memory import cuda_peak_bytes
 from onboard.harness.result import Status, bar_figure, note_figure
@@ -63,7 +63,12 @@ class CceCheck(Check):
     None for the fused loss itself: when this check passes, `onboard train` uses cce.fused_loss on CUDA. When it
     fails, the fallback cce.model_loss: training computes the model's own loss over full logits, verified by
     re-running the check (the model's own loss must be the next-token cross-entropy of its logits), its cost
-    the logits' memory at 4 x 2048 tokens. A model whose own loss is not that stays NOT_READY.
+    the logits' memory at 4 x 2048 tokens. A class whose own loss is the unshifted cross-entropy (position t
+    trained on labels[t]: BartForCausalLM, XLM, Marian's and Whisper's decoders, whose documentation asks for
+    labels shifted beforehand) gets labels.shift first: each sample's labels shifted before its forward, verified
+    by the re-check (the model's loss is then the next-token cross-entropy of its logits, and the fused loss
+    matches it; without cut-cross-entropy the model's loss alone is judged). A model whose own loss is neither
+    stays NOT_READY.
     """
 
     code = "CCE001"
@@ -71,9 +76,10 @@ class CceCheck(Check):
     summary = "Cut Cross Entropy is live on the loaded class, matches the loss, saves memory"
     requires = ("LORA001",)
     needs_labels = True
+    fix_availability = FixAvailability.SOMETIMES  # labels.shift, for a model loss of position t on labels[t]
     version = 2  # 2: without cut_cross_entropy the fused loss is SKIP naming the install line (1 crashed), the
     # model's own loss still judged; a memory probe that runs out of GPU memory no longer falls back to the model's
-    # own loss (it needs more memory, not less)
+    # own loss (it needs more memory, not less); a model loss of position t on labels[t] gets labels.shift
 
     def figures(self, result, device):
         ms = result.measurements
@@ -147,6 +153,8 @@ class CceCheck(Check):
             res.status, res.diagnosis, res.enables = Status.FAIL, "FM-CCE-MATH", None
             res.message = (f"fused loss {fused_loss:.5f} vs the model's {ref_loss:.5f} (rel {rel:.2g}), gradients rel "
                            f"{grad_rel:.2g}: " + _why(ref_loss, own, rtol))
+            if _unshifted(ref_loss, own, rtol):  # the model trains position t on token t: its labels, shifted first
+                res.proposed_patch = ids.LABELS_SHIFT
             return res
         res.message = f"live on {cls} ({stats.impl}), loss matches to {rel:.1g}"
         if session.device.type != "cuda":
@@ -169,6 +177,12 @@ class CceCheck(Check):
                                                "extra": "onboard[cce]", "reason": missing}
         if judged.status is Status.FAIL:
             judged.message += f" (the fused loss is not judged: {missing})"
+            if _unshifted(ref_loss, own, session.threshold("cce.loss_rtol")):
+                judged.proposed_patch = ids.LABELS_SHIFT
+            return judged
+        if ids.LABELS_SHIFT in session.applied:  # the re-check of the label fix: the loss training uses is right now
+            judged.message = (f"with labels.shift the model's own loss is the next-token cross-entropy of its logits "
+                              f"(the fused loss is not judged: {missing})")
             return judged
         judged.status = Status.SKIP
         judged.message = (f"not run: {missing}; training uses the model's own loss, the next-token cross-entropy of "
@@ -201,6 +215,14 @@ class CceCheck(Check):
         res.message = (f"training uses {cls}'s own loss, the next-token cross-entropy of its logits (to {rel:.1g}); "
                        f"it costs the logits' memory, {cost / 2**30:.2f} GiB at {batch} x {seq} tokens")
         return res
+
+
+def _unshifted(ref_loss: float, own: dict, rtol: float) -> bool:
+    """The model's own loss is the cross-entropy of position t against labels[t] (and not the next-token one)."""
+    def same(a: float) -> bool:
+        return abs(a - ref_loss) <= rtol * max(abs(ref_loss), 1e-12)
+
+    return same(own["unshifted"]) and not same(own["shifted"])
 
 
 def _why(ref_loss: float, own: dict, rtol: float) -> str:

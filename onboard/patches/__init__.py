@@ -6,6 +6,7 @@ from onboard.patches.base import (Applicability, LoraTransform, Patch, PatchCont
                                   unwrap)
 from onboard.patches.cce import CcePatch, ModelLossPatch
 from onboard.patches.extra_inputs import ExtraInputsPatch
+from onboard.patches.labels import ShiftLabelsPatch
 from onboard.patches.loss_kwargs import AcceptsNumItemsPatch, LossKwargsPatch
 from onboard.patches.moe import ExpertsImplementationPatch
 from onboard.patches.packing import (BlockMaskPatch, PackingPatch, SampleBoundariesPatch, SegmentConvPatch,
@@ -20,7 +21,7 @@ PATCHES: dict[str, Patch | LoraTransform] = {p.id: p for p in (
     ExtraInputsPatch(),
     PackingPatch(), BlockMaskPatch(), SampleBoundariesPatch(), SegmentConvPatch(), UnpackedPatch(), LossKwargsPatch(),
     AcceptsNumItemsPatch(), CcePatch(),
-    ModelLossPatch(), PackedAttentionPatch(),
+    ModelLossPatch(), ShiftLabelsPatch(), PackedAttentionPatch(),
     CompiledLayersPatch(), ExpertsImplementationPatch(),
 )}
 if tuple(PATCHES) != ids.ALL:  # a patch without its constant, or a constant without its patch
