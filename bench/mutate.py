@@ -128,7 +128,7 @@ MUTATIONS = [
       "        if mean >= 1.1 * ln_v:", ("tests/test_faults.py::test_planted_weight_fault_reads_as_random",),
       "the random-loss threshold loosened"),
     M("attn-kernel-blamed", "onboard/checks/attention.py",
-      '                if wanted != "eager" and _runs_with(base, "eager", lambda: _step(model, inputs)):',
+      '                if wanted != "eager" and _runs_with(session, "eager", lambda: _step(model, inputs)):',
       "                if True:", ("tests/test_checks_tiny.py::test_forward_that_fails_with_eager_too_is_not_blamed_on_the_backend",),
       "the backend blamed for the model's forward"),
     M("attn-fallback-unchecked", "onboard/checks/attention.py", "        if rel > rtol:\n            res.status, res.diagnosis = Status.FAIL, \"FM-ATTN-MISMATCH\"",
@@ -181,7 +181,7 @@ MUTATIONS = [
     M("json-patches-all", "onboard/harness/result.py",
       "        fixes = [c.fix.patch_id for c in self.checks if c.fixed]",
       "        fixes = [c.fix.patch_id for c in self.checks if c.fix]",
-      ("tests/test_verdicts.py::test_a_loss_that_is_not_next_token_has_no_fallback",),
+      ("tests/test_verdicts.py::test_a_loss_that_is_neither_next_token_nor_unshifted_has_no_fix",),
       "an unverified patch listed for training"),
     # ---- found by the audit of the 5.24 matrix ----
     # (pack-mask-built-once, a one-row mask handed to the control's two rows, left the list on 2026-12-06: the
@@ -237,7 +237,7 @@ MUTATIONS = [
       "a hybrid's Mamba mixers left frozen by attention-only targets pass"),
     M("cce-fallback-unchecked", "onboard/checks/cce.py", "        if not rel <= rtol:\n            res.status, res.diagnosis = Status.FAIL, \"FM-CCE-MATH\"",
       "        if False:\n            res.status, res.diagnosis = Status.FAIL, \"FM-CCE-MATH\"",
-      ("tests/test_verdicts.py::test_a_loss_that_is_not_next_token_has_no_fallback",),
+      ("tests/test_verdicts.py::test_a_loss_that_is_neither_next_token_nor_unshifted_has_no_fix",),
       "the model's own loss accepted as the fallback where it is not the next-token loss (Bart)"),
     M("train-grads-ignored", "onboard/checks/train_step.py",
       "        if loss_off <= loss_limit and grad_off is not None and grad_off > grad_limit:", "        if False:",

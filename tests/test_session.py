@@ -13,7 +13,8 @@ KEEPING = sorted(p.id for p in PATCHES.values() if getattr(p, "keeps_unpacked_ou
 MODELS = {ids.PACKING_NO_CACHE: "tiny:llama", ids.PACKING_BLOCK_MASK: "fault:pack-isolation",
           ids.PACKING_SAMPLE_BOUNDARIES: "fault:pack-recurrent", ids.PACKING_SEGMENT_CONV: "fault:pack-conv",
           ids.PACKING_UNPACKED: "fault:pack-positions", ids.CCE_MODEL_LOSS: "fault:cce-math",
-          ids.LOSS_NUM_ITEMS: "fault:loss-ga", ids.LOSS_ACCEPTS_NUM_ITEMS: "fault:ga-weights"}
+          ids.LOSS_NUM_ITEMS: "fault:loss-ga", ids.LOSS_ACCEPTS_NUM_ITEMS: "fault:ga-weights",
+          ids.LABELS_SHIFT: "fault:labels-unshifted"}
 
 
 def test_the_patches_that_keep_cached_values_are_known():
@@ -26,7 +27,7 @@ def test_a_patch_that_keeps_unpacked_outputs_keeps_them_exactly(patch_id):
     losses, bit for bit, with the patch applied."""
     session = make_session(MODELS[patch_id])
     before = [example_losses(session.model, ex, session.device) for ex in session.examples[:3]]
-    handle = get_patch(patch_id).apply(session.model, session)
+    handle = get_patch(patch_id).apply(session.model, session.patch_context())
     try:
         after = [example_losses(session.model, ex, session.device) for ex in session.examples[:3]]
     finally:

@@ -295,6 +295,20 @@ def test_a_kernel_package_that_refuses_is_not_the_models_fault(tmp_path, monkeyp
     sys.modules.pop("fla", None)
 
 
+def test_a_loss_that_is_neither_next_token_nor_unshifted_has_no_fix():
+    """ProphetNet's causal LM averages two streams (the next token and the one after) against the same labels: its
+    own loss is neither the next-token nor the unshifted cross-entropy of its logits. The fused loss fails, the
+    fallback (the model's own loss) does not verify, no label shift is proposed, and nothing unverified is listed
+    for training."""
+    from onboard.checks import CceCheck
+
+    report = run_checks(make_session("tiny:prophetnet"), [LoadCheck, LoraCheck, CceCheck])
+    cce = by_code(report)["CCE001"]
+    assert cce.diagnosis == "FM-CCE-MATH" and cce.fix.patch_id == "cce.model_loss" and not cce.fix.verified
+    assert cce.blocking and report.verdict.value == "NOT_READY" and cce.proposed_patch != "labels.shift"
+    assert "cce.model_loss" not in report.verified_patches  # a fallback that did not verify is not trained with
+
+
 def test_a_loss_that_is_not_next_token_is_fixed_by_shifting_its_labels():
     """Bart's causal LM trains position t on token t: the fused loss fails, and the model's own loss (the fallback)
     is not the next-token loss either. labels.shift, proposed first, is verified: with each sample's labels
