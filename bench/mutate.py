@@ -245,6 +245,13 @@ MUTATIONS = [
     M("unpacked-still-packs", "onboard/train/run.py",
       "    packing = options.packing and ids.PACKING_UNPACKED not in applied", "    packing = options.packing",
       ("tests/test_cli.py::test_train_follows_the_unpacked_fallback",), "onboard train packs a model whose fix is unpacked"),
+    # ---- issue 25 and 26: check versions, the label shift ----
+    M("train-from-changed-checks", "onboard/train/run.py",
+      "    changed = changed_checks(report)\n    if changed:", "    changed = changed_checks(report)\n    if False:",
+      ("tests/test_check_versions.py",), "a report made by checks that changed since is trained from"),
+    M("labels-shift-crosses-samples", "onboard/patches/labels.py",
+      "        shifted[..., :-1][position_ids[..., 1:] == 0] = IGNORE", "        pass",
+      ("tests/test_labels.py",), "a packed sample's last position trained on the next sample's first token"),
 ]
 
 
