@@ -183,12 +183,12 @@ def check(
 
 
 def _read_early(setup) -> None:
-    """What can be judged without torch: the model name (a typo gets its close names) and the data file (a bad
-    line is named); the session reads both again when it opens."""
-    from onboard.harness.data import read_chats
+    """What can be judged without torch: the data file is there, and the model name (a typo gets its close
+    names). The session parses the data (naming a bad line) before it loads the model."""
+    from onboard.harness.data import data_file
 
     if setup.data:
-        read_chats(Path(setup.data))
+        data_file(setup.data)
     setup.spec()
 
 
@@ -269,13 +269,14 @@ def train(
         if report is not None:
             _same_setup(report, session, from_report)
         err.print(f"Loaded {session.spec.display} in {session.timings['model_load']:.1f} s")
+        examples = None  # the training data, tokenized (here when the row length needs it, else by training)
         if report is None and wanted.packing:  # PACK001 judges a sample at the far end of the longest row packed
             from onboard.harness.data import read_chats
             from onboard.train.run import longest_row_built
 
             data = given.get("data")
-            lengths = [len(ex) for ex in session.tokenize(read_chats(Path(data) if data else session.data_path))]
-            built = longest_row_built(lengths, wanted.batch_size, wanted.batch_tokens)
+            examples = session.tokenize(read_chats(Path(data) if data else session.data_path))  # trained on below
+            built = longest_row_built([len(ex) for ex in examples], wanted.batch_size, wanted.batch_tokens)
             if built > session.longest_row:
                 session.setup = session.setup.replace(row_tokens=built)
         if report is None:
@@ -306,7 +307,8 @@ def train(
             err.print(f"[yellow]--force:[/] training a {report.verdict.value} model ({findings})", highlight=False)
             source["forced"] = True
         result = run_training(session, report.verified_patches, dataclasses.replace(wanted, seed=setup.seed),
-                              check_source=source, console=err, patch_options=report.patch_options)
+                              check_source=source, console=err, patch_options=report.patch_options,
+                              examples=examples)
         r = result.report
         if result.status == "interrupted":
             err.print(f"stopped after step {result.steps}; checkpoint {r['last_checkpoint']} saved. "

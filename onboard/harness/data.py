@@ -63,13 +63,19 @@ class PackedRow:
         self.sample += [index] * len(ex)
 
 
+def data_file(path) -> Path:
+    """`path` as a data file that is there (BadInput naming it otherwise)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"no such data file: {path}")
+    return path
+
+
 def read_chats(path: Path) -> list[list[dict[str, str]]]:
     """Read a JSONL file of {"messages": [{"role", "content"}, ...]}; errors name the line."""
-    path = Path(path)
+    path = data_file(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise BadInput(f"no such data file: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInput(f"cannot read data file {path}: {exc}") from exc
     chats = []

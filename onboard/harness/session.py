@@ -16,11 +16,10 @@ import torch
 
 from onboard.harness.data import BUILTIN_CHATS, FALLBACK_TEMPLATE, Example, read_chats, tokenize_chat
 from onboard.harness.errors import BadInput, EnvironmentProblem
-from onboard.harness.setup import DEFAULT, Setup
+from onboard.harness.setup import DEFAULT, DTYPE_NAMES, Setup
 from onboard.patches.base import PatchContext, PatchHandle, unwrap
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16}
+_DTYPES = {alias: getattr(torch, name) for alias, name in DTYPE_NAMES.items()}
 _DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 
 

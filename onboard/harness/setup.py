@@ -30,6 +30,9 @@ def _opt(default, help: str, *, trained: bool = False, group: str, types: tuple 
 
 
 TRAINERS = ("hf", "custom")
+# what --dtype takes besides "auto", each to its torch name (the session resolves them; train --from compares them)
+DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+               "float16": "float16", "fp16": "float16"}
 
 
 @dataclass(frozen=True)

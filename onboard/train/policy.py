@@ -36,7 +36,7 @@ def typed_against_report(report, given: Mapping[str, Any], typed: set[str]) -> l
     loads: each trained-with option typed (TRAINED_WITH) against the report's record of it. Values that are only
     known once the model and device are there ("auto" dtype, the default checkpointing) are left to the full
     comparison after loading."""
-    from onboard.harness.setup import TRAINED_WITH, Setup
+    from onboard.harness.setup import DTYPE_NAMES, TRAINED_WITH, Setup
 
     recorded = report.options
     typed_setup = Setup.build("command line", **{k: given[k] for k in typed if k in given})
@@ -46,16 +46,12 @@ def typed_against_report(report, given: Mapping[str, Any], typed: set[str]) -> l
             continue
         now = getattr(typed_setup, name)
         if name == "dtype":
-            now = _DTYPE_NAMES.get(now)  # "auto" waits for the device
+            now = DTYPE_NAMES.get(now)  # "auto" waits for the device
         elif name == "lora_targets":
             now = list(now) if now else "all-linear"
         if now is not None and now != recorded[name]:
             differ.append(f"{name} {recorded[name]!r} checked, {now!r} given")
     return differ
-
-
-_DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-                "float16": "float16", "fp16": "float16"}
 
 
 __all__ = ["CHECK_SAMPLE", "changed_checks", "left_out_by_training", "typed_against_report"]

@@ -23,7 +23,7 @@ from onboard.harness.errors import BadInput, EnvironmentProblem
 from onboard.harness.training import checkpointing_on, prepare_for_checkpointing, training_arguments
 from onboard.train.monitor import GracefulStop, StepMeter, peak_memory_gib
 from onboard.patches import ids, training_collator
-from onboard.train.options import TrainOptions, check_batching
+from onboard.train.options import TrainOptions
 from onboard.train.policy import changed_checks, left_out_by_training
 
 if TYPE_CHECKING:
@@ -87,19 +87,22 @@ def prepare_model(session: ModelSession, patch_ids: list[str], options: TrainOpt
 
 
 def train(session: ModelSession, patch_ids: list[str], options: TrainOptions, *, check_source: dict | None = None,
-          console=None, callbacks=(), patch_options: dict[str, str] | None = None) -> TrainResult:
-    """Train a LoRA on the session's model; write the adapter, a JSON step log, the loss curve and a report."""
+          console=None, callbacks=(), patch_options: dict[str, str] | None = None,
+          examples: list | None = None) -> TrainResult:
+    """Train a LoRA on the session's model; write the adapter, a JSON step log, the loss curve and a report.
+    `examples`: the data file already tokenized by the caller (onboard train measures its rows before the checks)."""
     from transformers import PrinterCallback, Trainer
     from transformers.trainer_utils import get_last_checkpoint
 
     out = Path(options.out)
     data_path = Path(options.data) if options.data else session.data_path
-    if data_path == session.data_path and len(session.examples) == session.n_chats:
+    if examples is not None:
+        pass  # the caller read and tokenized this file
+    elif data_path == session.data_path and len(session.examples) == session.n_chats:
         examples = session.examples  # the session already read and tokenized the whole file
     else:
         examples = session.tokenize(read_chats(data_path))  # every line validated: a bad one is named
     rows = [{"input_ids": ex.input_ids, "labels": ex.labels} for ex in examples]
-    check_batching(options.batch_tokens, options.packing)
     untrained = sum(1 for ex in examples if ex.n_trained == 0)
     truncated = sum(1 for ex in examples if ex.truncated)
 
