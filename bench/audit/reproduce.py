@@ -139,12 +139,19 @@ def _softcap(model) -> bool:
 
 def _plain_fixes(model, fixes: list[str]) -> None:
     """The verified fixes a row trained with, written plainly: `is_decoder` (and the modules' causal flag) for
-    attention.causal; the block-diagonal mask is given per call (train_loss); the cache off for
-    packing.no_cache_no_mask. TRAIN001 runs after them, so its finding is judged with them."""
+    attention.causal (XLNet's: attn_type "uni" on its config and the modules that copied it); the block-diagonal
+    mask is given per call (train_loss); the cache off for packing.no_cache_no_mask; labels.shift is each
+    sample's labels written one position left (train_loss). TRAIN001 runs after them, so its finding is judged
+    with them."""
     if "attention.causal" in fixes:
         for config in (model.config, model.config.get_text_config()):
             if hasattr(config, "is_decoder"):
                 config.is_decoder = True
+            if getattr(config, "attn_type", None) == "bi":
+                config.attn_type = "uni"
+        for module in model.modules():
+            if getattr(module, "attn_type", None) == "bi":
+                module.attn_type = "uni"
         for name, module in model.named_modules():
             if getattr(module, "is_causal", None) is False and "cross" not in name.lower():
                 module.is_causal = True
@@ -174,7 +181,10 @@ def train_loss(model, tok, fixes: list[str] = ()) -> dict:
     from transformers import DataCollatorWithFlattening, Trainer, TrainingArguments
 
     seqs = sequences(tok)
-    feats = [{"input_ids": s.tolist(), "labels": s.tolist()} for s in seqs]
+    if "labels.shift" in fixes:  # the model's loss does not shift: each sample's targets, written shifted
+        feats = [{"input_ids": s.tolist(), "labels": s.tolist()[1:] + [-100]} for s in seqs]
+    else:
+        feats = [{"input_ids": s.tolist(), "labels": s.tolist()} for s in seqs]
     collator = DataCollatorWithFlattening(return_position_ids=True)
     _plain_fixes(model, fixes)
     with tempfile.TemporaryDirectory() as out:
