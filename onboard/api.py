@@ -72,11 +72,12 @@ def lora_config(report: RunReport, model):
 def collator(report: RunReport, tokenizer):
     """The data collator the report's verified patches train with: right-padded batches under packing.unpacked
     (packed samples could not be kept apart), packed rows with seq_idx and cu_seq_lens under
-    packing.sample_boundaries, else packed rows with position_ids (DataCollatorWithFlattening)."""
+    packing.sample_boundaries, else packed rows with position_ids (DataCollatorWithFlattening), each sample's
+    positions from where the checks measured the model numbers them (RoBERTa-style embeddings: padding_idx + 1)."""
     from onboard.patches import training_collator
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    return training_collator(report.verified_patches, pad)
+    return training_collator(report.verified_patches, pad, position_start=report.model.get("position_start") or 0)
 
 
 @dataclass
@@ -109,6 +110,9 @@ def apply_patches(target, report: RunReport, *, cce: str = "auto") -> AppliedPat
     model, args = _model_and_args(target)
     if report.verdict.value == "NOT_READY":
         raise SetupMismatch("the report's verdict is NOT_READY: no set of patches makes this model train correctly")
+    if report.verdict.value == "NOT_APPLICABLE":
+        raise SetupMismatch("the report's verdict is NOT_APPLICABLE: the model needs "
+                            + "; ".join(c.needs for c in report.checks if c.needs))
     changed = changed_checks(report)
     if changed:
         raise SetupMismatch(f"the report was made by checks that have changed since ({'; '.join(changed)}): run "

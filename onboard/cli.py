@@ -129,7 +129,7 @@ def check(
     experts, COMPILE001 compile (onboard checks lists them, onboard explain CODE documents one).
 
     Exit codes: 0 READY (or READY_WITH_FIXES without --strict), 1 NOT_READY, 2 bad input or usage,
-    3 environment or internal error.
+    3 environment or internal error, 4 NOT_APPLICABLE (the model trains on inputs text data lacks).
     """
     given = _given(ctx)  # every Setup field this command takes, as typed or defaulted
 
@@ -232,7 +232,7 @@ def train(
     Without --from the checklist runs first (on the first 32 chats of --data) and a NOT_READY model is
     refused unless --force. With --from, the report's setup is the training's; an option given that differs
     from it is refused, naming it. Exit codes: 0 trained, 1 refused (NOT_READY), 2 bad input, 3 environment or
-    internal error, 130 stopped by Ctrl-C after saving a checkpoint (continue with --resume).
+    internal error, 4 refused (NOT_APPLICABLE: the model needs inputs text data lacks), 130 stopped by Ctrl-C after saving a checkpoint (continue with --resume).
     """
     given = _given(ctx)
 
@@ -298,6 +298,11 @@ def train(
                 err.print(f"note: {from_report} was checked on {report.model.get('device')}, training runs on "
                           f"{session.device}", highlight=False)
         source["verdict"] = report.verdict.value
+        if report.verdict.value == "NOT_APPLICABLE":  # nothing --force can do: the text data lacks its inputs
+            needs = "; ".join(c.needs for c in report.checks if c.needs)
+            err.print(f"[bold red]refused:[/] {session.spec.display} is NOT_APPLICABLE: onboard trains on text, and "
+                      f"the model needs {needs}", highlight=False)
+            return ExitCode.NOT_APPLICABLE
         if report.exit_code() != 0:
             findings = "; ".join(f"{c.code} {c.diagnosis or c.status.value}" for c in report.checks if c.blocking)
             if not force:

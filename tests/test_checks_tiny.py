@@ -166,13 +166,16 @@ def test_attention_kernel_that_cannot_load_falls_back():
 
 
 def test_forward_that_fails_with_eager_too_is_not_blamed_on_the_backend():
-    """FM-MODEL-FORWARD: BLIP's ForConditionalGeneration needs pixel_values even for text; eager fails too,
-    so ATTN001 proposes no attention fallback that could never verify."""
+    """FM-MODEL-FORWARD: a GPT-2 whose 16 learned positions the samples outrun fails with eager too, so ATTN001
+    proposes no attention fallback that could never verify; its error names no input text lacks, so it is a
+    finding (NOT_READY), not NOT_APPLICABLE."""
     from onboard.checks import AttentionCheck
 
-    attn = run_checks(make_session("tiny:blip"), [LoadCheck, AttentionCheck]).checks[1]
+    report = run_checks(make_session("fault:model-forward"), [LoadCheck, AttentionCheck])
+    attn = report.checks[1]
     assert attn.status is Status.FAIL and attn.diagnosis == "FM-MODEL-FORWARD", attn.message
     assert attn.proposed_patch is None and attn.fix is None and "eager" in attn.message
+    assert attn.needs is None and report.verdict.value == "NOT_READY"
 
 
 def test_packing_perturbation_is_exact_in_bf16():

@@ -222,11 +222,16 @@ def test_a_target_name_that_also_names_a_layer_is_left_out_by_full_name():
 
 def test_the_forward_probe_runs_in_train_mode_as_training_does():
     """Reformer's reversible layers refuse a backward in eval mode: probing so blamed the model for onboard's
-    setup. In train mode its real requirement shows: the sequence length must factor into axial_pos_shape."""
+    setup. In train mode its real requirement shows: every training row must be exactly prod(axial_pos_shape)
+    tokens long (its config field, which its error names), which onboard's variable-length probes are not. That is
+    the probe not fitting the model: NOT_APPLICABLE, with the model's own words, never FM-MODEL-FORWARD."""
     from onboard.checks import AttentionCheck
 
-    attn = by_code(run_checks(make_session("tiny:reformer"), [LoadCheck, AttentionCheck]))["ATTN001"]
-    assert attn.diagnosis == "FM-MODEL-FORWARD" and "axial_pos_shape" in attn.message, attn.message
+    report = run_checks(make_session("tiny:reformer"), [LoadCheck, AttentionCheck])
+    attn = by_code(report)["ATTN001"]
+    assert attn.status is Status.SKIP and attn.diagnosis is None, attn.message
+    assert "axial_pos_shape" in attn.needs and "padding your sequence length to 2048" in attn.needs, attn.needs
+    assert report.verdict.value == "NOT_APPLICABLE"
 
 
 def test_a_thinker_gets_the_special_ids_real_checkpoints_carry():
@@ -265,6 +270,29 @@ def test_xlnets_own_switch_makes_it_causal_and_a_model_without_one_is_named():
 
     session = make_session("tiny:cpmant")
     assert "no switch that makes its attention causal" in get_patch("attention.causal").applies_to(session.model)
+
+
+def test_causal_xlnet_trains_right_padded_batches_as_each_sample_alone():
+    """transformers' XLNet fails any padded batch of two rows under attn_type "uni" (an in-place add of the padding
+    mask into its causal mask cannot broadcast). attention.causal drops a mask that only marks right padding: under a
+    causal mask it hides nothing from a real token, so each row's logits equal the sample's alone, exactly enough
+    for training (the unpacked fallback and TRAIN001 run such batches); revert restores the model's own path."""
+    import torch
+
+    from onboard.harness.forward import batch_tensors
+    from onboard.patches import get_patch
+
+    session = make_session("tiny:xlnet")
+    model, examples = session.model, sorted(session.examples, key=len)[:2]
+    batch = batch_tensors(examples, session.device, session.pad_id)
+    handle = get_patch("attention.causal").apply(model)
+    with torch.no_grad():
+        padded = model(**batch).logits
+        for row, ex in enumerate(examples):
+            alone = model(input_ids=torch.tensor([ex.input_ids])).logits[0]
+            assert (padded[row, : len(ex)] - alone).abs().max().item() <= 1e-5
+    handle.revert()
+    assert model.transformer.attn_type == "bi" and not model.transformer._forward_pre_hooks
 
 
 def test_a_kernel_package_that_refuses_is_not_the_models_fault(tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from onboard.checks.base import Check, FixAvailability
+from onboard.harness.inputs import needs_beyond_text_labels, needs_from_error
 from onboard.harness.result import Status
 from onboard.patches.attention import current_backend, head_dims, unusable_reason
 from onboard.patches import get_patch
@@ -52,7 +53,8 @@ class AttentionCheck(Check):
     summary = "the attention backend loads, supports the head size, and agrees with eager"
     requires = ("LOAD001",)
     fix_availability = FixAvailability.SOMETIMES
-    version = 2  # 2: XLNet's attn_type switch is a fix; a model with no switch says what was looked for
+    version = 3  # 2: XLNet's attn_type switch is a fix; a model with no switch says what was looked for
+    # 3: NOT_APPLICABLE where the model needs inputs text lacks; seq2seq probed through its decoder
 
     def run(self, session: ModelSession):
         model = session.train_model
@@ -79,7 +81,10 @@ class AttentionCheck(Check):
                 return res
 
         batch = session.probe_batch()
-        for kind, inputs in (("a padded batch", batch), ("a packed row", _packed_row(session))):
+        # an encoder-decoder trains right-padded (PACK001): no packed row to run
+        probes = (("a padded batch", batch),) if session.seq2seq else (("a padded batch", batch),
+                                                                        ("a packed row", _packed_row(session)))
+        for kind, inputs in probes:
             try:
                 _step(model, inputs)
             except Exception as exc:  # noqa: BLE001 - a kernel failing at run time is the finding
@@ -93,24 +98,29 @@ class AttentionCheck(Check):
                     res.message = (f"the installed {_kernel_package(exc)} kernels fail on {kind}: {text}; onboard "
                                    "cannot judge the model with them (remove the package for the torch reference, "
                                    "or install what it asks for)")
+                elif needs := needs_from_error(base, inputs, exc) or needs_beyond_text_labels(model, inputs):
+                    # the probe does not fit the model: not a finding (the model's own signature or error says)
+                    res.status, res.needs = Status.SKIP, needs
+                    res.message = f"not applicable: text-only training inputs do not fit this model; it needs {needs}"
                 else:  # not the backend: the model's own forward fails on text-only data
                     res.diagnosis = "FM-MODEL-FORWARD"
                     res.message = f"a text-only forward on {kind} fails with every backend tried ({wanted}, eager): {text}"
                 return res
         loss = _loss(model, batch)
         try:
-            positions = _logit_positions(model, batch)
+            positions = _logit_positions(model, batch, session.seq2seq)
         except Exception as exc:  # noqa: BLE001 - the model's own need, not the backend's
             res.status, res.diagnosis = Status.FAIL, "FM-MODEL-FORWARD"
-            res.message = f"a text-only forward without labels fails: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+            res.message = (f"a text-only forward without labels fails: {type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:160]}{_seq2seq_hint(session)}")
             return res
-        if positions < batch["input_ids"].shape[1]:  # the text goes in, no next-token logits come out for it
+        predicted = batch["labels" if session.seq2seq else "input_ids"].shape[1]
+        if positions < predicted:  # the text goes in, no next-token logits come out for it
             res.status, res.diagnosis = Status.FAIL, "FM-MODEL-FORWARD"
-            res.message = (f"a text-only forward gives logits for {positions} of {batch['input_ids'].shape[1]} "
-                           "positions: the model does not predict the text it is given (an encoder-decoder that "
-                           "feeds text to its encoder)")
+            res.message = (f"a text-only forward gives logits for {positions} of {predicted} positions: the model "
+                           f"does not predict the text it is given{_seq2seq_hint(session)}")
             return res
-        future = _future_leak(model, batch)
+        future = _future_leak(model, batch, session.seq2seq)
         res.measure("future_leak", float(f"{future:.3g}"), "nats",
                     f"<= {session.threshold('attention.future_tolerance'):g}: later tokens changed, earlier logits moved")
         if future > session.threshold("attention.future_tolerance"):
@@ -152,6 +162,15 @@ class AttentionCheck(Check):
         return res
 
 
+def _seq2seq_hint(session: ModelSession) -> str:
+    """Where the run was told --task causal and the model behaves as an encoder-decoder: say how to probe it."""
+    from onboard.harness.inputs import objective
+
+    if session.seq2seq or objective(session.model, session.tokenizer) != "seq2seq":
+        return ""
+    return " (an encoder-decoder: its logits follow the labels given; --task seq2seq, or auto, probes it so)"
+
+
 def _runs_with(session: ModelSession, backend: str, fn) -> bool:
     """Whether fn() runs with the model switched to `backend` (switched back after)."""
     try:
@@ -185,15 +204,29 @@ def _packed_row(session: ModelSession) -> dict:
 
     two = sorted(session.examples, key=len)[:2]
     ids = torch.tensor([[t for ex in two for t in ex.input_ids]], device=session.device)
-    positions = torch.tensor([[p for ex in two for p in range(len(ex))]], device=session.device)
+    start = session.position_start
+    positions = torch.tensor([[p for ex in two for p in range(start, start + len(ex))]], device=session.device)
     return {"input_ids": ids, "position_ids": positions, "labels": ids}
 
 
-def _future_leak(model, batch) -> float:
+def _future_leak(model, batch, seq2seq: bool = False) -> float:
     """How far the log-probabilities at the first half of a sample move when its second half changes: exactly
-    0 for a causal model (a prediction at t reads tokens up to t only)."""
+    0 for a causal model (a prediction at t reads tokens up to t only). seq2seq: the decoder's, the labels' second
+    half changed (the encoder's input is the same)."""
     import torch
 
+    if seq2seq:
+        labels = batch["labels"][:1]
+        labels = labels[:, : int((labels[0] != -100).sum())]
+        enc = {"input_ids": batch["input_ids"][:1], "attention_mask": batch["attention_mask"][:1]}
+        half = labels.shape[1] // 2
+        other = labels.clone()
+        pool = torch.unique(labels[0])
+        other[0, half:] = pool[(torch.searchsorted(pool, labels[0, half:]) + 1) % len(pool)]
+        with torch.no_grad():
+            a = model(**enc, labels=labels, use_cache=False).logits[0, :half].float().log_softmax(-1)
+            b = model(**enc, labels=other, use_cache=False).logits[0, :half].float().log_softmax(-1)
+        return (a - b).abs().max().item()
     ids = batch["input_ids"][:1]
     mask = batch.get("attention_mask")
     length = int(mask[0].sum()) if mask is not None else ids.shape[1]
@@ -211,11 +244,13 @@ def _future_leak(model, batch) -> float:
     return (a - b).abs().max().item()
 
 
-def _logit_positions(model, batch) -> int:
+def _logit_positions(model, batch, seq2seq: bool = False) -> int:
+    """How many positions the forward gives logits for: without labels (a causal LM's are the input's), or with them
+    for seq2seq (the decoder's are the labels')."""
     import torch
 
     with torch.no_grad():
-        logits = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits
+        logits = model(**{k: v for k, v in batch.items() if k != "labels" or seq2seq}, use_cache=False).logits
     return logits.shape[1] if logits is not None and logits.dim() == 3 else 0
 
 

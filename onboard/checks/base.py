@@ -16,6 +16,12 @@ if TYPE_CHECKING:
     from onboard.harness.session import ModelSession
 
 
+# KERN001, MOE001 and COMPILE001 measure packed decoder-only rows; an encoder-decoder trains right-padded with its
+# labels as the decoder's input: onboard's limit, said so, not a finding
+SEQ2SEQ_NOT_PROBED = ("not probed for seq2seq: the check's probes are packed decoder-only rows, and an encoder-decoder "
+                      "trains right-padded (onboard's limit, not the model's)")
+
+
 class FixAvailability(str, enum.Enum):
     ALWAYS = "always"
     SOMETIMES = "sometimes"

@@ -77,7 +77,8 @@ class CceCheck(Check):
     requires = ("LORA001",)
     needs_labels = True
     fix_availability = FixAvailability.SOMETIMES  # labels.shift, for a model loss of position t on labels[t]
-    version = 2  # 2: without cut_cross_entropy the fused loss is SKIP naming the install line (1 crashed), the
+    version = 3  # 3: seq2seq: the model's own loss against the unshifted cross-entropy of its decoder's logits
+    # 2: without cut_cross_entropy the fused loss is SKIP naming the install line (1 crashed), the
     # model's own loss still judged; a memory probe that runs out of GPU memory no longer falls back to the model's
     # own loss (it needs more memory, not less); a model loss of position t on labels[t] gets labels.shift
 
@@ -94,6 +95,8 @@ class CceCheck(Check):
         return [note_figure(f"Peak memory with and without CCE is measured on CUDA only; this run was on {device}.")]
 
     def run(self, session: ModelSession):
+        if session.seq2seq:
+            return self._seq2seq(session)
         patch = get_patch(ids.CCE_FUSED_LOSS)
         missing = cce_missing()
         if missing:  # the fused loss cannot be judged here; the loss training then uses, the model's own, can
@@ -189,6 +192,29 @@ class CceCheck(Check):
                           "its logits")
         judged.evidence.pop("fallback_cost", None)
         return judged
+
+    def _seq2seq(self, session: ModelSession):
+        """An encoder-decoder: its decoder's logits at t predict labels[t] (the model shifts the labels into the
+        decoder's input), so its own loss must be the unshifted cross-entropy of its logits. The fused loss is not
+        probed (onboard's fused path shifts labels, the causal-LM convention): training uses the model's own."""
+        model = session.train_model
+        ref_loss, _, own = _loss_and_grads(model, session.probe_batch())
+        rtol = session.threshold("cce.loss_rtol")
+        rel = abs(own["unshifted"] - ref_loss) / max(abs(ref_loss), 1e-12)
+        res = self.result(Status.PASS, "")
+        res.measure("loss_reference", round(ref_loss, 6), "nats", "the model's own loss")
+        res.measure("ce_of_logits", round(own["unshifted"], 6), "nats", "cross-entropy of the decoder's logits, labels[t] at t")
+        res.measure("own_loss_rel_diff", float(f"{rel:.3g}"), "", compare="<=", limit=rtol,
+                    note="(the model's own loss vs the cross-entropy of its decoder's logits)")
+        cls = type(unwrap(model)).__name__
+        if not rel <= rtol:
+            res.status, res.diagnosis = Status.FAIL, "FM-CCE-MATH"
+            res.message = (f"{cls}'s own loss {ref_loss:.5f} is not the cross-entropy of its decoder's logits "
+                           f"({own['unshifted']:.5f}): it adds or reweights terms")
+            return res
+        res.message = (f"seq2seq: training uses {cls}'s own loss, the cross-entropy of its decoder's logits (to "
+                       f"{rel:.1g}); the fused loss is not probed for encoder-decoders")
+        return res
 
     def _model_loss(self, session: ModelSession, ref_loss: float, own: dict, cls: str):
         """Under cce.model_loss (the fallback): training computes the model's own loss from full logits. That is

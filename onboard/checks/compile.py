@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from onboard.checks.base import Check, FixAvailability
+from onboard.checks.base import SEQ2SEQ_NOT_PROBED, Check, FixAvailability
 from onboard.harness.result import Status
 from onboard.harness.samemath import SameMath, first_line, loss_and_grads, randomise_lora_b, shortest_row
 from onboard.harness.training import restore_parameters
@@ -68,6 +68,7 @@ class CompileCheck(Check):
     """
 
     code = "COMPILE001"
+    version = 2  # 2: not probed for seq2seq (SKIP)
     name = "compile"
     summary = "the training step under torch.compile compiles in one graph, does not recompile, gives eager's math"
     requires = ("LORA001", "PACK001")
@@ -80,6 +81,8 @@ class CompileCheck(Check):
         if wanted is False or (wanted is None and not on_cuda):
             why = "--no-torch-compile" if wanted is False else f"not asked for ({CPU_COST}; --torch-compile runs it)"
             return self.result(Status.SKIP, f"the setup does not compile: {why}")
+        if session.seq2seq:
+            return self.result(Status.SKIP, SEQ2SEQ_NOT_PROBED)
         model = session.train_model
         regional = ids.SPEED_COMPILED_LAYERS in session.applied
         backend = "inductor" if on_cuda else "aot_eager"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from onboard.checks.base import Check
+from onboard.checks.base import SEQ2SEQ_NOT_PROBED, Check
 from onboard.harness.result import Status
 from onboard.harness.samemath import SameMath, first_line, loss_and_grads, randomise_lora_b, shortest_row
 from onboard.harness.training import restore_parameters
@@ -54,12 +54,15 @@ class KernelsCheck(Check):
     """
 
     code = "KERN001"
+    version = 2  # 2: not probed for seq2seq (SKIP)
     name = "kernels"
     summary = "each speed lever gives the plain loss and LoRA gradients on a packed batch"
     requires = ("LORA001", "PACK001")  # a packed row that leaks has no plain math to compare a lever against
     needs_labels = True
 
     def run(self, session: ModelSession):
+        if session.seq2seq:
+            return self.result(Status.SKIP, SEQ2SEQ_NOT_PROBED)
         model = session.train_model
         batch = shortest_row(session, ROW_SAMPLES)
         rtol = session.threshold("kernels.loss_rtol")

@@ -37,6 +37,7 @@ class LoadCheck(Check):
     """
 
     code = "LOAD001"
+    version = 2  # 2: the setup calls its API requires (X-MOD's language) made and named
     name = "load"
     summary = "model, tokenizer and attention backend load as a trainable causal LM"
 
@@ -56,6 +57,8 @@ class LoadCheck(Check):
         res.measure("embedding_rows", rows, "rows")
         res.measure("tokenizer_size", len(tok), "tokens", compare="<=", limit=rows, note="embedding rows")
         res.measure("max_token_id_in_data", max_id, "", compare="<", limit=rows)
+        if session.setup_calls:
+            res.measure("setup_calls", "; ".join(session.setup_calls), "", "what the model's API requires before a forward")
         res.measure("chat_template", "model" if not session.template_is_fallback else "fallback (none in tokenizer)")
         cpt = _chars_per_token(session)
         if cpt is None:  # every answer masked or truncated away: nothing to judge the tokenizer on (LOSS001's)
@@ -101,6 +104,8 @@ class LoadCheck(Check):
                 notes.append("no chat template: samples use onboard's plain fallback template")
             if truncated:
                 notes.append(f"{truncated} samples truncated to {session.max_length} tokens")
+            if session.setup_calls:  # not a finding: the model's API requires it, training makes the same call
+                res.message += f"; set up as its API requires: {', '.join(session.setup_calls)}"
             if notes:
                 res.status = Status.WARN
                 res.message += "; " + "; ".join(notes)
@@ -133,7 +138,7 @@ def _chars_per_token(session: ModelSession) -> float | None:
     when no content token is left to measure."""
     chars = tokens = 0
     for ex in session.examples:
-        ids = [t for t, k in zip(ex.input_ids, ex.kinds) if k == CONTENT]
+        ids = [t for t, k in zip(ex.labels if ex.seq2seq else ex.input_ids, ex.kinds) if k == CONTENT]
         chars += len(session.tokenizer.decode(ids))
         tokens += len(ids)
     return chars / tokens if tokens else None

@@ -9,7 +9,7 @@ from contextlib import nullcontext
 
 import torch
 
-from onboard.checks.base import Check, FixAvailability
+from onboard.checks.base import SEQ2SEQ_NOT_PROBED, Check, FixAvailability
 from onboard.harness.result import Status
 from onboard.harness.samemath import SameMath, first_line, loss_and_grads, randomise_lora_b, shortest_row
 from onboard.harness.training import restore_parameters
@@ -67,6 +67,7 @@ class MoeCheck(Check):
     """
 
     code = "MOE001"
+    version = 2  # 2: not probed for seq2seq (SKIP)
     name = "experts"
     summary = "every experts implementation gives eager's loss and adapter gradients; routed experts' adapters learn"
     requires = ("LORA001", "PACK001")
@@ -79,6 +80,8 @@ class MoeCheck(Check):
         if not modules:
             return self.result(Status.SKIP, "no experts module that transformers dispatches through its experts "
                                             "interface (not a mixture-of-experts model, or its experts are its own code)")
+        if session.seq2seq:
+            return self.result(Status.SKIP, SEQ2SEQ_NOT_PROBED)
         batch = shortest_row(session, ROW_SAMPLES)
         in_use = current(model)
         res = self.result(Status.PASS, "")

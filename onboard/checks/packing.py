@@ -134,6 +134,7 @@ class PackingCheck(Check):
     """
 
     code = "PACK001"
+    version = 2  # 2: seq2seq trains right-padded, judged as packing.unpacked is
     name = "packing"
     summary = "a packed sample's outputs do not move when another sample of its row changes, and train as alone"
     requires = ("LORA001",)
@@ -144,9 +145,12 @@ class PackingCheck(Check):
         return packing_figures(result)
 
     def run(self, session: ModelSession):
+        if session.seq2seq:  # an encoder-decoder: no packing collator for its rows; it trains right-padded
+            return self._seq2seq(session)
         # one row of a few samples is enough: a leak shows in any row that holds two, and a forward costs what
         # its tokens do (the first full row of the data, 7 samples, took three times as long to judge the same)
-        rows = [r for r in pack(session.examples, session.pack_length) if len(set(r.sample)) > 1][:1]
+        rows = [r for r in pack(session.examples, session.pack_length, session.position_start)
+                if len(set(r.sample)) > 1][:1]
         if not rows:
             return self.result(Status.SKIP, f"no two samples fit in one row of {session.pack_length} tokens")
         row = first_samples(rows[0], session.examples, ROW_SAMPLES)
@@ -170,6 +174,8 @@ class PackingCheck(Check):
                     + (f" and one of {len(next(iter(extra.values())))}, longer than the model's window or chunk ({span})"
                        if extra else ""))
         res.measure("trainer", trainer, "", "whose conventions are judged (--trainer)")
+        res.measure("position_start", session.position_start, "", "measured: the first position of a sample run "
+                    "alone (RoBERTa-style: padding_idx + 1); packed rows and the collator's position_ids_start follow it")
         batch = PackedBatch.from_rows(rows, session.device, session.pad_id)
         vocab = sorted({t for ex in session.examples for t in ex.input_ids})
         first = int(batch.sample[0, 0])
@@ -317,7 +323,7 @@ class PackingCheck(Check):
         room = length - len(example)
         if room < 2:
             return None
-        row = PackedRow()
+        row = PackedRow(start=session.position_start)
         k = 0
         while len(row.input_ids) < room:  # filler: the data's samples in order, the last one cut to fit
             ex = session.examples[k % len(session.examples)]
@@ -347,6 +353,20 @@ class PackingCheck(Check):
                 "the model computes from the row index, not the sample's positions (e.g. Llama 4's attention "
                 "temperature); rows this long train wrong")
 
+    def _seq2seq(self, session: ModelSession):
+        """An encoder-decoder's samples train right-padded (transformers packs decoder-only rows only: its
+        flattening collator and packed-sequence detection read one sequence's position_ids): the padded batch is
+        judged as packing.unpacked's is, and the setup trains that way."""
+        from onboard.patches import get_patch
+
+        samples = sorted(range(len(session.examples)), key=lambda i: len(session.examples[i]))[:ROW_SAMPLES]
+        session.apply_patch(get_patch(ids.PACKING_UNPACKED))
+        res = self._unpacked(session, sorted(samples))
+        if res.status is Status.PASS:
+            res.enables = ids.PACKING_UNPACKED
+            res.message = f"seq2seq, trained right-padded: {res.message}"
+        return res
+
     def _unpacked(self, session: ModelSession, samples: list[int]):
         """Under packing.unpacked: the samples as one right-padded batch. Another row changed must move nothing,
         and each sample's token losses must equal its own alone (the longest row, unpadded, gives the floor)."""
@@ -358,17 +378,25 @@ class PackingCheck(Check):
         vocab = sorted({t for ex in session.examples for t in ex.input_ids})
         res = self.result(Status.PASS, "")
         res.measure("padded_samples", len(samples), "samples", "right-padded in one batch")
+        seq2seq = session.seq2seq  # the decoder's logits follow the labels: they go in, and change with the row
+        pool, gen = torch.tensor(vocab, dtype=torch.long), torch.Generator().manual_seed(session.seed + 1)
         with torch.no_grad():
-            logits = session.train_model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits
+            logits = session.train_model(**{k: v for k, v in batch.items() if k != "labels" or seq2seq},
+                                         use_cache=False).logits
             first = torch.zeros_like(batch["attention_mask"], dtype=torch.bool)
             first[0] = batch["attention_mask"][0].bool()  # every real token of the first row changes
-            changed = replaced(batch["input_ids"], first, torch.tensor(vocab, dtype=torch.long),
-                               torch.Generator().manual_seed(session.seed + 1))
-            other = session.train_model(input_ids=changed, attention_mask=batch["attention_mask"], use_cache=False).logits
-        real = batch["attention_mask"][1:].bool()
+            changed = {"input_ids": replaced(batch["input_ids"], first, pool, gen),
+                       "attention_mask": batch["attention_mask"]}
+            if seq2seq:  # and its labels: the decoder's input
+                labelled = torch.zeros_like(batch["labels"], dtype=torch.bool)
+                labelled[0] = batch["labels"][0] != IGNORE
+                changed["labels"] = torch.where(labelled, replaced(batch["labels"].clamp(min=0), labelled, pool, gen),
+                                                batch["labels"])
+            other = session.train_model(**changed, use_cache=False).logits
+        real = (batch["labels"][1:] != IGNORE) if seq2seq else batch["attention_mask"][1:].bool()
         move = ((logits[1:].float().log_softmax(-1) - other[1:].float().log_softmax(-1)).abs().amax(-1)[real].max().item()
                 if real.any() else 0.0)
-        losses = token_losses(logits, batch["labels"]).cpu()
+        losses = token_losses(logits, batch["labels"], seq2seq=seq2seq).cpu()
         trained = batch["labels"].cpu() != IGNORE
         shifts = {index: token_shift(losses[row][trained[row]], reference[index]) for row, index in enumerate(samples)}
         longest = max(range(len(samples)), key=lambda r: len(examples[r]))
@@ -403,8 +431,9 @@ def _own_numbering_shift(session: ModelSession, model, index: int) -> float:
     """The largest |difference| of sample `index`'s token losses alone, with position_ids 0..n-1 given (a row of
     one sample from the packing collator) and without (the model numbering its positions itself)."""
     example = session.examples[index]
+    start = session.position_start
     given = example_losses(model, example, session.device,
-                           position_ids=torch.arange(len(example), device=session.device)[None])
+                           position_ids=torch.arange(start, start + len(example), device=session.device)[None])
     return token_shift(given, session.reference_losses([index])[index])
 
 
@@ -442,7 +471,7 @@ def token_shift(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def first_samples(row: PackedRow, examples, n: int) -> PackedRow:
     """The row cut after its first n samples (samples are whole: a row holds each from its first token)."""
-    short = PackedRow()
+    short = PackedRow(start=row.start)
     for index in sorted(set(row.sample))[:n]:
         short.add(index, examples[index])
     return short

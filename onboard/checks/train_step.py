@@ -59,6 +59,7 @@ class TrainStepCheck(Check):
     """
 
     code = "TRAIN001"
+    version = 2  # 2: seq2seq samples (their labels are the decoder's input) in the reference
     name = "train_step"
     summary = "one Trainer step with the packing collator runs and updates the adapter"
     requires = ("LORA001",)
@@ -73,7 +74,8 @@ class TrainStepCheck(Check):
 
         model = session.train_model
         examples = step_samples(session)
-        collator = training_collator(session.applied, session.pad_id)  # what onboard train feeds the model
+        # what onboard train feeds the model: packed positions from where the model numbers a sample alone
+        collator = training_collator(session.applied, session.pad_id, position_start=session.position_start)
         unpacked = ids.PACKING_UNPACKED in session.applied
         data = [{"input_ids": ex.input_ids, "labels": ex.labels} for ex in examples]
         trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -270,7 +272,7 @@ def _distance(loss, grads, ref_loss, ref_grads) -> tuple[float, float]:
 def _reference_grads(model, examples, device) -> tuple[float, dict[str, torch.Tensor]]:
     """The samples' token-mean next-token loss and its adapter gradients, each sample run alone: the ground truth
     a training step's loss and gradient must equal."""
-    from onboard.harness.forward import token_losses
+    from onboard.harness.forward import example_inputs, token_losses
 
     total = sum(ex.n_trained for ex in examples)
     model.zero_grad(set_to_none=True)
@@ -279,9 +281,9 @@ def _reference_grads(model, examples, device) -> tuple[float, dict[str, torch.Te
     # correction adapters, for one, are on the loss path in eval mode and not in train mode
     loss = 0.0
     for ex in examples:
-        ids_ = torch.tensor([ex.input_ids], device=device)
         labels = torch.tensor([ex.labels], device=device)
-        part = token_losses(model(input_ids=ids_, use_cache=False).logits, labels).sum() / total
+        logits = model(**example_inputs(ex, device), use_cache=False).logits
+        part = token_losses(logits, labels, seq2seq=ex.seq2seq).sum() / total
         part.backward()
         loss += part.item()
     grads = {n: p.grad.detach().float().clone() for n, p in model.named_parameters()

@@ -38,9 +38,12 @@ class Example:
     labels: list[int]
     kinds: list[int]
     truncated: bool = False
+    # seq2seq (an encoder-decoder's sample): input_ids go to the encoder, labels are the decoder's targets, a
+    # sequence of their own (kinds follow the labels); the loss is not shifted
+    seq2seq: bool = False
 
     def __len__(self) -> int:
-        return len(self.input_ids)
+        return len(self.input_ids) + (len(self.labels) if self.seq2seq else 0)
 
     @property
     def n_trained(self) -> int:
@@ -49,17 +52,19 @@ class Example:
 
 @dataclass
 class PackedRow:
-    """Several examples in one row; position_ids restart at 0 for each."""
+    """Several examples in one row; position_ids restart at `start` for each (0; RoBERTa-style embeddings number
+    a sample from padding_idx + 1, which the session measures: ModelSession.position_start)."""
 
     input_ids: list[int] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
     position_ids: list[int] = field(default_factory=list)
     sample: list[int] = field(default_factory=list)  # index of the example each token came from
+    start: int = 0
 
     def add(self, index: int, ex: Example) -> None:
         self.input_ids += ex.input_ids
         self.labels += ex.labels
-        self.position_ids += list(range(len(ex)))
+        self.position_ids += list(range(self.start, self.start + len(ex)))
         self.sample += [index] * len(ex)
 
 
@@ -138,6 +143,22 @@ def tokenize_chat(tokenizer, messages: list[dict[str, str]], template: str, max_
     return Example(ids[:max_length], labels[:max_length], kinds[:max_length], truncated)
 
 
+def tokenize_seq2seq(tokenizer, messages: list[dict[str, str]], template: str, max_length: int) -> Example:
+    """An encoder-decoder's sample: the chat up to its last reply, rendered with the generation prompt, to the
+    encoder; the reply's tokens and the end-of-sequence token as the labels (the model shifts them into its
+    decoder's input itself)."""
+    last = max(k for k, m in enumerate(messages) if m["role"] == "assistant")
+    prompt = tokenizer.apply_chat_template(messages[:last], chat_template=template, tokenize=False,
+                                           add_generation_prompt=True)
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    reply = tokenizer(messages[last]["content"], add_special_tokens=False)["input_ids"]
+    kinds = [CONTENT] * len(reply)
+    if tokenizer.eos_token_id is not None:
+        reply, kinds = reply + [tokenizer.eos_token_id], kinds + [TEMPLATE]
+    truncated = len(ids) > max_length or len(reply) > max_length
+    return Example(ids[:max_length], reply[:max_length], kinds[:max_length], truncated, seq2seq=True)
+
+
 def attention_span(config, max_length: int | None = None) -> int | None:
     """The widest sliding window or attention chunk the model's (text) config declares, in tokens, that a sample
     of at most `max_length` tokens can cross; None when there is none. Only sizes a probe: a sample must be longer
@@ -150,24 +171,27 @@ def attention_span(config, max_length: int | None = None) -> int | None:
 
 def long_example(examples: list[Example], length: int) -> Example:
     """One sample of exactly `length` tokens: the data's samples one after another (labels and kinds kept), cut
-    at `length`. What a probe uses where every sample of the data is shorter than a window it must cross."""
+    at `length`. What a probe uses where every sample of the data is shorter than a window it must cross.
+    Seq2seq samples: the prompts and the replies each strung together (labels of `length` tokens, the decoder's
+    window crossed)."""
     ids: list[int] = []
     labels: list[int] = []
     kinds: list[int] = []
-    while len(ids) < length and any(len(ex) for ex in examples):
+    seq2seq = bool(examples) and examples[0].seq2seq
+    while len(labels if seq2seq else ids) < length and any(len(ex) for ex in examples):
         for ex in examples:
             ids, labels, kinds = ids + ex.input_ids, labels + ex.labels, kinds + ex.kinds
-    return Example(ids[:length], labels[:length], kinds[:length], truncated=True)
+    return Example(ids[:length], labels[:length], kinds[:length], truncated=True, seq2seq=seq2seq)
 
 
-def pack(examples: list[Example], max_length: int) -> list[PackedRow]:
-    """Greedy packing in order: a new row starts when the next example does not fit."""
+def pack(examples: list[Example], max_length: int, start: int = 0) -> list[PackedRow]:
+    """Greedy packing in order: a new row starts when the next example does not fit; positions from `start`."""
     rows: list[PackedRow] = []
-    current = PackedRow()
+    current = PackedRow(start=start)
     for i, ex in enumerate(examples):
         if current.input_ids and len(current.input_ids) + len(ex) > max_length:
             rows.append(current)
-            current = PackedRow()
+            current = PackedRow(start=start)
         current.add(i, ex)
     if current.input_ids:
         rows.append(current)

@@ -10,11 +10,16 @@ import torch.nn.functional as F
 from onboard.harness.data import IGNORE, Example, PackedRow
 
 
-def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def token_losses(logits: torch.Tensor, labels: torch.Tensor, *, seq2seq: bool = False) -> torch.Tensor:
     """Per-position loss of the shifted next-token objective, in fp32; 0 where the label is ignored.
 
-    logits [B, T, V], labels [B, T] -> [B, T]; position t holds the loss of predicting labels[t].
+    logits [B, T, V], labels [B, T] -> [B, T]; position t holds the loss of predicting labels[t]. seq2seq: the
+    decoder's logits at t predict labels[t] (the model shifted the labels into its decoder's input), no shift.
     """
+    if seq2seq:
+        flat = logits.reshape(-1, logits.shape[-1]).float()
+        loss = F.cross_entropy(flat, labels.reshape(-1).clamp(min=0), reduction="none").view_as(labels)
+        return loss * (labels != IGNORE)
     shifted = labels[:, 1:]
     flat = logits[:, :-1].reshape(-1, logits.shape[-1]).float()  # (N, V) rows: far faster than (B, V, T)
     loss = F.cross_entropy(flat, shifted.reshape(-1).clamp(min=0), reduction="none").view_as(shifted)
@@ -25,11 +30,20 @@ def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def example_losses(model, ex: Example, device: torch.device, **forward_kwargs) -> torch.Tensor:
     """Loss of each trained token of one example, run alone (the unpacked reference)."""
-    ids = torch.tensor([ex.input_ids], device=device)
+    inputs = example_inputs(ex, device)
     labels = torch.tensor([ex.labels], device=device)
-    out = model(input_ids=ids, use_cache=False, **forward_kwargs)
-    losses = token_losses(out.logits, labels)[0]
+    out = model(**inputs, use_cache=False, **forward_kwargs)
+    losses = token_losses(out.logits, labels, seq2seq=ex.seq2seq)[0]
     return losses[labels[0] != IGNORE].cpu()
+
+
+def example_inputs(ex: Example, device: torch.device) -> dict[str, torch.Tensor]:
+    """The forward's inputs for one sample alone: its ids; a seq2seq sample's labels too (they are the decoder's
+    input, shifted by the model), so the logits are the decoder's."""
+    inputs = {"input_ids": torch.tensor([ex.input_ids], device=device)}
+    if ex.seq2seq:
+        inputs["labels"] = torch.tensor([ex.labels], device=device)
+    return inputs
 
 
 @dataclass
@@ -52,7 +66,7 @@ class PackedBatch:
             out["input_ids"][i, :n] = torch.tensor(row.input_ids)
             out["labels"][i, :n] = torch.tensor(row.labels)
             out["position_ids"][i, :n] = torch.tensor(row.position_ids)
-            out["position_ids"][i, n:] = torch.arange(width - n)
+            out["position_ids"][i, n:] = torch.arange(width - n) + row.start
             out["sample"][i, :n] = torch.tensor(row.sample)
         return cls(**{k: v.to(device) if k != "sample" else v for k, v in out.items()})
 
@@ -128,7 +142,13 @@ def grad_rel_diff(reference: dict[str, torch.Tensor], other: dict[str, torch.Ten
 
 
 def batch_tensors(examples: list[Example], device: torch.device, pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded batch with an attention mask; labels IGNORE on padding."""
+    """Right-padded batch with an attention mask; labels IGNORE on padding. Seq2seq samples: the encoder's ids
+    and the labels padded each to their own width."""
+    if examples and examples[0].seq2seq:
+        from onboard.patches.packing import seq2seq_batch
+
+        batch = seq2seq_batch([{"input_ids": ex.input_ids, "labels": ex.labels} for ex in examples], pad_id)
+        return {k: v.to(device) for k, v in batch.items()}
     width = max(len(ex) for ex in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
@@ -138,3 +158,27 @@ def batch_tensors(examples: list[Example], device: torch.device, pad_id: int) ->
         labels[i, : len(ex)] = torch.tensor(ex.labels)
         mask[i, : len(ex)] = 1
     return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
+
+
+@torch.no_grad()
+def own_position_start(model, ex: Example, device: torch.device, pad_id: int | None) -> int:
+    """Where the model numbers a sample's positions when it is given none: the `start` whose position_ids
+    start..start+n-1 reproduce the sample alone exactly (0 for most models; padding_idx + 1 for RoBERTa-style
+    embeddings, which count from the padding index). 0 when no candidate does (the packing check then finds a
+    model that positions otherwise: FM-PACK-POSITIONS), or when the forward takes no position_ids."""
+    ids = torch.tensor([ex.input_ids], device=device)
+    try:
+        alone = model(input_ids=ids, use_cache=False).logits.float().log_softmax(-1)
+        # the padding index the embeddings count from is the config's or the tokenizer's pad id: candidates only,
+        # each judged by the forward
+        config_pad = getattr(getattr(model, "config", None), "pad_token_id", None)
+        pads = [p + 1 for p in (pad_id, config_pad) if isinstance(p, int) and not isinstance(p, bool)]
+        candidates = dict.fromkeys([0, 1, 2, *pads])
+        for start in candidates:
+            positions = torch.arange(start, start + ids.shape[1], device=device)[None]
+            given = model(input_ids=ids, position_ids=positions, use_cache=False).logits.float().log_softmax(-1)
+            if (given - alone).abs().max().item() == 0:
+                return start
+    except Exception:  # noqa: BLE001 - no position_ids, or positions past the model's: it numbers from 0 here
+        return 0
+    return 0

@@ -26,6 +26,7 @@ class Loading:
     progress: Callable[[str], None] = lambda _: None
     attn_load_error: str | None = None  # the asked backend's kernel could not load; loaded with sdpa instead
     loading_info: dict[str, list[str]] | None = field(default=None)  # from_pretrained's missing/unexpected weights
+    setup_calls: list[str] = field(default_factory=list)  # the model's own setup calls made (SETUP_CALLS)
 
     def with_attn(self, make):
         """make(attn) with the requested backend; if its kernel cannot load here, with sdpa instead,
@@ -42,7 +43,29 @@ class Loading:
     def place(self, model):
         model.to(self.device)
         model.eval()  # measurements run without dropout; gradients still flow
+        self.setup_calls = required_setup(model)
         return model
+
+
+# Calls a model's own API says must precede its forward, as (method, the argument from its config). X-MOD's forward
+# refuses text with no language ("Input language unknown. Please call `XmodPreTrainedModel.set_default_language()`"):
+# its first configured language adapter is the one a fine-tune on one language sets.
+SETUP_CALLS = {
+    "set_default_language": lambda config: None if getattr(config, "default_language", None) is not None
+    else (list(getattr(config, "languages", None) or []) or [None])[0],
+}
+
+
+def required_setup(model) -> list[str]:
+    """Make the setup calls `model` needs (SETUP_CALLS) and say which, as code a user can run."""
+    done = []
+    for method, argument_of in SETUP_CALLS.items():
+        if callable(getattr(model, method, None)):
+            argument = argument_of(model.config)
+            if argument is not None:
+                getattr(model, method)(argument)
+                done.append(f"model.{method}({argument!r})")
+    return done
 
 
 def load(loading: Loading):
@@ -56,8 +79,9 @@ def load(loading: Loading):
 
 
 def load_tiny(loading: Loading):
-    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForSeq2SeqLM
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
 
     from onboard.harness.sources import build_tiny, config_for, tiny_tokenizer
 
@@ -65,8 +89,10 @@ def load_tiny(loading: Loading):
     arch = loading.spec.target
     loading.progress(f"Building tiny {arch} with random weights")
     # image-text-to-text architectures (llava, qwen2_vl, ...) have no ForCausalLM class: the text checks
-    # run on their ForConditionalGeneration model, as a multimodal fine-tune would train it
-    auto = AutoModelForCausalLM if arch in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else AutoModelForImageTextToText
+    # run on their ForConditionalGeneration model, as a multimodal fine-tune would train it; text-to-text classes in
+    # neither mapping (T5, LED, M2M100) on their seq2seq LM, which the session probes as seq2seq
+    auto = (AutoModelForCausalLM if arch in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else AutoModelForImageTextToText
+            if arch in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES else AutoModelForSeq2SeqLM)
 
     def make(config):
         try:

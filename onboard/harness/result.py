@@ -26,6 +26,9 @@ class Verdict(str, enum.Enum):
     READY_WITH_FIXES = "READY_WITH_FIXES"
     NOT_READY = "NOT_READY"  # a finding about the model that no verified patch fixes
     INCONCLUSIVE = "INCONCLUSIVE"  # no such finding, but a check crashed: onboard could not judge the model
+    # no finding, and the probes do not fit the model: its training needs inputs text data lacks (pixels), or
+    # another objective than labelled next tokens; the report says what it needs
+    NOT_APPLICABLE = "NOT_APPLICABLE"
 
 
 VERDICT_RULE = """\
@@ -42,7 +45,10 @@ READY_WITH_FIXES: every finding is fixed by a verified patch, or by a verified f
 NOT_READY: no verified configuration trains the model correctly: a loss that is not the next-token loss, a
   model that attends to later tokens with no causal switch, missing weights, a forward that fails, adapters
   that learn nothing.
-INCONCLUSIVE: a check crashed and nothing was found: onboard could not judge (exit 3)."""
+INCONCLUSIVE: a check crashed and nothing was found: onboard could not judge (exit 3).
+NOT_APPLICABLE: the text probes do not fit the model: its forward needs inputs text data lacks (pixel_values,
+  bbox, a state), or given text labels it has no next-token loss to train (audio codebooks, a diffusion
+  objective); the report names what it needs, from the model's own signature or error (exit 4)."""
 
 
 class ExitCode(enum.IntEnum):
@@ -50,6 +56,7 @@ class ExitCode(enum.IntEnum):
     NOT_READY = 1
     USAGE_ERROR = 2  # bad arguments or bad input: unknown model, not a causal LM, malformed data
     ENVIRONMENT_ERROR = 3  # the machine or onboard itself: no network, OOM, a bug, a check that crashed (INCONCLUSIVE)
+    NOT_APPLICABLE = 4  # the text probes do not fit the model (it needs pixels, or trains another objective)
 
 
 def bar_figure(title: str, groups: list[str], series: dict[str, list[float | None]], unit: str, *,
@@ -129,6 +136,9 @@ class CheckResult:
     duration_s: float = 0.0
     figures: list[dict[str, Any]] = field(default_factory=list)  # the check's own plots (bar_figure), or notes
     version: int = 0  # the check's version (onboard.checks.base.Check.version); 0: a report that did not record it
+    # with status SKIP: the check's probe does not fit the model, and what its training needs instead (an input
+    # text data lacks, another objective), as the model's own signature or error says; the verdict is NOT_APPLICABLE
+    needs: str | None = None
 
     @property
     def fixed(self) -> bool:
@@ -168,6 +178,8 @@ class RunReport:
             return Verdict.NOT_READY
         if any(c.blocking for c in self.checks):
             return Verdict.INCONCLUSIVE
+        if any(c.needs for c in self.checks):
+            return Verdict.NOT_APPLICABLE
         if any(c.fixed for c in self.checks):
             return Verdict.READY_WITH_FIXES
         return Verdict.READY
@@ -192,7 +204,8 @@ class RunReport:
         was tried; or, for a ready model, the patches that made it ready."""
         blocking = [c for c in self.checks if c.blocking]
         if not blocking:
-            return ", ".join(c.fix.patch_id for c in self.checks if c.fixed)
+            needs = [f"{c.code}: {c.needs}" for c in self.checks if c.needs]
+            return "; ".join(needs) if needs else ", ".join(c.fix.patch_id for c in self.checks if c.fixed)
         parts = []
         for c in blocking:
             text = f"{c.code} {c.diagnosis or c.status.value}: {c.message}"
@@ -205,6 +218,8 @@ class RunReport:
         verdict = self.verdict
         if verdict is Verdict.INCONCLUSIVE:
             return ExitCode.ENVIRONMENT_ERROR
+        if verdict is Verdict.NOT_APPLICABLE:
+            return ExitCode.NOT_APPLICABLE
         if verdict is Verdict.NOT_READY or (strict and verdict is Verdict.READY_WITH_FIXES):
             return ExitCode.NOT_READY
         return ExitCode.OK
@@ -272,6 +287,7 @@ def _check_to_dict(c: CheckResult) -> dict[str, Any]:
         "duration_s": round(c.duration_s, 3),
         "figures": c.figures,
         "version": c.version,
+        "needs": c.needs,
     }
 
 
@@ -298,4 +314,5 @@ def _check_from_dict(d: dict[str, Any]) -> CheckResult:
         duration_s=d.get("duration_s", 0.0),
         figures=d.get("figures", []),
         version=d.get("version", 0),
+        needs=d.get("needs"),
     )

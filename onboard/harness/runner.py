@@ -108,11 +108,14 @@ def run_checks(
     start = time.perf_counter()
     results: dict[str, CheckResult] = {}
     unmet: set[str] = set()  # checks that failed, crashed, or were skipped for a prerequisite of their own
+    needs: CheckResult | None = None  # a check found that the text probes do not fit the model: none fit it after
     for check_cls in checks:
         check = check_cls()
         missing = [code for code in check.requires if code in unmet]
         if not_applicable and check.code in not_applicable:  # the training setup does not use it
             result = check.result(Status.SKIP, f"not applicable: {not_applicable[check.code]}")
+        elif needs is not None:
+            result = check.result(Status.SKIP, f"not applicable: the model needs {needs.needs.split(':')[0]} ({needs.code})")
         elif missing:
             result = check.result(Status.SKIP, f"skipped: prerequisite {', '.join(missing)} did not pass")
             unmet.add(check.code)
@@ -132,6 +135,8 @@ def run_checks(
         session.results[check.code] = result  # what later checks may cite (TRAIN001 names PACK001's mechanism)
         if result.blocking:
             unmet.add(check.code)
+        if result.needs and needs is None:
+            needs = result
         on_result(result)
     session.timings["checks"] = time.perf_counter() - start
     return RunReport(

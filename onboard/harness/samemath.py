@@ -33,7 +33,8 @@ def shortest_row(session: ModelSession, n: int, start: int = 0) -> PackedBatch |
     group = sorted((ex for ex in session.examples if ex.n_trained), key=len)[start:start + n]
     if not group:
         return None
-    return PackedBatch.from_rows(pack(group, sum(len(ex) for ex in group))[:1], session.device, session.pad_id)
+    return PackedBatch.from_rows(pack(group, sum(len(ex) for ex in group), session.position_start)[:1],
+                                 session.device, session.pad_id)
 
 
 def loss_and_grads(model, batch: PackedBatch, owner=None) -> tuple[float, dict[str, torch.Tensor], float]:

@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Mapping
 
 import torch
 
-from onboard.harness.data import BUILTIN_CHATS, FALLBACK_TEMPLATE, Example, read_chats, tokenize_chat
+from onboard.harness.data import BUILTIN_CHATS, FALLBACK_TEMPLATE, Example, read_chats, tokenize_chat, tokenize_seq2seq
 from onboard.harness.errors import BadInput, EnvironmentProblem
 from onboard.harness.setup import DEFAULT, DTYPE_NAMES, Setup
 from onboard.patches.base import PatchContext, PatchHandle, unwrap
@@ -88,6 +88,7 @@ class ModelSession:
         self.results: dict = {}  # check code -> its CheckResult in this run, as the runner records them
         self._reference: dict[int, torch.Tensor] = {}  # example index -> its per-token losses run alone
         self._logit_width: int | None = None
+        self._position_start: int | None = None
 
         chats = read_chats(self.data_path)  # bad data (any line of it) fails before a slow load
         self.n_chats = len(chats)
@@ -99,12 +100,20 @@ class ModelSession:
         self.tokenizer, self.model = load(loading)
         self.attn_load_error = loading.attn_load_error  # ATTN001 reports it
         self.loading_info = loading.loading_info  # LOAD001 reads it
+        self.setup_calls = loading.setup_calls  # the calls the model's API requires, made (X-MOD's language)
         self.timings["model_load"] = time.perf_counter() - start
         start = time.perf_counter()
         if template:
             self.tokenizer.chat_template = template
         self.chat_template = getattr(self.tokenizer, "chat_template", None)
         self.template_is_fallback = not self.chat_template
+        # how a chat becomes a sample: as asked, or found from the model's behaviour (onboard.harness.inputs)
+        if setup.task == "auto":
+            from onboard.harness.inputs import objective
+
+            self.task = objective(self.model, self.tokenizer)
+        else:
+            self.task = setup.task
         self.examples: list[Example] = self.tokenize(chats)
         self.timings["tokenize"] = time.perf_counter() - start
 
@@ -167,7 +176,24 @@ class ModelSession:
     def tokenize(self, chats: list[list[dict[str, str]]]) -> list[Example]:
         """Chats as the checks and training see them: this session's template, labels and max_length."""
         template = self.chat_template or FALLBACK_TEMPLATE
-        return [tokenize_chat(self.tokenizer, chat, template, self.max_length) for chat in chats]
+        make = tokenize_seq2seq if self.task == "seq2seq" else tokenize_chat
+        return [make(self.tokenizer, chat, template, self.max_length) for chat in chats]
+
+    @property
+    def seq2seq(self) -> bool:
+        return self.task == "seq2seq"
+
+    @property
+    def position_start(self) -> int:
+        """The first position the model gives a sample it runs alone, measured (forward.own_position_start): what
+        packed rows number each sample from, and the packing collator's position_ids_start."""
+        if self._position_start is None:
+            from onboard.harness.forward import own_position_start
+
+            shortest = min(self.examples, key=len)
+            self._position_start = 0 if self.seq2seq else own_position_start(self.model, shortest, self.device,
+                                                                              self.pad_id)
+        return self._position_start
 
     @property
     def train_model(self):
@@ -202,7 +228,7 @@ class ModelSession:
             batch = self.probe_batch(1)
             with torch.no_grad():
                 out = self.train_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                       use_cache=False)
+                                       use_cache=False, **({"labels": batch["labels"]} if self.seq2seq else {}))
             self._logit_width = int(out.logits.shape[-1])
         return self._logit_width
 
@@ -297,4 +323,7 @@ class ModelSession:
             "device": str(self.device),
             "data": str(self.data_path),
             "examples": len(self.examples),
+            "setup_calls": self.setup_calls,
+            "task": self.task,
+            "position_start": self._position_start,  # measured where packing was probed (None: not measured)
         }

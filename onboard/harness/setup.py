@@ -30,6 +30,10 @@ def _opt(default, help: str, *, trained: bool = False, group: str, types: tuple 
 
 
 TRAINERS = ("hf", "custom")
+# how a chat becomes a training sample: auto finds it from the model (seq2seq where a forward's logits follow the
+# labels given, not the input: an encoder-decoder's), causal (next-token over the whole chat), seq2seq (the chat
+# up to the last reply to the encoder, the reply as the labels)
+TASKS = ("auto", "causal", "seq2seq")
 # what --dtype takes besides "auto", each to its torch name (the session resolves them; train --from compares them)
 DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
                "float16": "float16", "fp16": "float16"}
@@ -61,6 +65,10 @@ class Setup:
                             group="data", types=(str,), path=True)
     chat_template: str | None = _opt(None, "a Jinja chat template file to use instead of the tokenizer's",
                                      group="data", types=(str,), path=True)
+    task: str = _opt("auto", "the objective: auto (seq2seq where the model's logits follow the labels given, not "
+                     "its input, as an encoder-decoder's do; else causal), causal (next-token over the chat), seq2seq "
+                     "(the chat up to the last reply to the encoder, the reply as the labels)", trained=True,
+                     group="data", types=(str,))
     max_length: int = _opt(2048, "tokens a sample keeps (longer ones are truncated)", trained=True, group="data",
                            types=(int,))
     pack_length: int = _opt(512, "tokens per packed row in the packing check", group="data", types=(int,),
@@ -101,6 +109,8 @@ class Setup:
             if not targets or targets == ("all-linear",):
                 targets = None
             object.__setattr__(self, "lora_targets", targets)
+        if self.task not in TASKS:
+            raise BadInput(f"task must be one of {', '.join(TASKS)}, not {self.task!r}")
         if self.trainer not in TRAINERS:
             raise BadInput(f"trainer must be one of {', '.join(TRAINERS)}, not {self.trainer!r}")
         for name in ("max_length", "pack_length", "lora_rank", "lora_alpha"):

@@ -7,6 +7,8 @@ model accepts; all three compute the same attention, so the math of a correct mo
 
 from __future__ import annotations
 
+import torch
+
 from onboard.patches.base import Applicability, PatchContext, PatchHandle, model_configs, set_attr, unwrap
 from onboard.patches import ids
 
@@ -121,12 +123,32 @@ class CausalAttentionPatch:
         for name, module in [("", base), *_text_modules(base)]:
             if getattr(module, "attn_type", None) == "bi":  # XLNet's model and LM head copy it at init
                 set_attr(handle, module, "attn_type", "uni")
+                if hasattr(module, "create_mask"):  # the XLNetModel that builds the mask
+                    hook = module.register_forward_pre_hook(_right_padding_dropped, with_kwargs=True)
+                    handle.on_revert(hook.remove)
         for name, module in _text_modules(base):
             if getattr(module, "is_causal", None) is False and "cross" not in name.lower():
                 set_attr(handle, module, "is_causal", True)
             if getattr(module, "causal", None) is False:  # XLM's transformer copies config.causal at init
                 set_attr(handle, module, "causal", True)
         return handle
+
+
+def _right_padding_dropped(module, args, kwargs):
+    """XLNet under attn_type "uni": transformers adds the padding mask to its causal mask in place, which fails for
+    any batch of more than one row (modeling_xlnet.py: `attn_mask += data_mask[:, :, :, None]`, shape
+    [q, k, 1, 1] against [q, k, batch, 1]). A mask that only marks right padding carries nothing under a causal
+    mask (no real token sees a later position, and XLNet's relative positions do not depend on it), so it is
+    dropped there; any other mask is left for the model to refuse."""
+    mask = kwargs.get("attention_mask")
+    if mask is None or mask.dim() != 2 or mask.shape[0] < 2 or kwargs.get("perm_mask") is not None:
+        return None
+    lengths = mask.sum(-1, keepdim=True)
+    right_padding = mask.eq(torch.arange(mask.shape[1], device=mask.device)[None] < lengths).all()
+    if not bool(right_padding):
+        return None
+    kwargs["attention_mask"] = None
+    return args, kwargs
 
 
 def _text_modules(base):

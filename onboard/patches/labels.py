@@ -5,7 +5,7 @@ against labels[t]: their documentation asks for labels shifted beforehand. Given
 (labels = input_ids, prompt tokens -100), such a model learns to copy the current token. The patch wraps the
 model's forward: each sample's labels move one position left (labels'[t] = labels[t + 1]), and the last
 position of every sample gets -100, so no sample is trained on the next sample's first token. The samples of a
-packed row are told apart by `position_ids` restarting at 0 (the packing collator's); a right-padded batch
+packed row are told apart by `position_ids` restarting (at 0, or the model's own start) (the packing collator's); a right-padded batch
 shifts each row, its padding already -100. The logits are untouched: only which token each position is trained
 on changes, to the next one, which is what the HF Trainer's causal-LM loss does for every other class.
 
@@ -38,7 +38,8 @@ def shift_labels(labels: torch.Tensor, position_ids: torch.Tensor | None = None)
     if position_ids is not None and position_ids.dim() == labels.dim() + 1:  # mrope: (3, batch, seq), one numbering
         position_ids = position_ids[0]
     if position_ids is not None and position_ids.shape == labels.shape:
-        shifted[..., :-1][position_ids[..., 1:] == 0] = IGNORE  # the last position of a sample the next one follows
+        restart = position_ids[..., 1:] != position_ids[..., :-1] + 1  # a sample starts (at 0, or a model's own start)
+        shifted[..., :-1][restart] = IGNORE  # the last position of a sample the next one follows
     return shifted
 
 

@@ -25,11 +25,12 @@ from onboard.patches import ids
 IGNORE = -100
 
 
-def trained_count(kwargs: dict) -> torch.Tensor | None:
-    """The trained tokens of one forward's labels as the Trainer counts them (shift_labels, else labels[..., 1:])."""
+def trained_count(kwargs: dict, shifted: bool = True) -> torch.Tensor | None:
+    """The trained tokens of one forward's labels as the Trainer counts them (shift_labels, else labels[..., 1:]; an
+    encoder-decoder's labels whole: its decoder's logits at t predict labels[t])."""
     labels = kwargs.get("shift_labels")
     if labels is None and kwargs.get("labels") is not None:
-        labels = kwargs["labels"][..., 1:]
+        labels = kwargs["labels"][..., 1:] if shifted else kwargs["labels"]
     return None if labels is None else labels.ne(IGNORE).sum()
 
 
@@ -48,11 +49,14 @@ class LossKwargsPatch:
         handle = PatchHandle(self.id)
         set_attr(handle, base, "accepts_loss_kwargs", True)
         state: dict = {}
+        # the Trainer counts an encoder-decoder's labels whole (it reads config.is_encoder_decoder to decide), and
+        # such a model's own mean is over them all: the rescale counts the same tokens (GA001's re-check judges it)
+        shifted = not getattr(base.config, "is_encoder_decoder", False)
 
         def pre_hook(module, args, kwargs):
             # the forward's own loss ignores the count (it may not even take it): keep it for the rescale
             count = kwargs.pop("num_items_in_batch", None)
-            state.update(count=count, local=trained_count(kwargs))
+            state.update(count=count, local=trained_count(kwargs, shifted))
             return args, kwargs
 
         def post_hook(module, args, kwargs, output):

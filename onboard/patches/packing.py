@@ -171,7 +171,9 @@ def sample_boundaries(position_ids: torch.Tensor) -> dict:
     row, computed from its position_ids: seq_idx (the sample of each token, from 0 in each row) and the
     cumulative sample lengths over the flattened batch with the longest sample's length."""
     doc = document_ids(position_ids) - 1  # [B, T], 0-based per row
-    starts = (position_ids.reshape(-1) == 0).nonzero().flatten()  # a sample starts where its positions restart
+    restart = torch.ones_like(position_ids, dtype=torch.bool)  # a sample starts where its positions restart
+    restart[:, 1:] = position_ids[:, 1:] != position_ids[:, :-1] + 1
+    starts = restart.reshape(-1).nonzero().flatten()
     ends = torch.cat([starts[1:], starts.new_tensor([position_ids.numel()])])
     cu = torch.cat([starts.new_zeros(1), ends]).to(torch.int32)
     longest = int((ends - starts).max()) if len(starts) else 0
@@ -219,9 +221,10 @@ class UnpackedPatch:
         return PatchHandle(self.id)  # the collator is the change: training_collator() reads the patch list
 
 
-def training_collator(patch_ids, pad_id: int, ignore_index: int = -100):
+def training_collator(patch_ids, pad_id: int, ignore_index: int = -100, position_start: int = 0):
     """The collator a training run with these patches uses: right-padded batches under packing.unpacked; packed
-    rows with sample boundaries under packing.sample_boundaries; else packed rows with position_ids only."""
+    rows with sample boundaries under packing.sample_boundaries; else packed rows with position_ids only. Packed
+    positions restart at `position_start`, where the model numbers a sample alone (RoBERTa-style: padding_idx + 1)."""
     from transformers import DataCollatorWithFlattening
 
     patch_ids = set(patch_ids)
@@ -229,8 +232,8 @@ def training_collator(patch_ids, pad_id: int, ignore_index: int = -100):
         return RightPadding(pad_id, ignore_index)
     if ids.PACKING_SAMPLE_BOUNDARIES in patch_ids:
         return DataCollatorWithFlattening(return_position_ids=True, return_seq_idx=True,
-                                          return_flash_attn_kwargs=True)
-    return DataCollatorWithFlattening(return_position_ids=True)
+                                          return_flash_attn_kwargs=True, position_ids_start=position_start)
+    return DataCollatorWithFlattening(return_position_ids=True, position_ids_start=position_start)
 
 
 class RightPadding:
@@ -241,6 +244,8 @@ class RightPadding:
         self.pad_id, self.ignore_index = pad_id, ignore_index
 
     def __call__(self, samples: list[dict]) -> dict[str, torch.Tensor]:
+        if any(len(s["labels"]) != len(s["input_ids"]) for s in samples):  # seq2seq: labels are the decoder's own
+            return seq2seq_batch(samples, self.pad_id, self.ignore_index)
         width = max(len(s["input_ids"]) for s in samples)
         batch = {"input_ids": torch.full((len(samples), width), self.pad_id, dtype=torch.long),
                  "labels": torch.full((len(samples), width), self.ignore_index, dtype=torch.long),
@@ -251,6 +256,22 @@ class RightPadding:
             batch["labels"][i, :n] = torch.as_tensor(s["labels"])
             batch["attention_mask"][i, :n] = 1
         return batch
+
+
+def seq2seq_batch(samples: list[dict], pad_id: int, ignore_index: int = -100) -> dict[str, torch.Tensor]:
+    """Encoder-decoder samples ({"input_ids", "labels"}) as one batch: the encoder's ids right-padded with a mask,
+    the labels padded with the ignore index to their own width (the model builds its decoder's input from them),
+    as DataCollatorForSeq2Seq pads them."""
+    width = max(len(s["input_ids"]) for s in samples)
+    out = max(len(s["labels"]) for s in samples)
+    batch = {"input_ids": torch.full((len(samples), width), pad_id, dtype=torch.long),
+             "attention_mask": torch.zeros((len(samples), width), dtype=torch.long),
+             "labels": torch.full((len(samples), out), ignore_index, dtype=torch.long)}
+    for i, s in enumerate(samples):
+        batch["input_ids"][i, : len(s["input_ids"])] = torch.as_tensor(s["input_ids"])
+        batch["attention_mask"][i, : len(s["input_ids"])] = 1
+        batch["labels"][i, : len(s["labels"])] = torch.as_tensor(s["labels"])
+    return batch
 
 
 UNPACKED_BATCH = 8  # samples per micro-batch of `onboard train` (its --batch-size default): the fallback's cost

@@ -11,7 +11,7 @@ from onboard.reports import html as html_report
 from onboard.reports.matrix import Row, cell_text, check_codes
 
 # better outcomes first: a move down this list is a regression
-RANK = ["READY", "READY_WITH_FIXES", "INCONCLUSIVE", "NEEDS_DEPENDENCY", "BUILD_ERROR", "TIMEOUT", "CRASH", "NOT_READY"]
+RANK = ["READY", "READY_WITH_FIXES", "NOT_APPLICABLE", "INCONCLUSIVE", "NEEDS_DEPENDENCY", "BUILD_ERROR", "TIMEOUT", "CRASH", "NOT_READY"]
 
 
 @dataclass

@@ -11,7 +11,7 @@ from onboard.reports import svg
 STATUS_COLOR = {"PASS": "#1f883d", "FIXED": "#8ddb8c", "WARN": "#d4a72c", "FAIL": "#cf222e", "ERROR": "#8250df",
                 "SKIP": "#afb8c1"}
 VERDICT_COLOR = {Verdict.READY: "#1f883d", Verdict.READY_WITH_FIXES: "#8ddb8c", Verdict.NOT_READY: "#cf222e",
-                 Verdict.INCONCLUSIVE: "#8250df"}
+                 Verdict.INCONCLUSIVE: "#8250df", Verdict.NOT_APPLICABLE: "#afb8c1"}
 CSS = """
 body { font: 14px/1.45 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #24292f; margin: 24px; }
 h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 24px 0 8px; }

@@ -17,7 +17,7 @@ from onboard.reports import html as html_report
 
 OUTCOME_COLOR = {"READY": "#1f883d", "READY_WITH_FIXES": "#8ddb8c", "NOT_READY": "#cf222e", "INCONCLUSIVE": "#a475f9",
                  "BUILD_ERROR": "#8250df",
-                 "NEEDS_DEPENDENCY": "#afb8c1", "TIMEOUT": "#d4a72c", "CRASH": "#8250df"}
+                 "NEEDS_DEPENDENCY": "#afb8c1", "NOT_APPLICABLE": "#d0d7de", "TIMEOUT": "#d4a72c", "CRASH": "#8250df"}
 
 
 @dataclass
@@ -224,7 +224,7 @@ def render_html(rows: list[Row]) -> str:
     total = counts(rows)
     summary = " ".join(
         f'<span class="badge" style="background:{OUTCOME_COLOR.get(k, "#6e7781")};'
-        f'{"color:#24292f" if k in ("READY_WITH_FIXES", "NEEDS_DEPENDENCY", "TIMEOUT") else ""}">{escape(k)} {v}</span>'
+        f'{"color:#24292f" if k in ("READY_WITH_FIXES", "NEEDS_DEPENDENCY", "NOT_APPLICABLE", "TIMEOUT") else ""}">{escape(k)} {v}</span>'
         for k, v in total.most_common())
     share = (100 - MODEL_WIDTH - OUTCOME_WIDTH - REASON_WIDTH) / max(1, len(codes))
     cols = (f'<colgroup><col style="width:{MODEL_WIDTH}%"><col style="width:{OUTCOME_WIDTH}%">'
@@ -239,7 +239,7 @@ def render_html(rows: list[Row]) -> str:
             c = checks.get(code)
             cells.append(_cell(c) if c else "<td></td>")
         color = OUTCOME_COLOR.get(row.outcome, "#6e7781")
-        dark = row.outcome in ("READY_WITH_FIXES", "NEEDS_DEPENDENCY", "TIMEOUT")
+        dark = row.outcome in ("READY_WITH_FIXES", "NEEDS_DEPENDENCY", "NOT_APPLICABLE", "TIMEOUT")
         body_rows.append(
             f'<tr><td class="model" title="{escape(row.command)}">'
             f'<a href="#{_anchor(row.name)}">{_breakable(row.model)}</a></td>'

@@ -18,7 +18,7 @@ from onboard.harness.result import CheckResult, Measurement, RunReport, Status, 
 
 STYLE = {Status.PASS: "green", Status.WARN: "yellow", Status.FAIL: "red", Status.ERROR: "magenta", Status.SKIP: "dim"}
 VERDICT_STYLE = {Verdict.READY: "bold green", Verdict.READY_WITH_FIXES: "bold yellow", Verdict.NOT_READY: "bold red",
-                 Verdict.INCONCLUSIVE: "bold magenta"}
+                 Verdict.INCONCLUSIVE: "bold magenta", Verdict.NOT_APPLICABLE: "bold blue"}
 
 
 def status_text(result: CheckResult) -> Text:
@@ -250,7 +250,10 @@ def verdict_line(report: RunReport, left_out: dict[str, str] | None = None) -> T
     verdict = report.verdict
     line = Text(f"verdict: {verdict.value}", style=VERDICT_STYLE[verdict])
     n = len(training_patches(report, left_out))
-    if n:
+    needs = next((c.needs for c in report.checks if c.needs), None)
+    if needs and verdict is Verdict.NOT_APPLICABLE:
+        line.append(f" · needs {needs.split(':')[0]}")
+    elif n:
         line.append(f" · {n} patch{'es' if n > 1 else ''} for training")
     line.append(f" · {report.duration_s:.1f} s", style="dim")
     return line
@@ -298,6 +301,9 @@ def next_line(report: RunReport, json_path: str | None = None) -> Text:
     """What to run next: train (from the JSON report when one was written), or what explains the blocking check."""
     model = report.model.get("id", "MODEL")
     blocking = [c for c in report.checks if c.blocking]
+    needs = next((c for c in report.checks if c.needs), None)
+    if not blocking and needs is not None:  # nothing to train from text: what the model needs is the check's
+        return Text(f"next: onboard explain {needs.code} (the text probes do not fit {model})")
     if not blocking:
         source = f" --from {json_path}" if json_path and json_path != "-" else ""
         return Text(f"next: onboard train {model}{source}")

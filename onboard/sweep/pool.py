@@ -19,14 +19,14 @@ from typing import Any, Callable
 from onboard.harness.errors import BadInput
 
 DEFAULT_TASK = "onboard.sweep.worker:check_architecture"
-OUTCOMES = ("READY", "READY_WITH_FIXES", "NOT_READY", "INCONCLUSIVE", "BUILD_ERROR", "NEEDS_DEPENDENCY", "TIMEOUT",
+OUTCOMES = ("READY", "READY_WITH_FIXES", "NOT_READY", "INCONCLUSIVE", "NOT_APPLICABLE", "BUILD_ERROR", "NEEDS_DEPENDENCY", "TIMEOUT",
             "CRASH")
 
 
 @dataclass
 class SweepRecord:
     arch: str
-    task: str  # causal-lm or image-text-to-text
+    task: str  # causal-lm, image-text-to-text or text2text (onboard.sweep.archs)
     outcome: str  # one of OUTCOMES
     reason: str  # blocking findings, the patches that fixed it, or why it did not run
     seconds: float

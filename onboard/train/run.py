@@ -144,7 +144,8 @@ def train(session: ModelSession, patch_ids: list[str], options: TrainOptions, *,
         console.print("Packing off: the checks found that packed samples do not train as they do alone on this model "
                       "and verified right-padded micro-batches instead (packing.unpacked)", highlight=False)
     # --no-packing pads as the fallback does: on the right, whatever side the tokenizer pads on
-    collator = training_collator(applied if packing else [*applied, ids.PACKING_UNPACKED], session.pad_id, IGNORE)
+    collator = training_collator(applied if packing else [*applied, ids.PACKING_UNPACKED], session.pad_id, IGNORE,
+                                 position_start=session.position_start if packing else 0)
     cuda = session.device.type == "cuda"
     # the builder TRAIN001 and GA001 used: precision and checkpointing are what the checks ran with
     collator_name = type(collator).__name__
