@@ -153,11 +153,20 @@ def test_the_packed_attention_lever_runs_a_row_of_one_sample_on_a_multimodal_rop
 
 
 def test_own_position_numbering_is_told_apart_from_row_dependence():
-    """PACK001 calls a first sample that moves in a packed row FM-PACK-POSITIONS when the sample alone already
-    moves given position_ids from 0 (Kosmos-2.5 numbers positions from its padding index, as RoBERTa does), and
-    FM-PACK-ROWINDEX otherwise: the probe that tells them apart, on real classes."""
-    from onboard.checks.packing import _own_numbering_shift
+    """Kosmos-2.5 numbers positions from its padding index + 1, as RoBERTa does: given position_ids from 0 (what the
+    packing collator sent before issue 26) the sample alone moves, which PACK001 called FM-PACK-POSITIONS. The
+    session now measures the start, from which the sample alone is reproduced exactly, and packed rows use it;
+    PACK001's own-numbering probe (the FM-PACK-POSITIONS vs FM-PACK-ROWINDEX split) then reads 0 for it, as for
+    Llama, whose positions start at 0."""
+    import torch
+
+    from onboard.checks.packing import _own_numbering_shift, token_shift
+    from onboard.harness.forward import example_losses
 
     kosmos, llama = make_session("tiny:kosmos-2.5"), make_session("tiny:llama")
-    assert _own_numbering_shift(kosmos, kosmos.model, 0) > 1e-3  # beyond packing.row_noise: the branch is taken
+    assert kosmos.position_start == kosmos.model.config.get_text_config().pad_token_id + 1 and llama.position_start == 0
+    ex = kosmos.examples[0]
+    from_zero = example_losses(kosmos.model, ex, kosmos.device, position_ids=torch.arange(len(ex))[None])
+    assert token_shift(from_zero, kosmos.reference_losses([0])[0]) > 1e-3  # beyond packing.row_noise
+    assert _own_numbering_shift(kosmos, kosmos.model, 0) == 0.0
     assert _own_numbering_shift(llama, llama.model, 0) == 0.0

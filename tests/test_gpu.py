@@ -160,3 +160,15 @@ def _ready_but_for_compile(report):
     assert not any(c.blocking for c in report.checks), report.reason
     assert report.verdict is Verdict.READY or (report.verdict is Verdict.READY_WITH_FIXES and fixed == {"COMPILE001"}), \
         [(c.code, c.status, c.message) for c in report.checks]
+
+
+@pytest.mark.parametrize("arch, patches", [("t5gemma2", {"packing.unpacked"}),
+                                           ("roberta", {"attention.causal", "packing.block_mask"})])
+def test_objectives_hold_in_bf16_on_cuda(arch, patches):
+    """Issue 26 on the GPU: an encoder-decoder probed as seq2seq (trained right-padded) and RoBERTa packed from
+    its own first position (padding_idx + 1) keep their CPU verdicts in bf16, every check but COMPILE001."""
+    session = ModelSession(model=f"tiny:{arch}", device="cuda", torch_compile=False)
+    report = run_checks(session, CHECKS)
+    assert report.verdict in (Verdict.READY, Verdict.READY_WITH_FIXES), report.reason
+    assert patches <= set(report.verified_patches), report.verified_patches
+    assert by_code(report)["TRAIN001"].status is Status.PASS, by_code(report)["TRAIN001"].message

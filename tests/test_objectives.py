@@ -138,3 +138,38 @@ def test_t5_is_built_as_seq2seq_and_its_accumulation_finding_is_fixed():
     assert checks["GA001"].diagnosis == "FM-LOSS-GA" and checks["GA001"].fixed, checks["GA001"].message
     assert report.verdict is Verdict.READY_WITH_FIXES, report.reason
     assert set(report.verified_patches) == {"packing.unpacked", "loss.num_items_in_batch"}
+
+
+def test_roberta_packs_once_its_positions_start_where_it_numbers_a_sample():
+    """RoBERTa numbers a sample from padding_idx + 1 when given no positions; packed rows numbered from 0 moved each
+    sample (the family fell back to unpacked training). The session measures the start (the one whose position_ids
+    reproduce the sample alone exactly), packed rows and the collator follow it, and the block mask verifies."""
+    from onboard.patches import training_collator
+
+    session = make_session("tiny:roberta")
+    assert session.position_start == session.model.config.pad_token_id + 1
+    report = run_all(session)
+    pack, train = by_code(report)["PACK001"], by_code(report)["TRAIN001"]
+    assert pack.fixed and pack.fix.patch_id == "packing.block_mask", report.reason
+    assert pack.measurements["position_start"].value == session.position_start
+    assert train.status is Status.PASS and train.measurements["loss_rel_diff"].value <= 1e-5
+    assert report.model["position_start"] == session.position_start
+    collator = training_collator(report.verified_patches, 0, position_start=session.position_start)
+    assert collator([{"input_ids": [5, 6, 7]}, {"input_ids": [8, 9]}])["position_ids"].tolist() == [[1, 2, 3, 1, 2]]
+
+
+def test_fsmt_is_fed_as_the_seq2seq_collator_feeds_it_and_its_label_bug_is_found():
+    """FSMT's forward, given labels alone, feeds its decoder the shifted encoder input; DataCollatorForSeq2Seq(model=)
+    sends decoder_input_ids from its prepare_decoder_input_ids_from_labels, and so does the session (named among
+    the setup calls): its decoder is then causal (ATTN001 passes). That method replaces the -100s of the labels with
+    the pad id in place (modeling_fsmt.py, shift_tokens_right: masked_fill_), so a padded batch trains on its
+    padding: TRAIN001 finds the padded step's loss off the samples' (a true finding, shown here in plain torch)."""
+    session = make_session("tiny:fsmt")
+    assert session.task == "seq2seq" and any("prepare_decoder_input_ids_from_labels" in c for c in session.setup_calls)
+    labels = torch.tensor([[5, 6, -100]])
+    session.model.prepare_decoder_input_ids_from_labels(labels=labels)
+    assert labels.tolist() == [[5, 6, session.model.config.pad_token_id]]  # the caller's labels, changed
+    report = run_all(session)
+    checks = by_code(report)
+    assert checks["ATTN001"].status is Status.PASS, checks["ATTN001"].message
+    assert checks["TRAIN001"].diagnosis == "FM-TRAIN-LOSS" and report.verdict is Verdict.NOT_READY

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from onboard.checks.base import Check, FixAvailability
-from onboard.harness.inputs import needs_beyond_text_labels, needs_from_error
+from onboard.harness.inputs import needs_beyond_text_labels, needs_from_error, noncausal_mask_origin
 from onboard.harness.result import Status
 from onboard.patches.attention import current_backend, head_dims, unusable_reason
 from onboard.patches import get_patch
@@ -38,8 +38,16 @@ class AttentionCheck(Check):
     FM-ATTN-MISMATCH (the loss differs from eager), FM-ATTN-NONCAUSAL (changing the later tokens of a sample
     moves the predictions before them: the model attends both ways, as BERT-style causal-LM classes do
     without is_decoder, and next-token training reads the answer; an exact-0 test), FM-MODEL-FORWARD (the forward fails with eager
-    attention too: not the backend's fault; the model cannot run text-only training inputs, e.g. a
-    vision-language class that requires pixel inputs).
+    attention too, and the model's own error names nothing text data lacks: a model that cannot run the text it
+    is given, e.g. learned positions fewer than the samples' tokens).
+
+    Not a finding: a forward that needs what text data does not have is NOT_APPLICABLE, with what it needs, read
+    from the model (onboard.harness.inputs): a required forward argument the batch left out (BLIP's pixel_values),
+    a forward parameter or config field its error names (UDOP's bbox, Reformer's axial_pos_shape), a forward that
+    runs without labels while its loss refuses text labels (GIT, which runs once given pixel_values; MusicGen's
+    codebook labels), or no loss given labels. An encoder-decoder (--task seq2seq, found by --task auto) runs the
+    padded step with the reply as its labels and the causality probe on its decoder: later labels changed,
+    earlier log-probabilities move by exactly 0.
 
     Fix:
     attention.fallback (safe): switch to sdpa, else flex_attention, else eager; verified by re-running
@@ -53,8 +61,9 @@ class AttentionCheck(Check):
     summary = "the attention backend loads, supports the head size, and agrees with eager"
     requires = ("LOAD001",)
     fix_availability = FixAvailability.SOMETIMES
-    version = 3  # 2: XLNet's attn_type switch is a fix; a model with no switch says what was looked for
+    version = 4  # 2: XLNet's attn_type switch is a fix; a model with no switch says what was looked for
     # 3: NOT_APPLICABLE where the model needs inputs text lacks; seq2seq probed through its decoder
+    # 4: the seq2seq probe keeps the reply's last token (fairseq-style decoders start from it); a mask's origin named
 
     def run(self, session: ModelSession):
         model = session.train_model
@@ -133,7 +142,9 @@ class AttentionCheck(Check):
             else:  # nothing onboard can turn: say what was looked for, and where the model's code builds its mask
                 import inspect
 
-                res.message += f"; {no_switch}; its attention is built in {Path(inspect.getsourcefile(type(base))).name}"
+                origin = noncausal_mask_origin(base, batch["input_ids"][:1])
+                res.message += f"; {no_switch}; " + (origin or "its attention is built in "
+                                                     f"{Path(inspect.getsourcefile(type(base))).name}")
             return res
         if wanted == "eager":
             res.message = f"{wanted} runs (loss {loss:.4f})"
@@ -222,7 +233,9 @@ def _future_leak(model, batch, seq2seq: bool = False) -> float:
         half = labels.shape[1] // 2
         other = labels.clone()
         pool = torch.unique(labels[0])
-        other[0, half:] = pool[(torch.searchsorted(pool, labels[0, half:]) + 1) % len(pool)]
+        # the reply's last token (its end-of-sequence) is kept: fairseq-style decoders (FSMT) start from it, moved to
+        # the front, which is constant over well-formed data
+        other[0, half:-1] = pool[(torch.searchsorted(pool, labels[0, half:-1]) + 1) % len(pool)]
         with torch.no_grad():
             a = model(**enc, labels=labels, use_cache=False).logits[0, :half].float().log_softmax(-1)
             b = model(**enc, labels=other, use_cache=False).logits[0, :half].float().log_softmax(-1)

@@ -131,6 +131,12 @@ class PackingCheck(Check):
     When none verifies, or for FM-PACK-POSITIONS and FM-PACK-ROWINDEX: packing.unpacked, training on right-padded micro-batches,
     verified by the same two measures on a padded batch, its padding cost stated. The model then trains
     correctly, slower (READY_WITH_FIXES).
+
+    Positions: each packed sample is numbered from where the model numbers a sample it runs alone, measured
+    (ModelSession.position_start: the start whose position_ids reproduce the sample alone exactly; padding_idx + 1
+    for RoBERTa-style embeddings), and the packing collator is built with that position_ids_start. An
+    encoder-decoder (seq2seq) is not packed: its right-padded batch is judged as packing.unpacked's is, and the
+    check enables packing.unpacked for training.
     """
 
     code = "PACK001"

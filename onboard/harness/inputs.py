@@ -123,8 +123,87 @@ def objective(model, tokenizer) -> str:
     labels = torch.tensor([words[-3:]], device=device)
     try:
         with torch.no_grad():
-            out = model(input_ids=ids, labels=labels, use_cache=False)
+            out = model(input_ids=ids, labels=labels, use_cache=False, **decoder_inputs(model, labels))
     except Exception:  # noqa: BLE001 - refuses labels of another length: not an encoder-decoder
         return "causal"
     logits = getattr(out, "logits", None)
     return "seq2seq" if logits is not None and logits.dim() == 3 and logits.shape[1] == labels.shape[1] else "causal"
+
+
+def noncausal_mask_origin(model, ids) -> str | None:
+    """Where a model that attends to later tokens builds the mask that lets it: the attention mask its layers are
+    given (a [.., T, T] tensor passed as `attention_mask`) is captured, and the function of the model's own source
+    file that returned it (the same values) is named with its file and line. None when no layer is given a square
+    mask that lets a position see a later one (the non-causality is elsewhere, e.g. a flag the kernel reads)."""
+    import sys
+
+    import torch
+
+    source = inspect.getsourcefile(type(model))
+    length = ids.shape[-1]
+    masks: list = []
+
+    def square(t) -> bool:  # a [.., S, S] mask over at least the sample (a model may add prompt positions)
+        return torch.is_tensor(t) and t.dim() >= 2 and t.shape[-1] == t.shape[-2] >= length
+
+    def capture(module, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        if mask is None:
+            # positionally only a boolean or integer mask: a float [.., S, S] could be hidden states of width S
+            mask = next((a for a in args if square(a) and not a.is_floating_point()), None)
+        if square(mask) and not masks:
+            masks.append(mask.detach().clone())
+
+    returns: list = []  # (qualname, first line, returned tensor) of the model's own functions, in order
+
+    def profile(frame, event, arg):
+        if event == "return" and frame.f_code.co_filename == source and square(arg):
+            returns.append((frame.f_code.co_qualname, frame.f_code.co_firstlineno, arg.detach().clone()))
+
+    hooks = [m.register_forward_pre_hook(capture, with_kwargs=True) for m in model.modules() if m is not model]
+    previous = sys.getprofile()
+    sys.setprofile(profile)
+    try:
+        with torch.no_grad():
+            model(input_ids=ids, use_cache=False)
+    except Exception:  # noqa: BLE001 - nothing to name
+        return None
+    finally:
+        sys.setprofile(previous)
+        for hook in hooks:
+            hook.remove()
+    if not masks:
+        return None
+    mask = masks[0]
+    size = mask.shape[-1]
+    allowed = mask.bool() if not mask.is_floating_point() else mask > torch.finfo(mask.dtype).min / 2
+    if not allowed.reshape(-1, size, size).triu(1).any():
+        return None  # the layers' mask is causal: not where the model looks ahead
+    for qualname, line, value in returns:
+        if value.shape[-2:] == mask.shape[-2:] and torch.equal(value.reshape(-1, size, size)[:1].to(mask.dtype),
+                                                                mask.reshape(-1, size, size)[:1]):
+            from pathlib import Path
+
+            return f"{qualname} ({Path(source).name}:{line}) builds the mask that lets a position see later ones"
+    return None
+
+
+def decoder_inputs(model, labels) -> dict:
+    """What DataCollatorForSeq2Seq(model=model) adds to a batch: the decoder's input built from the labels by the
+    model's own prepare_decoder_input_ids_from_labels, where it has one (FSMT's forward otherwise feeds its
+    decoder the shifted encoder input); {} where it has none (the forward shifts the labels itself)."""
+    prepare = getattr(model, "prepare_decoder_input_ids_from_labels", None)
+    return {"decoder_input_ids": prepare(labels=labels)} if callable(prepare) else {}
+
+
+def feed_decoder_from_labels(model):
+    """A forward pre-hook that gives every labelled batch without a decoder input the one decoder_inputs() builds, as
+    the seq2seq collator does; returns the hook's handle (session-long: the checks and training batches alike)."""
+    def hook(module, args, kwargs):
+        labels = kwargs.get("labels")
+        if labels is None or kwargs.get("decoder_input_ids") is not None or kwargs.get("decoder_inputs_embeds") is not None:
+            return None
+        kwargs.update(decoder_inputs(module, labels))
+        return args, kwargs
+
+    return model.register_forward_pre_hook(hook, with_kwargs=True)

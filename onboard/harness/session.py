@@ -114,6 +114,13 @@ class ModelSession:
             self.task = objective(self.model, self.tokenizer)
         else:
             self.task = setup.task
+        if self.task == "seq2seq" and callable(getattr(self.model, "prepare_decoder_input_ids_from_labels", None)):
+            # every batch as DataCollatorForSeq2Seq(model=...) sends it: the decoder's input from the labels
+            from onboard.harness.inputs import feed_decoder_from_labels
+
+            feed_decoder_from_labels(self.model)
+            self.setup_calls = [*self.setup_calls, "decoder_input_ids = model.prepare_decoder_input_ids_from_labels("
+                                "labels), as DataCollatorForSeq2Seq(model=model) sends them"]
         self.examples: list[Example] = self.tokenize(chats)
         self.timings["tokenize"] = time.perf_counter() - start
 

@@ -85,7 +85,9 @@ class CausalAttentionPatch:
     Gemma text model's `use_bidirectional_attention` (the prefix-LM of its pretraining), so its attention
     modules are not causal: eager builds a causal mask anyway, sdpa without a mask attends both ways. XLM is
     causal only with `config.causal` (its CLM checkpoints set it, its MLM ones do not). XLNet's default
-    `attn_type="bi"` attends both ways; `"uni"` builds its causal mask (and relative positions to match). The
+    `attn_type="bi"` attends both ways; `"uni"` builds its causal mask (and relative positions to match), but
+    transformers' uni path cannot add a padding mask for more than one row, so under "uni" a mask that only marks
+    right padding (it hides nothing from a real token under a causal mask) is dropped before XLNet's forward. The
     patch sets `is_decoder` and `causal`, clears `use_bidirectional_attention`, turns `attn_type` "bi" into
     "uni", and marks the text model's self-attention modules causal (sdpa and flash kernels read that flag); a
     vision tower's attention is left as it is. ATTN001's exact probe (earlier log-probabilities move by 0 when
