@@ -53,15 +53,17 @@ def first_line(exc: BaseException) -> str:
 def build(arch: str, attn: str | None):
     """tiny:ARCH as onboard builds it (a ForCausalLM class, else the ForConditionalGeneration one), fp32, with the
     report's attention implementation; every dropout and jitter set to 0 (the truth must be deterministic)."""
-    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForSeq2SeqLM
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
 
     from onboard.fixtures.models import tiny_tokenizer
     from onboard.fixtures.tiny import build_tiny, config_for
 
     tok = tiny_tokenizer()
     torch.manual_seed(0)
-    auto = AutoModelForCausalLM if arch in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else AutoModelForImageTextToText
+    auto = (AutoModelForCausalLM if arch in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else AutoModelForImageTextToText
+            if arch in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES else AutoModelForSeq2SeqLM)
 
     def make(config):
         cls = auto._model_mapping[type(config)]
@@ -87,24 +89,27 @@ def build(arch: str, attn: str | None):
     return tok, model
 
 
-def NOISE(key: str) -> bool:  # noqa: N802 - train-mode randomness by name: dropout, PhiMoE's router jitter
-    return any(word in key for word in ("dropout", "jitter", "noise"))
+def NOISE(key: str) -> bool:  # noqa: N802 - train-mode randomness by name: dropout, PhiMoE's router jitter,
+    # LayerDrop (M2M100, NLLB-MoE: a layer skipped at random in training)
+    return any(word in key for word in ("dropout", "jitter", "noise", "layerdrop"))
 
 
-def samples(tok, model):
+def samples(tok, model, seq2seq: bool = False):
     """The three shortest built-in chats, and one longer than the widest window or chunk the config declares
-    (the chats one after another), as {input_ids, labels} with assistant-only labels."""
-    from onboard.harness.data import BUILTIN_CHATS, read_chats, tokenize_chat
+    (the chats one after another), as {input_ids, labels} with assistant-only labels; seq2seq: the chat up to its
+    last reply as input_ids, the reply as labels (strung together for the long one)."""
+    from onboard.harness.data import BUILTIN_CHATS, read_chats, tokenize_chat, tokenize_seq2seq
 
-    chats = [tokenize_chat(tok, chat, None, MAX_LENGTH) for chat in read_chats(BUILTIN_CHATS)]
-    chats = [c for c in chats if any(label != IGNORE for label in c.labels[1:])]
+    tokenize = tokenize_seq2seq if seq2seq else tokenize_chat
+    chats = [tokenize(tok, chat, tok.chat_template, MAX_LENGTH) for chat in read_chats(BUILTIN_CHATS)]
+    chats = [c for c in chats if any(label != IGNORE for label in c.labels[0 if seq2seq else 1:])]
     short = sorted(chats, key=len)[:3]
     text = model.config.get_text_config()
     spans = [v for v in (getattr(text, "sliding_window", None), getattr(text, "attention_chunk_size", None))
              if isinstance(v, int) and not isinstance(v, bool) and 0 < v < MAX_LENGTH]
     length = min(max(spans) + 32, MAX_LENGTH) if spans else len(sorted(chats, key=len)[3])
     ids, labels = [], []
-    while len(ids) < length:
+    while len(labels if seq2seq else ids) < length:
         for c in chats:
             ids, labels = ids + c.input_ids, labels + c.labels
     return [{"input_ids": c.input_ids, "labels": c.labels} for c in short] + [
@@ -119,9 +124,11 @@ def randomise_lora_b(model, seed=0):
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
 
 
-def truth(model, data, positions: bool):
-    """Token-mean next-token loss of the samples run one by one, and every adapter's gradient of it."""
-    total = sum(sum(label != IGNORE for label in d["labels"][1:]) for d in data)
+def truth(model, data, positions: bool, start: int = 0, seq2seq: bool = False):
+    """Token-mean next-token loss of the samples run one by one, and every adapter's gradient of it; seq2seq: the
+    cross-entropy of the decoder's logits at t against labels[t] (the labels, shifted by the model, its input)."""
+    first = 0 if seq2seq else 1
+    total = sum(sum(label != IGNORE for label in d["labels"][first:]) for d in data)
     model.zero_grad(set_to_none=True)
     model.train()
     loss = 0.0
@@ -130,9 +137,14 @@ def truth(model, data, positions: bool):
         labels = torch.tensor([d["labels"]])
         # the sample as the training collator sends a row of it alone: with position_ids when it packs, without
         # when it pads (a RoBERTa-family model then numbers positions from the ids, as in training)
-        extra = {"position_ids": torch.arange(ids.shape[1])[None]} if positions else {}
-        logits = model(input_ids=ids, use_cache=False, **extra).logits[0, :-1].float()
-        part = F.cross_entropy(logits, labels[0, 1:], ignore_index=IGNORE, reduction="sum") / total
+        # (from where the report measured the model numbers a sample alone: RoBERTa's padding_idx + 1)
+        extra = {"position_ids": torch.arange(start, start + ids.shape[1])[None]} if positions else {}
+        if seq2seq:
+            logits = model(input_ids=ids, labels=labels, use_cache=False).logits[0].float()
+            part = F.cross_entropy(logits, labels[0], ignore_index=IGNORE, reduction="sum") / total
+        else:
+            logits = model(input_ids=ids, use_cache=False, **extra).logits[0, :-1].float()
+            part = F.cross_entropy(logits, labels[0, 1:], ignore_index=IGNORE, reduction="sum") / total
         part.backward()
         loss += part.item()
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
@@ -196,18 +208,22 @@ def audit(row: dict) -> dict:
     arch = row["arch"]
     report = RunReport.from_dict(row["report"])
     tok, model = build(arch, report.model.get("attention"))
+    if callable(getattr(model, "set_default_language", None)):  # the setup call the report names (X-MOD)
+        model.set_default_language(list(model.config.languages)[0])
+    seq2seq = report.model.get("task") == "seq2seq"
     peft_model = get_peft_model(model, onboard.lora_config(report, model))
     randomise_lora_b(peft_model)
-    data = samples(tok, model)
+    data = samples(tok, model, seq2seq)
     # the truth runs with the patches on too: they act on packed rows and on the Trainer's loss, never on a sample
     # run alone without labels (a forward that requires token_type_ids in training gets them from its patch)
     applied = onboard.apply_patches(peft_model, report, cce="on")
     collator = onboard.collator(report, tok)
-    want_loss, want_grads = truth(peft_model, data, positions=type(collator).__name__ != "RightPadding")
+    want_loss, want_grads = truth(peft_model, data, positions=type(collator).__name__ != "RightPadding",
+                                  start=report.model.get("position_start") or 0, seq2seq=seq2seq)
     with tempfile.TemporaryDirectory() as out:
         got_loss, got_grads, accepts = trainer_step(peft_model, data, collator, out)
     applied.revert()
-    counts = [sum(label != IGNORE for label in d["labels"][1:]) for d in data]
+    counts = [sum(label != IGNORE for label in d["labels"][0 if seq2seq else 1:]) for d in data]
     return {"arch": arch, "verdict": row["outcome"], "patches": report.verified_patches,
             "collator": type(collator).__name__, "trainer_passes_num_items": accepts,
             "tokens": [len(d["input_ids"]) for d in data], "trained_tokens": counts,
