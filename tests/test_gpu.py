@@ -172,3 +172,7 @@ def test_objectives_hold_in_bf16_on_cuda(arch, patches):
     assert report.verdict in (Verdict.READY, Verdict.READY_WITH_FIXES), report.reason
     assert patches <= set(report.verified_patches), report.verified_patches
     assert by_code(report)["TRAIN001"].status is Status.PASS, by_code(report)["TRAIN001"].message
+    if arch == "t5gemma2":  # the fused loss on the decoder, unshifted, with the cce kernel: live and the model's loss
+        cce = by_code(report)["CCE001"]
+        assert cce.enables == "cce.fused_loss" and cce.measurements["impl"].value == "cce", cce.message
+        print({k: m.value for k, m in cce.measurements.items()})

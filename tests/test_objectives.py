@@ -68,7 +68,12 @@ def test_an_encoder_decoder_is_probed_as_seq2seq_and_trains_right_padded(arch):
     assert checks["ATTN001"].measurements["future_leak"].value == 0  # the decoder is causal, exactly
     assert checks["PACK001"].enables == "packing.unpacked" and "right-padded" in checks["PACK001"].message
     assert checks["TRAIN001"].measurements["loss_rel_diff"].value <= 1e-5
-    assert report.verified_patches == ["packing.unpacked"]
+    assert "packing.unpacked" in report.verified_patches
+    cce = checks["CCE001"]
+    if arch == "t5gemma2":  # the fused loss on its decoder, unshifted, equals its own loss
+        assert cce.enables == "cce.fused_loss" and cce.measurements["loss_rel_diff"].value <= 1e-4, cce.message
+    else:  # Florence-2 builds its decoder's input inside its forward: its own loss alone is judged
+        assert "prepare_decoder_input_ids_from_labels" in cce.message and cce.status is Status.PASS
 
 
 def test_the_seq2seq_loss_is_the_unshifted_cross_entropy_of_the_decoder():
@@ -137,7 +142,8 @@ def test_t5_is_built_as_seq2seq_and_its_accumulation_finding_is_fixed():
     assert report.model["class"] == "T5ForConditionalGeneration" and report.model["task"] == "seq2seq"
     assert checks["GA001"].diagnosis == "FM-LOSS-GA" and checks["GA001"].fixed, checks["GA001"].message
     assert report.verdict is Verdict.READY_WITH_FIXES, report.reason
-    assert set(report.verified_patches) == {"packing.unpacked", "loss.num_items_in_batch"}
+    assert {"packing.unpacked", "loss.num_items_in_batch"} <= set(report.verified_patches)
+    assert checks["CCE001"].enables == "cce.fused_loss"  # live on its decoder, unshifted, equal to its own loss
 
 
 def test_roberta_packs_once_its_positions_start_where_it_numbers_a_sample():

@@ -42,7 +42,10 @@ class CceCheck(Check):
     Ground truth is the model's behaviour: the patch measures the transform between the output layer and
     the logits (scale, softcap) on a probe forward, and when the losses differ the check tells why from
     the model's own logits: its loss is not the shifted cross-entropy of its logits (e.g. it does not
-    shift labels), or the fused path misses a transform.
+    shift labels), or the fused path misses a transform. An encoder-decoder (seq2seq) runs its decoder on the
+    labels' shifted copy its prepare_decoder_input_ids_from_labels builds and the fused loss does not shift
+    (its logits at t predict labels[t]); one without that method has only its own loss judged, against the
+    unshifted cross-entropy of its decoder's logits.
 
     Why it matters:
     The logits of a large vocabulary dominate SFT memory. A fused loss patched onto the wrong class
@@ -77,7 +80,8 @@ class CceCheck(Check):
     requires = ("LORA001",)
     needs_labels = True
     fix_availability = FixAvailability.SOMETIMES  # labels.shift, for a model loss of position t on labels[t]
-    version = 3  # 3: seq2seq: the model's own loss against the unshifted cross-entropy of its decoder's logits
+    version = 4  # 4: seq2seq: the fused loss unshifted on the decoder; else the model's own loss judged
+    # 3: seq2seq: the model's own loss against the unshifted cross-entropy of its decoder's logits
     # 2: without cut_cross_entropy the fused loss is SKIP naming the install line (1 crashed), the
     # model's own loss still judged; a memory probe that runs out of GPU memory no longer falls back to the model's
     # own loss (it needs more memory, not less); a model loss of position t on labels[t] gets labels.shift
@@ -95,13 +99,13 @@ class CceCheck(Check):
         return [note_figure(f"Peak memory with and without CCE is measured on CUDA only; this run was on {device}.")]
 
     def run(self, session: ModelSession):
-        if session.seq2seq:
-            return self._seq2seq(session)
         patch = get_patch(ids.CCE_FUSED_LOSS)
         missing = cce_missing()
+        model = session.train_model
+        if session.seq2seq and (missing or patch.applies_to(model)):  # the model's own loss, judged as seq2seq's
+            return self._seq2seq(session, missing or patch.applies_to(model))
         if missing:  # the fused loss cannot be judged here; the loss training then uses, the model's own, can
             return self._without_library(session, missing)
-        model = session.train_model
         reason = patch.applies_to(model)
         if reason:
             return self.result(Status.WARN, f"fused loss not available: {reason}; training uses the plain loss",
@@ -193,10 +197,11 @@ class CceCheck(Check):
         judged.evidence.pop("fallback_cost", None)
         return judged
 
-    def _seq2seq(self, session: ModelSession):
-        """An encoder-decoder: its decoder's logits at t predict labels[t] (the model shifts the labels into the
-        decoder's input), so its own loss must be the unshifted cross-entropy of its logits. The fused loss is not
-        probed (onboard's fused path shifts labels, the causal-LM convention): training uses the model's own."""
+    def _seq2seq(self, session: ModelSession, why: str):
+        """An encoder-decoder whose fused loss cannot run here (`why`): its decoder's logits at t predict labels[t]
+        (the model shifts the labels into the decoder's input), so its own loss, which training then uses, must be
+        the unshifted cross-entropy of its logits. Where the fused loss runs, the check judges it as for a causal LM
+        (the fused path runs the decoder on the labels' shifted copy and does not shift)."""
         model = session.train_model
         ref_loss, _, own = _loss_and_grads(model, session.probe_batch())
         rtol = session.threshold("cce.loss_rtol")
@@ -213,7 +218,7 @@ class CceCheck(Check):
                            f"({own['unshifted']:.5f}): it adds or reweights terms")
             return res
         res.message = (f"seq2seq: training uses {cls}'s own loss, the cross-entropy of its decoder's logits (to "
-                       f"{rel:.1g}); the fused loss is not probed for encoder-decoders")
+                       f"{rel:.1g}); the fused loss is not judged: {why}")
         return res
 
     def _model_loss(self, session: ModelSession, ref_loss: float, own: dict, cls: str):

@@ -113,6 +113,10 @@ class CcePatch:
             return "the model has no output embedding weight to fuse"
         if not isinstance(head, torch.nn.Linear) or hasattr(head, "lora_A"):
             return f"the output layer is a {type(head).__name__}, not a plain Linear"
+        base = unwrap(model)
+        if _encoder_decoder(base) and not callable(getattr(base, "prepare_decoder_input_ids_from_labels", None)):
+            return ("an encoder-decoder that builds its decoder's input from the labels inside its forward (no "
+                    "prepare_decoder_input_ids_from_labels): without labels the fused path cannot run its decoder")
         return None
 
     def apply(self, model, context: PatchContext | None = None) -> PatchHandle:
@@ -134,10 +138,16 @@ class CcePatch:
 
         # the original's signature shows through (__wrapped__): the Trainer keeps only the dataset columns a
         # forward's signature names (remove_unused_columns), and (*args, **kwargs) names none of input_ids
+        # an encoder-decoder's decoder input comes from the labels (as DataCollatorForSeq2Seq builds it) and its
+        # logits at t predict labels[t]: no shift
+        seq2seq = _encoder_decoder(base)
+
         @functools.wraps(original)
         def forward(*args, labels=None, **kwargs):
             if labels is None:
                 return original(*args, **kwargs)
+            if seq2seq and kwargs.get("decoder_input_ids") is None and kwargs.get("decoder_inputs_embeds") is None:
+                kwargs["decoder_input_ids"] = base.prepare_decoder_input_ids_from_labels(labels=labels.clone())
             captured = []
 
             def no_logits(hidden):
@@ -164,7 +174,7 @@ class CcePatch:
                 hidden = hidden * stats.scale
             n_items = kwargs.get("num_items_in_batch")
             loss = linear_cross_entropy(
-                hidden, weight, labels.to(hidden.device), shift=1, softcap=stats.softcap,
+                hidden, weight, labels.to(hidden.device), shift=0 if seq2seq else 1, softcap=stats.softcap,
                 reduction="sum" if n_items is not None else "mean", impl=stats.impl,
             )
             if n_items is not None:
@@ -186,6 +196,8 @@ def measure_transform(model, head, context: PatchContext | None) -> tuple[float,
         gen = torch.Generator().manual_seed(0)
         ids = torch.randint(0, head.weight.shape[0], (1, 16), generator=gen).to(head.weight.device)
         probe = {"input_ids": ids}
+    if _encoder_decoder(base) and "labels" in probe:  # its decoder runs on the labels' shifted copy
+        probe = {**probe, "decoder_input_ids": base.prepare_decoder_input_ids_from_labels(labels=probe["labels"].clone())}
     probe = {k: v for k, v in probe.items() if k != "labels"}
     outputs = []
     hook = head.register_forward_hook(lambda _m, _a, out: outputs.append(out))
@@ -206,6 +218,11 @@ def measure_transform(model, head, context: PatchContext | None) -> tuple[float,
     rtol = 1e-4 if logits.dtype == torch.float32 else 3e-2
     scale, softcap, err = fit_transform(z[..., :vocab], logits, softcap_candidates(base.config), rtol)
     return scale, softcap, vocab, err
+
+
+def _encoder_decoder(base) -> bool:
+    """An encoder-decoder, as the HF Trainer tells one (it counts such a model's labels whole for the same reason)."""
+    return bool(getattr(getattr(base, "config", None), "is_encoder_decoder", False))
 
 
 class ModelLossPatch:
