@@ -179,3 +179,13 @@ def test_fsmt_is_fed_as_the_seq2seq_collator_feeds_it_and_its_label_bug_is_found
     checks = by_code(report)
     assert checks["ATTN001"].status is Status.PASS, checks["ATTN001"].message
     assert checks["TRAIN001"].diagnosis == "FM-TRAIN-LOSS" and report.verdict is Verdict.NOT_READY
+
+
+def test_an_encoder_decoder_whose_logits_the_fused_loss_cannot_make_falls_back_to_its_own_loss():
+    """LED adds final_logits_bias after its output layer, so the fused loss cannot run on it (as Marian's decoder);
+    the fallback, its own loss over full logits, is judged as seq2seq's (the unshifted cross-entropy of the
+    decoder's logits), verified, its cost stated, and never turned into a label shift."""
+    report = run_all(make_session("tiny:led"))
+    cce = by_code(report)["CCE001"]
+    assert cce.diagnosis == "FM-CCE-MATH" and cce.fixed and cce.fix.patch_id == "cce.model_loss", cce.message
+    assert "labels.shift" not in report.verified_patches and report.verdict is Verdict.READY_WITH_FIXES

@@ -80,7 +80,8 @@ class CceCheck(Check):
     requires = ("LORA001",)
     needs_labels = True
     fix_availability = FixAvailability.SOMETIMES  # labels.shift, for a model loss of position t on labels[t]
-    version = 4  # 4: seq2seq: the fused loss unshifted on the decoder; else the model's own loss judged
+    version = 5  # 5: seq2seq's fallback (cce.model_loss) judged against the unshifted cross-entropy
+    # 4: seq2seq: the fused loss unshifted on the decoder; else the model's own loss judged
     # 3: seq2seq: the model's own loss against the unshifted cross-entropy of its decoder's logits
     # 2: without cut_cross_entropy the fused loss is SKIP naming the install line (1 crashed), the
     # model's own loss still judged; a memory probe that runs out of GPU memory no longer falls back to the model's
@@ -160,7 +161,7 @@ class CceCheck(Check):
             res.status, res.diagnosis, res.enables = Status.FAIL, "FM-CCE-MATH", None
             res.message = (f"fused loss {fused_loss:.5f} vs the model's {ref_loss:.5f} (rel {rel:.2g}), gradients rel "
                            f"{grad_rel:.2g}: " + _why(ref_loss, own, rtol))
-            if _unshifted(ref_loss, own, rtol):  # the model trains position t on token t: its labels, shifted first
+            if _unshifted(ref_loss, own, rtol) and not session.seq2seq:  # position t trained on token t: shift first
                 res.proposed_patch = ids.LABELS_SHIFT
             return res
         res.message = f"live on {cls} ({stats.impl}), loss matches to {rel:.1g}"
@@ -225,6 +226,14 @@ class CceCheck(Check):
         """Under cce.model_loss (the fallback): training computes the model's own loss from full logits. That is
         right when the model's loss is the next-token cross-entropy of the logits it returns; its cost is the
         logits' memory."""
+        if session.seq2seq:  # its objective: the decoder's logits at t against labels[t] (seq2seq's own judge)
+            res = self._seq2seq(session, "it does not run on this model (cce.model_loss: the model's own loss)")
+            batch, seq = MEMORY_SHAPE
+            cost = predicted_saving(batch, seq, session.logit_width, session.dtype)
+            res.evidence["fallback_cost"] = (f"the model's own loss: full logits, their fp32 log-softmax and gradient, "
+                                             f"{cost / 2**30:.2f} GiB at {batch} x {seq} tokens "
+                                             f"({session.logit_width} classes)")
+            return res
         rtol = session.threshold("cce.loss_rtol")
         res = self.result(Status.PASS, "")
         rel = abs(own["shifted"] - ref_loss) / max(abs(ref_loss), 1e-12)
