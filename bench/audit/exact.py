@@ -139,8 +139,11 @@ def truth(model, data, positions: bool, start: int = 0, seq2seq: bool = False):
         # when it pads (a RoBERTa-family model then numbers positions from the ids, as in training)
         # (from where the report measured the model numbers a sample alone: RoBERTa's padding_idx + 1)
         extra = {"position_ids": torch.arange(start, start + ids.shape[1])[None]} if positions else {}
-        if seq2seq:
-            logits = model(input_ids=ids, labels=labels, use_cache=False).logits[0].float()
+        if seq2seq:  # the decoder's input as DataCollatorForSeq2Seq builds it; no labels, so a fused loss stays off
+            base = model.get_base_model() if hasattr(model, "get_base_model") else model
+            prepare = getattr(base, "prepare_decoder_input_ids_from_labels", None)
+            fed = {"decoder_input_ids": prepare(labels=labels.clone())} if callable(prepare) else {"labels": labels}
+            logits = model(input_ids=ids, use_cache=False, **fed).logits[0].float()
             part = F.cross_entropy(logits, labels[0], ignore_index=IGNORE, reduction="sum") / total
         else:
             logits = model(input_ids=ids, use_cache=False, **extra).logits[0, :-1].float()
