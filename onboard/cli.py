@@ -232,7 +232,8 @@ def train(
     Without --from the checklist runs first (on the first 32 chats of --data) and a NOT_READY model is
     refused unless --force. With --from, the report's setup is the training's; an option given that differs
     from it is refused, naming it. Exit codes: 0 trained, 1 refused (NOT_READY), 2 bad input, 3 environment or
-    internal error, 4 refused (NOT_APPLICABLE: the model needs inputs text data lacks), 130 stopped by Ctrl-C after saving a checkpoint (continue with --resume).
+    internal error, 4 refused (NOT_APPLICABLE: the model needs inputs text data lacks), 130 stopped by Ctrl-C
+    after saving a checkpoint (continue with --resume).
     """
     given = _given(ctx)
 

@@ -5,8 +5,8 @@ against labels[t]: their documentation asks for labels shifted beforehand. Given
 (labels = input_ids, prompt tokens -100), such a model learns to copy the current token. The patch wraps the
 model's forward: each sample's labels move one position left (labels'[t] = labels[t + 1]), and the last
 position of every sample gets -100, so no sample is trained on the next sample's first token. The samples of a
-packed row are told apart by `position_ids` restarting (at 0, or the model's own start) (the packing collator's); a right-padded batch
-shifts each row, its padding already -100. The logits are untouched: only which token each position is trained
+packed row are told apart where the packing collator's `position_ids` restart (at 0, or at the model's own first
+position); a right-padded batch shifts each row, its padding already -100. The logits are untouched: only which token each position is trained
 on changes, to the next one, which is what the HF Trainer's causal-LM loss does for every other class.
 
 The Trainer counts a batch's trained tokens as `labels[..., 1:] != -100`, the shifted labels' count but for a
