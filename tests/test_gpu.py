@@ -176,3 +176,14 @@ def test_objectives_hold_in_bf16_on_cuda(arch, patches):
         cce = by_code(report)["CCE001"]
         assert cce.enables == "cce.fused_loss" and cce.measurements["impl"].value == "cce", cce.message
         print({k: m.value for k, m in cce.measurements.items()})
+
+
+def test_the_memory_probe_is_sized_to_the_card_on_an_8b_shape():
+    """Issue 27 item 4: CCE001's memory probe at 4 x 2048 ran out of an 80 GB H100 on the Llama-3-8B shape and left
+    the fused loss's saving unmeasured; the probe now takes the largest shape that fits and says which."""
+    from onboard.checks import CceCheck, LoadCheck, LoraCheck
+
+    session = ModelSession(model="config:llama3-8b", device="cuda")
+    cce = by_code(run_checks(session, [LoadCheck, LoraCheck, CceCheck]))["CCE001"]
+    assert "memory_batch" in cce.measurements and cce.measurements["peak_fused"].value < cce.measurements["peak_plain"].value, cce.message
+    print(cce.message, {k: m.value for k, m in cce.measurements.items()}, cce.evidence.get("memory_probe_tried"))
