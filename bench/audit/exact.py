@@ -53,17 +53,14 @@ def first_line(exc: BaseException) -> str:
 def build(arch: str, attn: str | None):
     """tiny:ARCH as onboard builds it (a ForCausalLM class, else the ForConditionalGeneration one), fp32, with the
     report's attention implementation; every dropout and jitter set to 0 (the truth must be deterministic)."""
-    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForSeq2SeqLM
-    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-                                                        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
+    from onboard.harness.loading import tiny_auto
 
     from onboard.fixtures.models import tiny_tokenizer
     from onboard.fixtures.tiny import build_tiny, config_for
 
     tok = tiny_tokenizer()
     torch.manual_seed(0)
-    auto = (AutoModelForCausalLM if arch in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else AutoModelForImageTextToText
-            if arch in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES else AutoModelForSeq2SeqLM)
+    auto = tiny_auto(arch)
 
     def make(config):
         cls = auto._model_mapping[type(config)]

@@ -34,16 +34,13 @@ FP32_ZERO = 1e-5  # an isolated sample moves by exactly 0; anything above this i
 def build(arch: str):
     """tiny:ARCH through onboard's tiny builder (the same config and weights seed as the sweep), fp32, eval."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForSeq2SeqLM
-    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-                                                        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
+    from onboard.harness.loading import tiny_auto
 
     from onboard.fixtures.models import tiny_tokenizer
     from onboard.fixtures.tiny import build_tiny, config_for
 
     tok = tiny_tokenizer()
-    auto = (AutoModelForCausalLM if arch in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else AutoModelForImageTextToText
-            if arch in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES else AutoModelForSeq2SeqLM)
+    auto = tiny_auto(arch)
     torch.manual_seed(0)
 
     def make(config):
@@ -91,7 +88,6 @@ def packing(model, tok) -> dict:
             out[name] = moved(**kw)
         except Exception as exc:  # noqa: BLE001 - a convention the model cannot run
             out[name + "_error"] = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:120]}"
-    n = ids.shape[1]
     mask = _block_mask([len(s) for s in seqs])
     try:
         out["leak_with_block_mask"] = moved(attention_mask=mask, use_cache=False)

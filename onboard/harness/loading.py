@@ -78,21 +78,26 @@ def load(loading: Loading):
         raise EnvironmentProblem(f"out of memory while loading {loading.spec.display}") from exc
 
 
-def load_tiny(loading: Loading):
+def tiny_auto(arch: str):
+    """The auto class tiny:ARCH is built from: its ForCausalLM class; else (llava, qwen2_vl, ...) its
+    ForConditionalGeneration model, as a multimodal fine-tune would train it; else (T5, LED, M2M100: text-to-text
+    classes in neither mapping) its seq2seq LM, which the session probes as seq2seq. The audits build the same."""
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForSeq2SeqLM
     from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
                                                         MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
 
+    if arch in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return AutoModelForCausalLM
+    return AutoModelForImageTextToText if arch in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES else AutoModelForSeq2SeqLM
+
+
+def load_tiny(loading: Loading):
     from onboard.harness.sources import build_tiny, config_for, tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
     arch = loading.spec.target
     loading.progress(f"Building tiny {arch} with random weights")
-    # image-text-to-text architectures (llava, qwen2_vl, ...) have no ForCausalLM class: the text checks
-    # run on their ForConditionalGeneration model, as a multimodal fine-tune would train it; text-to-text classes in
-    # neither mapping (T5, LED, M2M100) on their seq2seq LM, which the session probes as seq2seq
-    auto = (AutoModelForCausalLM if arch in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else AutoModelForImageTextToText
-            if arch in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES else AutoModelForSeq2SeqLM)
+    auto = tiny_auto(arch)
 
     def make(config):
         try:
