@@ -23,6 +23,10 @@ def main() -> None:
     parser.add_argument("out", nargs="?", default="bench/sweep.jsonl", type=Path)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--layers", type=int, default=None,
+                        help="layers of each tiny model (tiny:ARCH:N; default two, and one of every layer type)")
+    parser.add_argument("--slice", choices=("auto", "off"), default="auto",
+                        help="the code-path checks on the layer-complete slice (auto) or every check whole (off)")
     args = parser.parse_args()
 
     from onboard.reports.matrix import load_rows, reasons
@@ -38,7 +42,8 @@ def main() -> None:
         print(f"{time.perf_counter() - start:7.1f} s  {record.arch:<28} {record.outcome:<17} {record.seconds:6.1f} s  "
               f"{record.reason[:100]}", flush=True)
 
-    new = run_sweep(archs, args.out, workers=args.workers, timeout=args.timeout, on_done=done)
+    new = run_sweep(archs, args.out, workers=args.workers, timeout=args.timeout, on_done=done,
+                    task_options={"layers": args.layers, "slice": args.slice})
     wall = time.perf_counter() - start
     rows = [r for r in load_rows([args.out]) if r.name in archs]
     print(f"\nwall {wall:.0f} s for {len(new)} architectures "

@@ -145,6 +145,10 @@ def check(
         session = _open_session(setup, cfg, quiet=quiet)
         err.print(f"Loaded {session.spec.display} in {session.timings['model_load']:.1f} s; "
                   f"{len(session.examples)} samples from {session.data_path.name}")
+        if session.slice_map is not None:
+            err.print(f"Slice for the code-path checks: {session.slice_map.describe()}", style="dim", markup=False)
+        else:
+            err.print(f"No slice: {session.slice_reason}", style="dim", markup=False)
 
         cut = err.is_terminal or bool(os.environ.get("COLUMNS"))  # piped without COLUMNS: messages stay whole
         # a line per check as it finishes; -q keeps them only where no spinner shows progress (CI logs)

@@ -57,6 +57,7 @@ class AttentionCheck(Check):
     """
 
     code = "ATTN001"
+    runs_on = "slice"
     name = "attention"
     summary = "the attention backend loads, supports the head size, and agrees with eager"
     requires = ("LOAD001",)

@@ -40,6 +40,10 @@ class Check:
     # reports record it, and `onboard train --from` refuses a report whose checks have changed since.
     # tests/check_versions.json holds each check's source digest; a source change without a bump fails the tests
     version: ClassVar[int] = 1
+    # where the check runs when the session has a layer-complete slice (onboard.harness.slice): "slice" for a check
+    # of code paths (one layer of each kind runs the same code as thirty), "whole" for one that needs the depth or
+    # the weights of the whole model (the pretrained loss, the last training step)
+    runs_on: ClassVar[str] = "whole"
 
     def run(self, session: ModelSession) -> CheckResult:  # pragma: no cover - interface
         raise NotImplementedError

@@ -76,6 +76,7 @@ class CceCheck(Check):
     """
 
     code = "CCE001"
+    runs_on = "slice"
     name = "cce"
     summary = "Cut Cross Entropy is live on the loaded class, matches the loss, saves memory"
     requires = ("LORA001",)
@@ -171,7 +172,8 @@ class CceCheck(Check):
             res.measure("memory", "skipped", "", "CUDA only")
             res.message += "; memory not measured on CPU (torch_compile materialises logits)"
             return res
-        _measure_memory(res, session, patch, model)
+        with session.placed("whole"):  # memory is the whole model's: its peak, whether the probe fits the card
+            _measure_memory(res, session, patch, session.train_model)
         return res
 
 

@@ -68,6 +68,7 @@ class CompileCheck(Check):
     """
 
     code = "COMPILE001"
+    runs_on = "slice"
     version = 2  # 2: not probed for seq2seq (SKIP)
     name = "compile"
     summary = "the training step under torch.compile compiles in one graph, does not recompile, gives eager's math"

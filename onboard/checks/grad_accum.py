@@ -50,6 +50,7 @@ class GradAccumCheck(Check):
     """
 
     code = "GA001"
+    runs_on = "slice"
     name = "grad_accum"
     summary = "k accumulated micro-batches of unequal sizes give the loss and gradients of one batch"
     requires = ("LORA001",)

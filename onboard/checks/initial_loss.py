@@ -42,6 +42,7 @@ class InitialLossCheck(Check):
     """
 
     code = "LOSS001"
+    runs_on = "whole"
     name = "initial_loss"
     summary = "pretrained SFT loss is far from ln(vocab_size); loss by token kind"
     requires = ("LOAD001", "ATTN001")  # a forward that cannot run says nothing more here

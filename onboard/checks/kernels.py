@@ -54,6 +54,7 @@ class KernelsCheck(Check):
     """
 
     code = "KERN001"
+    runs_on = "slice"
     version = 2  # 2: not probed for seq2seq (SKIP)
     name = "kernels"
     summary = "each speed lever gives the plain loss and LoRA gradients on a packed batch"

@@ -37,6 +37,7 @@ class LoadCheck(Check):
     """
 
     code = "LOAD001"
+    runs_on = "whole"
     version = 2  # 2: the setup calls its API requires (X-MOD's language) made and named
     name = "load"
     summary = "model, tokenizer and attention backend load as a trainable causal LM"

@@ -73,6 +73,7 @@ class LoraCheck(Check):
     """
 
     code = "LORA001"
+    runs_on = "slice"
     name = "lora"
     summary = "PEFT LoRA applies; coverage by group; adapters get gradients"
     requires = ("LOAD001", "ATTN001")  # a forward that cannot run says nothing more here

@@ -67,6 +67,7 @@ class MoeCheck(Check):
     """
 
     code = "MOE001"
+    runs_on = "slice"
     version = 2  # 2: not probed for seq2seq (SKIP)
     name = "experts"
     summary = "every experts implementation gives eager's loss and adapter gradients; routed experts' adapters learn"

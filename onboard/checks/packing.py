@@ -140,6 +140,7 @@ class PackingCheck(Check):
     """
 
     code = "PACK001"
+    runs_on = "slice"
     version = 2  # 2: seq2seq trains right-padded, judged as packing.unpacked is
     name = "packing"
     summary = "a packed sample's outputs do not move when another sample of its row changes, and train as alone"

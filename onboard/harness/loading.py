@@ -95,7 +95,7 @@ def load_tiny(loading: Loading):
     from onboard.harness.sources import build_tiny, config_for, tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
-    arch = loading.spec.target
+    arch, _, layers = loading.spec.target.partition(":")
     loading.progress(f"Building tiny {arch} with random weights")
     auto = tiny_auto(arch)
 
@@ -108,7 +108,7 @@ def load_tiny(loading: Loading):
         return loading.with_attn(lambda attn: cls._from_config(config_for(cls, config), dtype=loading.dtype,
                                                                attn_implementation=attn))
 
-    return tokenizer, loading.place(build_tiny(arch, len(tokenizer), make))
+    return tokenizer, loading.place(build_tiny(arch, len(tokenizer), make, layers=int(layers) if layers else None))
 
 
 def load_config(loading: Loading):

@@ -139,6 +139,8 @@ class CheckResult:
     # with status SKIP: the check's probe does not fit the model, and what its training needs instead (an input
     # text data lacks, another objective), as the model's own signature or error says; the verdict is NOT_APPLICABLE
     needs: str | None = None
+    # where the check ran: "slice" (the layer-complete slice, onboard.harness.slice) or "whole"; None: not run
+    ran_on: str | None = None
 
     @property
     def fixed(self) -> bool:
@@ -214,6 +216,26 @@ class RunReport:
             parts.append(text)
         return "; ".join(parts)
 
+    @property
+    def slice_text(self) -> str:
+        """Where the checks ran, in one sentence: the slice's layer map and the checks it ran, or why there was
+        none (reports before the slice say nothing)."""
+        info = self.model.get("slice")
+        if not info:
+            return ""
+        if "kept" not in info:
+            return f"Every check ran on the whole model: {info.get('reason')}."
+        groups: dict[str, list[int]] = {}
+        for index, kind in zip(info["kept"], info["kinds"]):
+            groups.setdefault(kind, []).append(index)
+        layers = "; ".join(f"{kind} {', '.join(map(str, idx))}" for kind, idx in groups.items())
+        on_slice = [c.code for c in self.checks if c.ran_on == "slice"]
+        share = info["parameters"] / max(info["model_parameters"], 1)
+        exact = (f", hidden states after its first {info['compared_layers']} layer(s) equal to the model's"
+                 if info.get("compared_layers") else "")
+        return (f"Layer-complete slice: layers {layers} of {info['total']} ({share:.0%} of the weights{exact}); "
+                f"ran on it: {', '.join(on_slice) or 'none'}; the other checks ran on the whole model.")
+
     def exit_code(self, strict: bool = False) -> ExitCode:
         verdict = self.verdict
         if verdict is Verdict.INCONCLUSIVE:
@@ -288,6 +310,7 @@ def _check_to_dict(c: CheckResult) -> dict[str, Any]:
         "figures": c.figures,
         "version": c.version,
         "needs": c.needs,
+        "ran_on": c.ran_on,
     }
 
 
@@ -315,4 +338,5 @@ def _check_from_dict(d: dict[str, Any]) -> CheckResult:
         figures=d.get("figures", []),
         version=d.get("version", 0),
         needs=d.get("needs"),
+        ran_on=d.get("ran_on"),
     )

@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 def run_check(check, session: ModelSession) -> CheckResult:
     """Call one check; a crash becomes an ERROR result with the traceback as evidence."""
     start = time.perf_counter()
+    ran_on = None
     try:
+        ran_on = session.use(check.runs_on)  # the slice or the whole model, with the patches so far moved over
         result = check.run(session)
     except OnboardError:
         raise
@@ -32,6 +34,7 @@ def run_check(check, session: ModelSession) -> CheckResult:
         result = check.result(Status.ERROR, f"the check crashed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         result.evidence["traceback"] = traceback.format_exc(limit=-8)  # the innermost frames: where it broke
     result.duration_s = time.perf_counter() - start
+    result.ran_on = ran_on
     try:
         result.figures = check.figures(result, str(session.device))
     except Exception as exc:  # noqa: BLE001 - a plot that cannot be drawn loses no result

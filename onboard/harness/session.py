@@ -123,6 +123,20 @@ class ModelSession:
                                 "labels), as DataCollatorForSeq2Seq(model=model) sends them"]
         self.examples: list[Example] = self.tokenize(chats)
         self.timings["tokenize"] = time.perf_counter() - start
+        # the layer-complete slice (onboard.harness.slice): the checks that test code paths run on it, the ones
+        # that need depth on the whole model; `use` moves the patches and the adapter between them
+        self.whole_model = self.model
+        self.slice_model, self.slice_map, self.slice_reason = None, None, None
+        self.placement = "whole"
+        self._adapter_at = 0  # how many patches were applied when the adapter was built: replayed in that order
+        if setup.slice == "off":
+            self.slice_reason = "--slice off: every check ran on the whole model"
+        elif self.task == "seq2seq":
+            self.slice_reason = "an encoder-decoder is checked whole (onboard's limit: the slice cuts one layer stack)"
+        else:
+            start = time.perf_counter()
+            self._build_slice()
+            self.timings["slice"] = time.perf_counter() - start
 
     # the setup's fields the checks read
     max_length = property(lambda self: self.setup.max_length)
@@ -156,10 +170,81 @@ class ModelSession:
         self._logit_width = None
 
     def set_model(self, model) -> None:
-        """Replace the loaded model (tests plant a model of their own); LoRA and computed values go with it."""
+        """Replace the loaded model (tests plant a model of their own); LoRA, computed values and the slice go with
+        it: every check then runs on `model`."""
+        self.use("whole")
         self.set_adapter(None)
-        self.model = model.to(self.device).eval()
+        self.model = self.whole_model = model.to(self.device).eval()
+        self.slice_model, self.slice_map = None, None
+        self.slice_reason = "a model set by the caller: every check ran on it"
         self.invalidate()
+
+    def _build_slice(self) -> None:
+        from onboard.harness.slice import NoSlice, build_slice
+
+        labelled = [ex for ex in self.examples if ex.n_trained] or self.examples
+        probe = self.probe_batch(1)["input_ids"] if labelled else None
+        try:
+            self.slice_model, self.slice_map = build_slice(self.whole_model, probe, self.device)
+        except NoSlice as exc:
+            self.slice_reason = f"no slice smaller than the model: {exc}"
+        except Exception as exc:  # noqa: BLE001 - onboard's own limit: every check runs on the whole model
+            self.slice_reason = f"the slice could not be built: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        else:
+            from onboard.harness.loading import required_setup
+
+            required_setup(self.slice_model)  # the model's own setup calls (X-MOD's language), as the whole had
+
+    def use(self, placement: str, replay: bool = True) -> str:
+        """Run what follows on the slice ("slice") or the whole model ("whole"): the patches applied so far and the
+        adapter are taken off the one and replayed (unless `replay` is False: training applies its own), in the
+        order they were made, on the other. Without a slice, everything runs on the whole model. Returns where it
+        runs."""
+        target = self.slice_model if placement == "slice" else self.whole_model
+        if target is None:
+            target, placement = self.whole_model, "whole"
+        if target is self.model:
+            return placement
+        from onboard.patches import get_patch
+        from onboard.patches.attention import current_backend
+
+        moved = [(patch_id, self.patch_options.get(patch_id)) for patch_id in self.applied] if replay else []
+        adapter_at = self._adapter_at if self.peft_model is not None and replay else None
+        self.revert_patches()
+        backend = current_backend(self.model)  # ATTN001's switch, if any: the backend training asks for
+        self.set_adapter(None)
+        self.model = target
+        if current_backend(target) != backend:
+            target.set_attn_implementation(backend)
+        for k, (patch_id, option) in enumerate(moved):
+            if adapter_at == k:
+                self._rebuild_adapter()
+            self.apply_patch(get_patch(patch_id), option=option)
+        if adapter_at is not None and adapter_at >= len(moved):
+            self._rebuild_adapter()
+        self.placement = placement
+        self.invalidate()
+        return placement
+
+    @contextmanager
+    def placed(self, placement: str) -> Iterator[None]:
+        """The block on `placement` (use), then back where the session was."""
+        where = self.placement
+        self.use(placement)
+        try:
+            yield
+        finally:
+            self.use(where)
+
+    def release_slice(self) -> None:
+        """Back on the whole model with nothing applied, the slice freed (training needs the memory)."""
+        self.use("whole", replay=False)
+        self.slice_model = None
+
+    def _rebuild_adapter(self) -> None:
+        from peft import get_peft_model
+
+        self.set_adapter(get_peft_model(self.model, self.lora_config()))
 
     def set_examples(self, examples: list[Example]) -> None:
         """Replace the data the checks run on; what was computed on the old data is dropped."""
@@ -171,6 +256,8 @@ class ModelSession:
         if self.peft_model is not None and peft_model is not self.peft_model:
             self.peft_model.unload()
         self.peft_model = peft_model
+        if peft_model is not None:
+            self._adapter_at = len(self.applied)
         self.invalidate()
 
     def lora_config(self):
@@ -316,7 +403,7 @@ class ModelSession:
             self.revert_patch(patch_id)
 
     def describe(self) -> dict:
-        model = self.model
+        model = self.whole_model
         return {
             "id": self.spec.display,
             "source": self.spec.kind.value,
@@ -333,4 +420,6 @@ class ModelSession:
             "setup_calls": self.setup_calls,
             "task": self.task,
             "position_start": self._position_start,  # measured where packing was probed (None: not measured)
+            # where the code-path checks ran: the slice's layer map, or why the whole model ran them
+            "slice": self.slice_map.to_dict() if self.slice_map is not None else {"reason": self.slice_reason},
         }

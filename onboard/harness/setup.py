@@ -30,6 +30,7 @@ def _opt(default, help: str, *, trained: bool = False, group: str, types: tuple 
 
 
 TRAINERS = ("hf", "custom")
+SLICES = ("auto", "off")
 # how a chat becomes a training sample: auto finds it from the model (seq2seq where a forward's logits follow the
 # labels given, not the input: an encoder-decoder's), causal (next-token over the whole chat), seq2seq (the chat
 # up to the last reply to the encoder, the reply as the labels)
@@ -87,6 +88,10 @@ class Setup:
                         group="training", types=(str,))
     torch_compile: bool | None = _opt(None, "check the training step under torch.compile (COMPILE001; default: on "
                                       "with CUDA)", group="training", types=(bool,))
+    slice: str = _opt("auto", "where the code-path checks run: auto (on a layer-complete slice of the model, one or two "
+                      "layers of each kind with their real weights, where one is shown to be the model's own layers; "
+                      "the whole model runs the weights, the pretrained loss, memory and the training step) or off "
+                      "(every check on the whole model)", group="run", types=(str,), check_only=True)
     # ---- the run
     no_fix: bool = _opt(False, "report only: do not apply and verify fixes", group="run", types=(bool,),
                         check_only=True)
@@ -111,6 +116,8 @@ class Setup:
             object.__setattr__(self, "lora_targets", targets)
         if self.task not in TASKS:
             raise BadInput(f"task must be one of {', '.join(TASKS)}, not {self.task!r}")
+        if self.slice not in SLICES:
+            raise BadInput(f"slice must be one of {', '.join(SLICES)}, not {self.slice!r}")
         if self.trainer not in TRAINERS:
             raise BadInput(f"trainer must be one of {', '.join(TRAINERS)}, not {self.trainer!r}")
         for name in ("max_length", "pack_length", "lora_rank", "lora_alpha"):

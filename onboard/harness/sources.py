@@ -63,11 +63,12 @@ def tiny_tokenizer():
     return built()
 
 
-def build_tiny(arch: str, vocab_size: int, make: Callable[[Any], Any]):
-    """The architecture `arch` of the installed transformers, shrunk; `make(config)` builds the model."""
+def build_tiny(arch: str, vocab_size: int, make: Callable[[Any], Any], layers: int | None = None):
+    """The architecture `arch` of the installed transformers, shrunk (to `layers` layers, default two, and one of
+    every layer type); `make(config)` builds the model."""
     from onboard.fixtures.tiny import build_tiny as build
 
-    return build(arch, vocab_size, make)
+    return build(arch, vocab_size, make, layers=layers)
 
 
 def known_architectures() -> set[str]:

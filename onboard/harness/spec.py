@@ -57,11 +57,14 @@ class ModelSpec:
         text = (text or sources.default_model()).strip()
         extra = dict(revision=revision, trust_remote_code=trust_remote_code)
         if text.startswith("tiny:"):
-            arch = text.removeprefix("tiny:")
+            target = text.removeprefix("tiny:")
+            arch, _, layers = target.partition(":")  # tiny:llama:6, six layers instead of two
             if not arch:
                 raise BadInput("tiny: needs an architecture, e.g. tiny:llama")
+            if layers and (not layers.isdigit() or int(layers) < 1):
+                raise BadInput(f"tiny:{arch}:{layers}: the layer count after the architecture must be a positive integer")
             sources.check_architecture(arch)  # a typo fails here, before anything is built
-            return cls(SourceKind.TINY, arch, random_weights=True, **extra)
+            return cls(SourceKind.TINY, target, random_weights=True, **extra)
         if text.startswith("fault:"):
             name = text.removeprefix("fault:")
             close = _close(name, sources.faults())

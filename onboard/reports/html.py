@@ -68,9 +68,10 @@ def check_table(report: RunReport) -> str:
             fix = f"<code>{escape(r.proposed_patch)}</code> proposed, not applied"
         diagnosis = f" <code>{escape(r.diagnosis)}</code>" if r.diagnosis else ""
         rows.append(f"<tr><td>{r.code}</td><td>{escape(r.name)}</td>{status_cell(r.status.value, r.fixed)}"
-                    f"<td>{escape(r.message)}{diagnosis}</td><td>{fix}</td></tr>")
-    return ('<table class="checks"><tr><th>code</th><th>check</th><th>status</th><th>message</th><th>fix</th></tr>'
-            + "".join(rows) + "</table>")
+                    f"<td>{escape(r.ran_on or '')}</td><td>{escape(r.message)}{diagnosis}</td><td>{fix}</td></tr>")
+    where = f'<p class="note">{escape(report.slice_text)}</p>' if report.slice_text else ""
+    return ('<table class="checks"><tr><th>code</th><th>check</th><th>status</th><th>ran on</th><th>message</th>'
+            '<th>fix</th></tr>' + "".join(rows) + "</table>" + where)
 
 
 def measurement_tables(report: RunReport) -> str:

@@ -13,10 +13,12 @@ def render(report: RunReport) -> str:
              f"{m['class']} ({m['model_type']}), {m['dtype']} on {m['device']}; "
              f"torch {report.environment['torch']}, transformers {report.environment['transformers']}, "
              f"peft {report.environment['peft']}", "",
-             "| code | check | status | message |", "|---|---|---|---|"]
+             "| code | check | status | ran on | message |", "|---|---|---|---|---|"]
     for r in report.checks:
         status = r.status.value + (" → fixed" if r.fixed else "")
-        lines.append(f"| {r.code} | {r.name} | {status} | {r.message.replace('|', '/')} |")
+        lines.append(f"| {r.code} | {r.name} | {status} | {r.ran_on or ''} | {r.message.replace('|', '/')} |")
+    if report.slice_text:
+        lines += ["", report.slice_text]
     for r in report.checks:
         if not r.measurements:
             continue

@@ -64,6 +64,8 @@ def check_line(result: CheckResult, n: int | None = None, total: int | None = No
     line.append(f"{result.code + ' ' + result.name:<20} ", style="bold")
     line.append_text(status_text(result))
     line.append(f" {result.duration_s:>5.1f}s  ", style="dim")
+    if result.ran_on == "slice":
+        line.append("slice · ", style="dim")
     line.append(_one_line(result.message))
     return line
 
@@ -165,10 +167,13 @@ def render_details(report: RunReport, console: Console) -> None:
     table.add_column("code")
     table.add_column("check")
     table.add_column("status")
+    table.add_column("ran on")
     table.add_column("message", overflow="fold")
     for r in report.checks:
-        table.add_row(r.code, r.name, status_text(r), r.message)
+        table.add_row(r.code, r.name, status_text(r), r.ran_on or "", r.message)
     console.print(table)
+    if report.slice_text:
+        console.print(Text(report.slice_text, style="dim"))
     for r in report.checks:
         if r.status is Status.SKIP and not r.measurements:
             continue

@@ -63,12 +63,13 @@ def run_sweep(
     workers: int = 2,
     timeout: float = 60.0,
     task: str = DEFAULT_TASK,
+    task_options: dict[str, Any] | None = None,
     preload: tuple[str, ...] = ("onboard.sweep.warm",),
     memory_limit: int | None = None,
     on_start: Callable[[str], None] = lambda _: None,
     on_done: Callable[[SweepRecord], None] = lambda _: None,
 ) -> list[SweepRecord]:
-    """Run `task` (module:function, called with the architecture name) for every architecture not yet in
+    """Run `task` (module:function, called with the architecture name and `task_options`) for every architecture not yet in
     `out`; returns the new records. `preload` modules are imported once by the fork server; `memory_limit`
     bytes of address space per child (default 70 % of RAM shared by the workers; 0: none)."""
     done = read_records(out)
@@ -100,7 +101,7 @@ def run_sweep(
             while pending and len(running) < workers:
                 arch = pending.popleft()
                 receiver, sender = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_child, args=(task, arch, sender, threads, memory), name=f"onboard-sweep-{arch}",
+                proc = ctx.Process(target=_child, args=(task, arch, sender, threads, memory, task_options or {}), name=f"onboard-sweep-{arch}",
                                    daemon=False)  # a daemon could not start the processes a check may need
                 proc.start()
                 sender.close()  # the child holds the only sending end: EOF when it dies
@@ -128,7 +129,7 @@ def run_sweep(
     return new
 
 
-def _child(task: str, arch: str, conn, threads: int, memory: int) -> None:
+def _child(task: str, arch: str, conn, threads: int, memory: int, options: dict) -> None:
     import resource
 
     import torch
@@ -139,7 +140,7 @@ def _child(task: str, arch: str, conn, threads: int, memory: int) -> None:
     module, _, name = task.partition(":")
     fn = getattr(importlib.import_module(module), name)
     try:
-        result = fn(arch)
+        result = fn(arch, **options)
     except Exception as exc:  # noqa: BLE001 - the task's own bug still gives the architecture a line
         result = {"outcome": "CRASH", "reason": f"{type(exc).__name__}: {str(exc)[:300]}", "report": None}
     conn.send(result)

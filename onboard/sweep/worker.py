@@ -6,9 +6,10 @@ import time
 from typing import Any
 
 
-def check_architecture(arch: str) -> dict[str, Any]:
-    """Build tiny:ARCH and run the checklist. An architecture that cannot be built tiny is reported as
-    such (missing dependency, build error) with the error's first line, not hidden."""
+def check_architecture(arch: str, layers: int | None = None, slice: str = "auto") -> dict[str, Any]:
+    """Build tiny:ARCH (with `layers` layers: tiny:ARCH:N) and run the checklist, the code-path checks on its
+    layer-complete slice or (`slice="off"`) every check on the whole model. An architecture that cannot be built
+    tiny is reported as such (missing dependency, build error) with the error's first line, not hidden."""
     from onboard.checks import CHECKS
     from onboard.harness.errors import OnboardError
     from onboard.harness.runner import run_checks
@@ -17,7 +18,8 @@ def check_architecture(arch: str) -> dict[str, Any]:
     start = time.perf_counter()
     try:
         # rows of 256 tokens hold 4-6 of the built-in samples: enough for PACK001's exact test, half the cost
-        session = ModelSession(model=f"tiny:{arch}", device="cpu", pack_length=256)
+        session = ModelSession(model=f"tiny:{arch}" + (f":{layers}" if layers else ""), device="cpu", pack_length=256,
+                               slice=slice)
     except (ImportError, ModuleNotFoundError) as exc:
         return {"outcome": "NEEDS_DEPENDENCY", "reason": _first_line(exc), "report": None}
     except OnboardError as exc:

@@ -68,6 +68,7 @@ def prepare_model(session: ModelSession, patch_ids: list[str], options: TrainOpt
         patches = [get_patch(p) for p in patch_ids]
     except KeyError as exc:
         raise BadInput(f"{exc.args[0]} (the report was written by another onboard version?)") from None
+    session.release_slice()  # training is the whole model's; the checks' slice is freed
     session.revert_patches()  # what the checks applied, on the checks' PEFT model
     session.set_adapter(None)
     for transform in [p for p in patches if is_lora_transform(p)]:  # LoRA as the checks verified it
