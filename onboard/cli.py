@@ -270,7 +270,9 @@ def train(
         if report is not None and report.model.get("id") != setup.spec().display:
             raise BadInput(f"{from_report} is a report on {report.model.get('id')}, not {setup.spec().display}")
         # the session the checks run on is the one training runs on: same LoRA, lengths, flags
-        session = _open_session(setup, cfg, max_examples=None if report else CHECK_SAMPLE)
+        # with a report no check runs here: no slice to build
+        session = _open_session(setup.replace(slice="off") if report is not None else setup, cfg,
+                                max_examples=None if report else CHECK_SAMPLE)
         if report is not None:
             _same_setup(report, session, from_report)
         err.print(f"Loaded {session.spec.display} in {session.timings['model_load']:.1f} s")

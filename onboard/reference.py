@@ -290,9 +290,9 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def render_checks() -> str:
     from onboard.checks import CHECKS
 
-    rows = [[c.code, c.name, ", ".join(c.requires) or "-", c.fix_availability.value, c.summary,
+    rows = [[c.code, c.name, ", ".join(c.requires) or "-", c.fix_availability.value, c.runs_on, c.summary,
              ", ".join(emitted_failure_modes(c))] for c in CHECKS]
-    return _table(["code", "check", "requires", "fix", "what it checks", "failure modes"], rows)
+    return _table(["code", "check", "requires", "fix", "runs on", "what it checks", "failure modes"], rows)
 
 
 def render_patches() -> str:

@@ -44,6 +44,9 @@ class Check:
     # of code paths (one layer of each kind runs the same code as thirty), "whole" for one that needs the depth or
     # the weights of the whole model (the pretrained loss, the last training step)
     runs_on: ClassVar[str] = "whole"
+    # needs the whole model itself (its pretrained loss, the step training takes): SKIP, with the memory it needs,
+    # where the whole model does not fit the device; a "whole" check that is not whole_only runs on the slice then
+    whole_only: ClassVar[bool] = False
 
     def run(self, session: ModelSession) -> CheckResult:  # pragma: no cover - interface
         raise NotImplementedError

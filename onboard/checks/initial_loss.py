@@ -43,6 +43,7 @@ class InitialLossCheck(Check):
 
     code = "LOSS001"
     runs_on = "whole"
+    whole_only = True
     name = "initial_loss"
     summary = "pretrained SFT loss is far from ln(vocab_size); loss by token kind"
     requires = ("LOAD001", "ATTN001")  # a forward that cannot run says nothing more here

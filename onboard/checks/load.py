@@ -43,7 +43,7 @@ class LoadCheck(Check):
     summary = "model, tokenizer and attention backend load as a trainable causal LM"
 
     def run(self, session: ModelSession):
-        model, tok = session.model, session.tokenizer
+        model, tok = session.whole_model, session.tokenizer  # the whole model's (on the meta device where it does not fit)
         config = model.config
         text = config.get_text_config()
         rows = _embedding_rows(model)

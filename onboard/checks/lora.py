@@ -73,7 +73,7 @@ class LoraCheck(Check):
     """
 
     code = "LORA001"
-    runs_on = "slice"
+    runs_on = "whole"  # what LoRA wraps and trains is the whole model's count (a user reads its trainable parameters)
     name = "lora"
     summary = "PEFT LoRA applies; coverage by group; adapters get gradients"
     requires = ("LOAD001", "ATTN001")  # a forward that cannot run says nothing more here

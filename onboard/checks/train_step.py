@@ -60,6 +60,7 @@ class TrainStepCheck(Check):
 
     code = "TRAIN001"
     runs_on = "whole"
+    whole_only = True
     version = 2  # 2: seq2seq samples (their labels are the decoder's input) in the reference
     name = "train_step"
     summary = "one Trainer step with the packing collator runs and updates the adapter"

@@ -27,6 +27,9 @@ class Loading:
     attn_load_error: str | None = None  # the asked backend's kernel could not load; loaded with sdpa instead
     loading_info: dict[str, list[str]] | None = field(default=None)  # from_pretrained's missing/unexpected weights
     setup_calls: list[str] = field(default_factory=list)  # the model's own setup calls made (SETUP_CALLS)
+    # (bytes of the weights, bytes free on the card) when a config-shaped model's weights do not fit the card: the
+    # model is then built on the meta device, and only its layer-complete slice is built on the card
+    does_not_fit: tuple[int, int] | None = None
 
     def with_attn(self, make):
         """make(attn) with the requested backend; if its kernel cannot load here, with sdpa instead,
@@ -46,6 +49,10 @@ class Loading:
         self.setup_calls = required_setup(model)
         return model
 
+
+# the share of the card's free memory a config-shaped model's weights may take for the whole model to be built; the
+# rest is for the checks' activations and gradients (an 8B shape in bf16 is 15 GiB of an 80 GB card's ~79 free)
+WHOLE_SHARE = 0.8
 
 # Calls a model's own API says must precede its forward, as (method, the argument from its config). X-MOD's forward
 # refuses text with no language ("Input language unknown. Please call `XmodPreTrainedModel.set_default_language()`"):
@@ -131,10 +138,24 @@ def load_config(loading: Loading):
     loading.progress(f"Building {loading.spec.display} with random weights on {loading.device}")
 
     def make(attn):
+        if loading.device.type == "cuda":  # the weights alone must fit, with room for a step's activations
+            with torch.device("meta"):
+                meta = AutoModelForCausalLM.from_config(config, dtype=loading.dtype, attn_implementation=attn)
+            need = sum(p.numel() * p.element_size() for p in meta.parameters())
+            free = torch.cuda.mem_get_info(loading.device)[0]
+            if need > WHOLE_SHARE * free:
+                loading.does_not_fit = (need, free)
+                loading.progress(f"{loading.spec.display}'s weights take {need / 2**30:.1f} GiB, more than "
+                                 f"{WHOLE_SHARE:.0%} of the {free / 2**30:.1f} GiB free: its slice only is built")
+                return meta
         with torch.device(loading.device):
             return AutoModelForCausalLM.from_config(config, dtype=loading.dtype, attn_implementation=attn)
 
     model = _as_causal_lm(lambda: loading.with_attn(make), loading.spec.display, config)
+    if loading.does_not_fit:
+        model.eval()
+        loading.setup_calls = required_setup(model)
+        return tokenizer, model
     return tokenizer, loading.place(model)
 
 

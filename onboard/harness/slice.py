@@ -84,16 +84,21 @@ def _configs(config, path: str = ""):
 
 def layer_stack(model: nn.Module) -> tuple[str, nn.ModuleList, object]:
     """(path, the decoder's layer list, the config that counts it): the ModuleList whose length a layer count of
-    the text config gives. Raises NoSlice when there is none or more than one."""
+    the text config gives (the first count that some layer list has: BART's num_hidden_layers is its encoder's,
+    its decoder_layers the decoder's). Raises NoSlice when there is none or more than one."""
     config = model.config
     text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
-    total = next((getattr(text, k) for k in LAYER_COUNTS if isinstance(getattr(text, k, None), int)), None)
-    if not total or total < 2:
+    counts = [getattr(text, k) for k in LAYER_COUNTS if isinstance(getattr(text, k, None), int)]
+    if not counts or max(counts) < 2:
         raise NoSlice("the text config counts no layers")
-    stacks = [(name, m) for name, m in model.named_modules()
-              if isinstance(m, nn.ModuleList) and len(m) == total and name.rsplit(".", 1)[-1] in ("layers", "h", "layer", "blocks", "block")]
-    towers = ("vision", "audio", "visual", "encoder", "image", "speech", "mtp")
-    stacks = [(n, m) for n, m in stacks if not any(t in n.lower() for t in towers)]
+    lists = [(name, m) for name, m in model.named_modules()
+             if isinstance(m, nn.ModuleList) and name.rsplit(".", 1)[-1] in ("layers", "h", "layer", "blocks", "block")]
+    towers = ("vision", "audio", "visual", "image", "speech", "mtp")  # towers beside the text model
+    lists = [(n, m) for n, m in lists if not any(t in n.lower() for t in towers)]
+    total = next((c for c in counts if any(len(m) == c for _, m in lists)), counts[0])
+    stacks = [(n, m) for n, m in lists if len(m) == total]
+    if len(stacks) > 1:  # an encoder beside the decoder (BERT-style models name their only stack "encoder")
+        stacks = [(n, m) for n, m in stacks if "encoder" not in n.lower()]
     if len(stacks) != 1:
         raise NoSlice(f"{'no' if not stacks else len(stacks)} layer lists of {total} layers "
                       "(the decoder's must be the only one)")
@@ -187,7 +192,7 @@ def _sliced_config(model: nn.Module, kept: list[int]):
     """A copy of the model's config with the layer count, per-layer lists and layer indices cut to `kept`."""
     config = copy.deepcopy(model.config)
     text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
-    total = next(getattr(text, k) for k in LAYER_COUNTS if isinstance(getattr(text, k, None), int))
+    total = len(layer_stack(model)[1])
     remap = {old: new for new, old in enumerate(kept)}
     changes = {}
     for key, value in list(vars(text).items()):
@@ -219,11 +224,13 @@ def _int(key) -> int | None:
         return None
 
 
-def _build(model: nn.Module, kept: list[int], stack_path: str, device) -> nn.Module:
+def _build(model: nn.Module, kept: list[int], stack_path: str, device, own_weights: bool = True) -> nn.Module:
     config = _sliced_config(model, kept)
     dtype = next(model.parameters()).dtype
     with torch.device(device):
         part = type(model)._from_config(config, dtype=dtype)
+    if not own_weights:  # a model with random weights built on the meta device: the slice's own are as random
+        return part.eval()
     own = model.state_dict()
     pattern = re.compile(re.escape(stack_path) + r"\.(\d+)\.")
     state = {}
@@ -277,8 +284,10 @@ def _hidden_diff(model: nn.Module, part: nn.Module, kept: list[int], input_ids: 
     return diff, compare
 
 
-def build_slice(model: nn.Module, input_ids: torch.Tensor, device) -> tuple[nn.Module, SliceMap]:
-    """The layer-complete slice of `model` and its map; NoSlice says why there is none smaller than the model."""
+def build_slice(model: nn.Module, input_ids: torch.Tensor, device, own_weights: bool = True) -> tuple[nn.Module, SliceMap]:
+    """The layer-complete slice of `model` and its map; NoSlice says why there is none smaller than the model.
+    `own_weights` False: `model` is a random-weight model on the meta device (too large for the card), whose slice
+    keeps its own random weights and cannot be compared with it (hidden_diff None)."""
     stack_path, stack, _ = layer_stack(model)
     total = len(stack)
     sigs, labels = layer_kinds(model)
@@ -295,7 +304,7 @@ def build_slice(model: nn.Module, input_ids: torch.Tensor, device) -> tuple[nn.M
             reasons.append(f"{how}: keeps every layer")
             continue
         try:
-            part = _build(model, kept, stack_path, device)
+            part = _build(model, kept, stack_path, device, own_weights)
         except NoSlice as exc:
             reasons.append(f"{how}: {exc}")
             continue
@@ -303,7 +312,8 @@ def build_slice(model: nn.Module, input_ids: torch.Tensor, device) -> tuple[nn.M
             reasons.append(f"{how}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
             continue
         why = _matches(model, part, kept, sigs)
-        if why is None:
+        diff, compared = None, 0
+        if why is None and own_weights:
             try:
                 diff, compared = _hidden_diff(model, part, kept, input_ids)
             except Exception as exc:  # noqa: BLE001
