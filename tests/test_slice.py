@@ -172,8 +172,31 @@ def test_a_slice_is_built_from_a_model_on_the_meta_device():
     session = make_session("tiny:gemma3_text:8", slice="off")
     with torch.device("meta"):
         meta = AutoModelForCausalLM.from_config(session.model.config)
-    part, info = build_slice(meta, session.probe_batch(1)["input_ids"], session.device, own_weights=False)
+    part, info = build_slice(meta, session.probe_batch(1)["input_ids"], session.device, weights="random")
     assert info.kept == [0, 1, 5] and info.hidden_diff is None and info.compared_layers == 0
     assert all(p.device.type == "cpu" for p in part.parameters())
     out = part(**session.probe_batch(1))
     assert torch.isfinite(out.loss)
+
+
+def test_slice_only_reads_the_kept_layers_from_the_checkpoint(tmp_path):
+    """--slice only (what a model too large for the card gets on CUDA): the whole model is built on the meta device,
+    the slice's layers are read from the checkpoint (layer 5 of the checkpoint is the slice's layer 2), and the
+    checks that need the whole model say why they did not run."""
+    whole = make_session("tiny:gemma3_text:8", slice="off")
+    whole.model.save_pretrained(tmp_path)
+    whole.tokenizer.save_pretrained(tmp_path)
+    session = make_session(str(tmp_path), slice="only")
+    assert session.whole_model.device.type == "meta" and session.model is session.slice_model
+    assert session.slice_map.kept == [0, 1, 5] and session.slice_map.hidden_diff is None
+    saved = whole.model.state_dict()
+    for name, tensor in session.slice_model.state_dict().items():
+        source = name.replace("model.layers.2.", "model.layers.5.")
+        assert torch.equal(tensor, saved[source]), name
+    report = run_all(session)
+    checks = by_code(report)
+    assert checks["TRAIN001"].status.value == "SKIP" and "--slice only" in checks["TRAIN001"].message
+    assert checks["LOSS001"].status.value == "SKIP"
+    assert checks["PACK001"].ran_on == "slice" and checks["LOAD001"].ran_on == "slice"
+    assert checks["LOAD001"].measurements["parameters"].value == sum(p.numel() for p in whole.model.parameters())
+    assert not any(c.blocking for c in report.checks), report.reason

@@ -315,8 +315,8 @@ def _measure_memory(res, session: ModelSession, patch, model) -> None:
     plain step fits the free memory of the card (a shape whose logits alone would take more than half of it is not
     tried; one that runs out is followed by the next smaller). What was tried and what was measured is said."""
     if not session.whole_fits:  # the slice's peak is not the model's: unmeasured, said so
-        res.measure("memory", "skipped", "", session.does_not_fit_text())
-        res.message += "; memory not measured: the whole model does not fit this card"
+        res.measure("memory", "skipped", "", f"the whole model is not loaded: {session.whole_absent}")
+        res.message += "; memory not measured: the whole model is not loaded"
         return
     min_ratio = session.threshold("cce.min_saving_ratio")
     vocab = unwrap(model).get_output_embeddings().weight.shape[0]

@@ -27,9 +27,13 @@ class Loading:
     attn_load_error: str | None = None  # the asked backend's kernel could not load; loaded with sdpa instead
     loading_info: dict[str, list[str]] | None = field(default=None)  # from_pretrained's missing/unexpected weights
     setup_calls: list[str] = field(default_factory=list)  # the model's own setup calls made (SETUP_CALLS)
-    # (bytes of the weights, bytes free on the card) when a config-shaped model's weights do not fit the card: the
-    # model is then built on the meta device, and only its layer-complete slice is built on the card
-    does_not_fit: tuple[int, int] | None = None
+    slice_only: bool = False  # --slice only: the whole model is not loaded, only its layer-complete slice
+    # why the whole model was not loaded (--slice only, or its weights do not fit the card): it is then built on the
+    # meta device, and only its layer-complete slice is built on the device, its weights from `slice_weights`
+    whole_absent: str | None = None
+    # where the slice's weights come from when the whole model is absent: (checkpoint, from_pretrained keywords);
+    # None: a model with random weights (the slice's own random weights)
+    slice_weights: tuple[str, dict] | None = None
 
     def with_attn(self, make):
         """make(attn) with the requested backend; if its kernel cannot load here, with sdpa instead,
@@ -138,25 +142,43 @@ def load_config(loading: Loading):
     loading.progress(f"Building {loading.spec.display} with random weights on {loading.device}")
 
     def make(attn):
-        if loading.device.type == "cuda":  # the weights alone must fit, with room for a step's activations
-            with torch.device("meta"):
-                meta = AutoModelForCausalLM.from_config(config, dtype=loading.dtype, attn_implementation=attn)
-            need = sum(p.numel() * p.element_size() for p in meta.parameters())
-            free = torch.cuda.mem_get_info(loading.device)[0]
-            if need > WHOLE_SHARE * free:
-                loading.does_not_fit = (need, free)
-                loading.progress(f"{loading.spec.display}'s weights take {need / 2**30:.1f} GiB, more than "
-                                 f"{WHOLE_SHARE:.0%} of the {free / 2**30:.1f} GiB free: its slice only is built")
-                return meta
+        meta = _meta_unless_it_fits(loading, lambda: AutoModelForCausalLM.from_config(
+            config, dtype=loading.dtype, attn_implementation=attn))
+        if meta is not None:
+            return meta
         with torch.device(loading.device):
             return AutoModelForCausalLM.from_config(config, dtype=loading.dtype, attn_implementation=attn)
 
     model = _as_causal_lm(lambda: loading.with_attn(make), loading.spec.display, config)
-    if loading.does_not_fit:
+    return tokenizer, _placed_or_meta(loading, model)
+
+
+def _meta_unless_it_fits(loading: Loading, build):
+    """The model built on the meta device by `build()` when the whole model is not to be loaded (--slice only, or
+    its weights would take more than WHOLE_SHARE of the card's free memory), saying why in `whole_absent`; else None."""
+    if not loading.slice_only and loading.device.type != "cuda":
+        return None
+    with torch.device("meta"):
+        meta = build()
+    if loading.slice_only:
+        loading.whole_absent = "--slice only: the whole model was not loaded"
+        return meta
+    need = sum(p.numel() * p.element_size() for p in meta.parameters())
+    free = torch.cuda.mem_get_info(loading.device)[0]
+    if need <= WHOLE_SHARE * free:
+        return None
+    loading.whole_absent = (f"the whole model's weights take {need / 2**30:.1f} GiB, more than {WHOLE_SHARE:.0%} of "
+                            f"this card's {free / 2**30:.1f} GiB free (training it needs several cards, or offloading)")
+    loading.progress(f"{loading.spec.display}: {loading.whole_absent}; its layer-complete slice only is built")
+    return meta
+
+
+def _placed_or_meta(loading: Loading, model):
+    if loading.whole_absent:  # on the meta device: nothing to place; the model's setup calls are still made
         model.eval()
         loading.setup_calls = required_setup(model)
-        return tokenizer, model
-    return tokenizer, loading.place(model)
+        return model
+    return loading.place(model)
 
 
 def load_fault(loading: Loading):
@@ -218,13 +240,18 @@ def load_pretrained(loading: Loading, target: str, local: bool):
             config, dtype=loading.dtype, attn_implementation=attn, trust_remote_code=spec.trust_remote_code)
     else:
         def make(attn):
+            meta = _meta_unless_it_fits(loading, lambda: AutoModelForCausalLM.from_config(
+                config, dtype=loading.dtype, attn_implementation=attn, trust_remote_code=spec.trust_remote_code))
+            if meta is not None:  # the slice's weights are read from the checkpoint, only those of its layers
+                loading.slice_weights = (target, {**hub, "attn_implementation": attn})
+                return meta
             model, info = _hub_call(lambda: AutoModelForCausalLM.from_pretrained(
                 target, config=config, dtype=loading.dtype, attn_implementation=attn, output_loading_info=True,
                 **hub), spec.display)
             loading.loading_info = {k: sorted(v) for k, v in info.items() if k != "error_msgs"}
             return model
     model = _as_causal_lm(lambda: loading.with_attn(make), spec.display, config)
-    return tokenizer, loading.place(model)
+    return tokenizer, _placed_or_meta(loading, model)
 
 
 def _fail_fast_offline(spec: ModelSpec) -> None:

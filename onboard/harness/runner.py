@@ -123,8 +123,8 @@ def run_checks(
             result = check.result(Status.SKIP, f"skipped: prerequisite {', '.join(missing)} did not pass")
             unmet.add(check.code)
         elif check.whole_only and not session.whole_fits:
-            result = check.result(Status.SKIP, f"not run: {session.does_not_fit_text()}; the code-path checks ran on "
-                                               "its layer-complete slice")
+            result = check.result(Status.SKIP, f"needs the whole model, not loaded: {session.whole_absent}; the "
+                                               "code-path checks ran on its layer-complete slice")
         elif check.needs_labels and not any(ex.n_trained for ex in session.examples):
             result = check.result(Status.SKIP, "skipped: no sample has a labelled token to compute a loss on "
                                                "(LOSS001: FM-LOSS-MASK)")

@@ -96,14 +96,15 @@ class ModelSession:
         template = setup.template_text()
         start = time.perf_counter()
         torch.manual_seed(setup.seed)
-        loading = Loading(spec, self.device, self.dtype, setup.attn, progress)
+        loading = Loading(spec, self.device, self.dtype, setup.attn, progress, slice_only=setup.slice == "only")
         self.tokenizer, self.model = load(loading)
         self.attn_load_error = loading.attn_load_error  # ATTN001 reports it
         self.loading_info = loading.loading_info  # LOAD001 reads it
         self.setup_calls = loading.setup_calls  # the calls the model's API requires, made (X-MOD's language)
-        # the whole model's weights do not fit the card (a config-shaped model, built on the meta device): the
-        # checks that need it are SKIP with the memory it needs, the others run on the slice
-        self.does_not_fit = loading.does_not_fit
+        # why the whole model is not loaded (--slice only, or its weights do not fit the card; it is on the meta
+        # device): the checks that need it are SKIP saying why, the others run on the slice
+        self.whole_absent = loading.whole_absent
+        self._slice_weights = loading.slice_weights
         self.timings["model_load"] = time.perf_counter() - start
         start = time.perf_counter()
         if template:
@@ -132,14 +133,12 @@ class ModelSession:
         self.slice_model, self.slice_map, self.slice_reason = None, None, None
         self.placement = "whole"
         self._adapter_at = 0  # how many patches were applied when the adapter was built: replayed in that order
-        if self.does_not_fit:
+        if self.whole_absent:
             start = time.perf_counter()
             self._build_slice()
             self.timings["slice"] = time.perf_counter() - start
             if self.slice_model is None:
-                need, free = self.does_not_fit
-                raise EnvironmentProblem(f"{self.spec.display} needs {need / 2**30:.1f} GiB for its weights, the card has "
-                                         f"{free / 2**30:.1f} GiB free, and no slice of it could be built: "
+                raise EnvironmentProblem(f"{self.spec.display} cannot be checked here: {self.whole_absent}, and "
                                          f"{self.slice_reason}")
             self.model, self.placement = self.slice_model, "slice"
         elif setup.slice == "off":
@@ -198,8 +197,8 @@ class ModelSession:
         labelled = [ex for ex in self.examples if ex.n_trained] or self.examples
         probe = self.probe_batch(1)["input_ids"] if labelled else None
         try:
-            self.slice_model, self.slice_map = build_slice(self.whole_model, probe, self.device,
-                                                           own_weights=not self.does_not_fit)
+            weights = "model" if not self.whole_absent else self._slice_weights or "random"
+            self.slice_model, self.slice_map = build_slice(self.whole_model, probe, self.device, weights=weights)
         except NoSlice as exc:
             self.slice_reason = f"no slice smaller than the model: {exc}"
         except Exception as exc:  # noqa: BLE001 - onboard's own limit: every check runs on the whole model
@@ -214,7 +213,7 @@ class ModelSession:
         adapter are taken off the one and replayed (unless `replay` is False: training applies its own), in the
         order they were made, on the other. Without a slice, everything runs on the whole model. Returns where it
         runs."""
-        if self.does_not_fit:  # the whole model is on the meta device: everything runs on the slice
+        if self.whole_absent:  # the whole model is on the meta device: everything runs on the slice
             placement = "slice"
         target = self.slice_model if placement == "slice" else self.whole_model
         if target is None:
@@ -254,17 +253,12 @@ class ModelSession:
 
     @property
     def whole_fits(self) -> bool:
-        return self.does_not_fit is None
-
-    def does_not_fit_text(self) -> str:
-        need, free = self.does_not_fit
-        return (f"the whole model's weights take {need / 2**30:.1f} GiB, more than this card's {free / 2**30:.1f} GiB "
-                "free allow (onboard's limit on one device: training it needs several, or offloading)")
+        return self.whole_absent is None
 
     def release_slice(self) -> None:
         """Back on the whole model with nothing applied, the slice freed (training needs the memory)."""
-        if self.does_not_fit:
-            raise EnvironmentProblem(f"{self.spec.display} cannot be trained here: {self.does_not_fit_text()}")
+        if self.whole_absent:
+            raise EnvironmentProblem(f"{self.spec.display} cannot be trained here: {self.whole_absent}")
         self.use("whole", replay=False)
         self.slice_model = None
 

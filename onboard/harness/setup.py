@@ -30,7 +30,7 @@ def _opt(default, help: str, *, trained: bool = False, group: str, types: tuple 
 
 
 TRAINERS = ("hf", "custom")
-SLICES = ("auto", "off")
+SLICES = ("auto", "off", "only")
 # how a chat becomes a training sample: auto finds it from the model (seq2seq where a forward's logits follow the
 # labels given, not the input: an encoder-decoder's), causal (next-token over the whole chat), seq2seq (the chat
 # up to the last reply to the encoder, the reply as the labels)
@@ -90,8 +90,9 @@ class Setup:
                                       "with CUDA)", group="training", types=(bool,))
     slice: str = _opt("auto", "where the code-path checks run: auto (on a layer-complete slice of the model, one or two "
                       "layers of each kind with their real weights, where one is shown to be the model's own layers; "
-                      "the whole model runs the weights, the pretrained loss, memory and the training step) or off "
-                      "(every check on the whole model)", group="run", types=(str,), check_only=True)
+                      "the whole model runs the weights, the pretrained loss, memory and the training step), off "
+                      "(every check on the whole model) or only (the whole model is not loaded: the slice's layers are "
+                      "read from the checkpoint, and the checks that need the whole model are SKIP)", group="run", types=(str,), check_only=True)
     # ---- the run
     no_fix: bool = _opt(False, "report only: do not apply and verify fixes", group="run", types=(bool,),
                         check_only=True)

@@ -224,12 +224,17 @@ def _int(key) -> int | None:
         return None
 
 
-def _build(model: nn.Module, kept: list[int], stack_path: str, device, own_weights: bool = True) -> nn.Module:
+def _build(model: nn.Module, kept: list[int], stack_path: str, device, weights="model") -> nn.Module:
+    """The slice of `model` keeping `kept`, with `weights`: "model" (copied from `model`'s state dict), "random" (its
+    own: `model` has random weights and is on the meta device) or (checkpoint, from_pretrained keywords): the kept
+    layers' tensors read from the checkpoint under the slice's indices, no other layer's."""
     config = _sliced_config(model, kept)
     dtype = next(model.parameters()).dtype
+    if isinstance(weights, tuple):
+        return _from_checkpoint(model, config, kept, stack_path, device, dtype, *weights)
     with torch.device(device):
         part = type(model)._from_config(config, dtype=dtype)
-    if not own_weights:  # a model with random weights built on the meta device: the slice's own are as random
+    if weights == "random":  # a model with random weights built on the meta device: the slice's own are as random
         return part.eval()
     own = model.state_dict()
     pattern = re.compile(re.escape(stack_path) + r"\.(\d+)\.")
@@ -245,6 +250,77 @@ def _build(model: nn.Module, kept: list[int], stack_path: str, device, own_weigh
     part.load_state_dict(state, strict=True)
     part.eval()
     return part
+
+
+def _from_checkpoint(model, config, kept, stack_path, device, dtype, checkpoint: str, kwargs: dict) -> nn.Module:
+    """The slice built from its config on the device, its tensors read from the checkpoint's safetensors files: the
+    slice's layer j from the checkpoint's layer kept[j], nothing of the other layers read. A tensor the checkpoint
+    does not hold under the model's own name (a checkpoint whose names transformers converts on load) refuses the
+    slice: random weights would be taken for the model's."""
+    from safetensors import safe_open
+
+    with torch.device(device):
+        part = type(model)._from_config(config, dtype=dtype, **({"attn_implementation": kwargs["attn_implementation"]}
+                                                                 if kwargs.get("attn_implementation") else {}))
+    where = _safetensors_files(checkpoint, kwargs)
+    pattern = re.compile(re.escape(stack_path) + r"\.(\d+)\.")
+    by_object: dict[int, str] = {}
+    loaded = set()
+    handles = {}
+    with torch.no_grad():
+        for name, tensor in part.state_dict(keep_vars=True).items():
+            source = pattern.sub(lambda m: f"{stack_path}.{kept[int(m.group(1))]}.", name, count=1)
+            file = where.get(source)
+            if file is None:
+                if id(tensor) in by_object:  # tied to a tensor read already (the head to the embedding)
+                    continue
+                by_object.setdefault(id(tensor), name)
+                continue
+            if file not in handles:
+                handles[file] = safe_open(file, framework="pt", device="cpu")
+            value = handles[file].get_tensor(source)
+            if tuple(value.shape) != tuple(tensor.shape):
+                raise NoSlice(f"{source}: {tuple(value.shape)} in the checkpoint, {tuple(tensor.shape)} in the slice")
+            tensor.copy_(value.to(tensor.dtype))
+            by_object[id(tensor)] = name
+            loaded.add(id(tensor))
+    unread = [name for name, tensor in part.state_dict(keep_vars=True).items()
+              if id(tensor) not in loaded and isinstance(tensor, nn.Parameter)]
+    if unread:
+        raise NoSlice(f"the checkpoint holds no tensor named as the model's {unread[0]} (and {len(unread) - 1} more): "
+                      "its names are converted on load")
+    return part.eval()
+
+
+def _safetensors_files(checkpoint: str, kwargs: dict) -> dict[str, str]:
+    """Tensor name -> the safetensors file of `checkpoint` (a folder or a hub id in the local cache) holding it."""
+    import glob
+    import json
+    import os
+
+    from safetensors import safe_open
+
+    if os.path.isdir(checkpoint):
+        files = sorted(glob.glob(os.path.join(checkpoint, "*.safetensors")))
+    else:
+        from transformers.utils import cached_file
+
+        revision = kwargs.get("revision")
+        index = cached_file(checkpoint, "model.safetensors.index.json", revision=revision,
+                            _raise_exceptions_for_missing_entries=False)
+        if index:
+            names = sorted(set(json.loads(open(index).read())["weight_map"].values()))
+            files = [cached_file(checkpoint, n, revision=revision) for n in names]
+        else:
+            files = [cached_file(checkpoint, "model.safetensors", revision=revision)]
+    if not files:
+        raise NoSlice(f"no safetensors file in {checkpoint}")
+    where = {}
+    for file in files:
+        with safe_open(file, framework="pt", device="cpu") as handle:
+            for key in handle.keys():
+                where[key] = file
+    return where
 
 
 def _matches(model: nn.Module, part: nn.Module, kept: list[int], sigs: list[tuple]) -> str | None:
@@ -284,10 +360,10 @@ def _hidden_diff(model: nn.Module, part: nn.Module, kept: list[int], input_ids: 
     return diff, compare
 
 
-def build_slice(model: nn.Module, input_ids: torch.Tensor, device, own_weights: bool = True) -> tuple[nn.Module, SliceMap]:
+def build_slice(model: nn.Module, input_ids: torch.Tensor, device, weights="model") -> tuple[nn.Module, SliceMap]:
     """The layer-complete slice of `model` and its map; NoSlice says why there is none smaller than the model.
-    `own_weights` False: `model` is a random-weight model on the meta device (too large for the card), whose slice
-    keeps its own random weights and cannot be compared with it (hidden_diff None)."""
+    `weights` (see _build): "model" copies them from `model`; with "random" or a checkpoint `model` is on the meta
+    device (not loaded) and the slice cannot be compared with it (hidden_diff None)."""
     stack_path, stack, _ = layer_stack(model)
     total = len(stack)
     sigs, labels = layer_kinds(model)
@@ -304,7 +380,7 @@ def build_slice(model: nn.Module, input_ids: torch.Tensor, device, own_weights: 
             reasons.append(f"{how}: keeps every layer")
             continue
         try:
-            part = _build(model, kept, stack_path, device, own_weights)
+            part = _build(model, kept, stack_path, device, weights)
         except NoSlice as exc:
             reasons.append(f"{how}: {exc}")
             continue
@@ -313,7 +389,7 @@ def build_slice(model: nn.Module, input_ids: torch.Tensor, device, own_weights: 
             continue
         why = _matches(model, part, kept, sigs)
         diff, compared = None, 0
-        if why is None and own_weights:
+        if why is None and weights == "model":
             try:
                 diff, compared = _hidden_diff(model, part, kept, input_ids)
             except Exception as exc:  # noqa: BLE001
