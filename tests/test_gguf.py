@@ -35,7 +35,9 @@ def test_default_model_in_a_loop_of_ones_own_leaks_under_the_default_cache():
     by whole nats (FM-PACK-CACHE); packing.no_cache_no_mask fixes it."""
     from onboard.checks import LoraCheck, PackingCheck
 
-    report = run_checks(make_session("smollm2", trainer="custom"), [LoadCheck, LoraCheck, PackingCheck])
+    # every check on the whole model: the harm in nats is SmolLM2's at its 30 layers (its two-layer slice finds the
+    # same leak, a smaller harm: 0.04 nats)
+    report = run_checks(make_session("smollm2", trainer="custom", slice="off"), [LoadCheck, LoraCheck, PackingCheck])
     pack = by_code(report)["PACK001"]
     assert pack.diagnosis == "FM-PACK-CACHE" and pack.fix.verified
     assert pack.measurements["leak_no_mask_default_cache"].value > 0.1  # a real leak, in nats

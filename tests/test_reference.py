@@ -65,7 +65,8 @@ def test_every_check_patch_threshold_and_failure_mode_is_in_the_generated_text(r
     assert list(checks) == [c.code for c in CHECKS]
     for check in CHECKS:
         row = checks[check.code]
-        assert row[1] == check.name and row[3] == check.fix_availability.value and row[4] == check.summary
+        assert row[1] == check.name and row[3] == check.fix_availability.value and row[5] == check.summary
+        assert row[4] == check.runs_on
         assert row[2] == (", ".join(check.requires) or "-")
 
     patches = {row[0]: row for row in _rows(rendered["patches"])}

@@ -159,6 +159,21 @@ def probe_pytest_numcollected(pytestconfig):
 
 
 # name -> (where onboard uses it, the probe)
+def probe_module_hooks():
+    """The slice reads who hooked a module (harness/slice.py: a hook planted on a layer is part of its kind): a
+    registered hook is a value of the module's _forward_hooks, _forward_pre_hooks or _backward_hooks dict."""
+    layer = torch.nn.Linear(2, 2)
+
+    def hook(*_):
+        return None
+
+    layer.register_forward_hook(hook)
+    layer.register_forward_pre_hook(hook)
+    layer.register_full_backward_hook(hook)
+    assert list(layer._forward_hooks.values()) == [hook] and list(layer._forward_pre_hooks.values()) == [hook]
+    assert list(layer._backward_hooks.values()) == [hook]
+
+
 PRIVATE = {
     "_attn_implementation": ("checks/attention.py, checks/load.py, patches/attention.py, patches/speed.py, "
                              "patches/packing.py, harness/session.py", probe_attn_implementation),
@@ -182,6 +197,9 @@ PRIVATE = {
     "_check_lora_target_modules_mamba": ("patches/peft_targets.py", probe_peft_tuners_utils),
     "_convert_peft_config_moe": ("api.py: PEFT's MoE config rewrite", probe_peft_moe_conversion),
     "_numcollected": ("pytest_plugin.py: collected count", probe_pytest_numcollected),
+    "_forward_hooks": ("harness/slice.py: a layer's kind", probe_module_hooks),
+    "_forward_pre_hooks": ("harness/slice.py: a layer's kind", probe_module_hooks),
+    "_backward_hooks": ("harness/slice.py: a layer's kind", probe_module_hooks),
 }
 
 

@@ -67,6 +67,31 @@ def main() -> None:
                 lines.append(f"- sliced {x} / whole {y}")
         if s[2] != w[2]:
             lines.append(f"- patches sliced {list(s[2])} / whole {list(w[2])}")
+    # the judged numbers of the checks that ran on the slice, side by side: how far from its limit each side was
+    pairs = []
+    for a in with_slice:
+        s_checks = {c["code"]: c for c in sliced[a]["report"]["checks"]}
+        w_checks = {c["code"]: c for c in (whole[a].get("report") or {}).get("checks", [])}
+        for code, c in s_checks.items():
+            if c.get("ran_on") != "slice" or code not in w_checks:
+                continue
+            for name, m in c.get("measurements", {}).items():
+                other = w_checks[code].get("measurements", {}).get(name)
+                if (m.get("limit") and other and isinstance(m.get("value"), (int, float))
+                        and isinstance(other.get("value"), (int, float)) and not isinstance(m["value"], bool)):
+                    pairs.append((a, code, name, m["value"], other["value"], m["limit"], m.get("compare")))
+    judged = len(pairs)
+    ops = {"<=": lambda v, lim: v <= lim, "<": lambda v, lim: v < lim, ">=": lambda v, lim: v >= lim,
+           ">": lambda v, lim: v > lim}
+    opposite = [p for p in pairs if p[6] in ops and ops[p[6]](p[3], p[5]) != ops[p[6]](p[4], p[5])]
+    moved = sorted(pairs, key=lambda p: -abs(p[3] - p[4]) / abs(p[5]))[:15]
+    lines += ["", f"## Judged measurements of the checks that ran on the slice, side by side ({judged} pairs)", "",
+              f"Pairs on opposite sides of their limit: {len(opposite)}"
+              + "".join(f"; {p[0]} {p[1]} {p[2]} {p[3]:.3g} sliced, {p[4]:.3g} whole" for p in opposite[:10]) + ".", "",
+              "The 15 pairs whose difference is the largest share of their limit (a leak is smaller two layers deep "
+              "than six, and far above its limit both ways):", "",
+              "| architecture | check | measurement | sliced | whole | limit |", "|---|---|---|---|---|---|"]
+    lines += [f"| {a} | {code} | {name} | {sv:.3g} | {wv:.3g} | {lim:.3g} |" for a, code, name, sv, wv, lim, _ in moved]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.md:
