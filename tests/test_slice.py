@@ -141,17 +141,21 @@ def test_moving_between_slice_and_whole_carries_the_patches_and_the_adapter():
     session = make_session("tiny:llama:6")
     assert session.use("slice") == "slice" and session.model is session.slice_model
     session.set_adapter(get_peft_model(session.model, session.lora_config()))
+    on_slice = session.peft_model
     session.apply_patch(get_patch("labels.shift"))
     session.use("whole")
     assert session.model is session.whole_model and list(session.applied) == ["labels.shift"]
     wrapped = [m for m in session.train_model.modules() if isinstance(m, LoraLayer)]
-    assert len(wrapped) == 6 * 7  # every linear of six layers: the adapter was built again on the whole model
-    assert not any(isinstance(m, LoraLayer) for m in session.slice_model.modules())  # and taken off the slice
+    assert len(wrapped) == 6 * 7  # every linear of six layers: an adapter built on the whole model
+    on_whole = session.peft_model
     session.use("slice")
     assert list(session.applied) == ["labels.shift"]
-    assert not any(isinstance(m, LoraLayer) for m in session.whole_model.modules())
-    session.release_slice()
+    assert session.peft_model is on_slice  # the slice's adapter was parked, not rebuilt
+    session.use("whole")
+    assert session.peft_model is on_whole
+    session.release_slice()  # training: the whole model bare, no adapter, nothing applied
     assert session.model is session.whole_model and session.slice_model is None and not session.applied
+    assert session.peft_model is None and not any(isinstance(m, LoraLayer) for m in session.whole_model.modules())
 
 
 def test_tiny_layer_count_is_part_of_the_name():

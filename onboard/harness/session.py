@@ -133,6 +133,7 @@ class ModelSession:
         self.slice_model, self.slice_map, self.slice_reason = None, None, None
         self.placement = "whole"
         self._adapter_at = 0  # how many patches were applied when the adapter was built: replayed in that order
+        self._parked: dict[int, tuple[object, str]] = {}  # id(model) -> (its adapter, its LoRA config) while away
         if self.whole_absent:
             start = time.perf_counter()
             self._build_slice()
@@ -225,12 +226,17 @@ class ModelSession:
 
         moved = [(patch_id, self.patch_options.get(patch_id)) for patch_id in self.applied] if replay else []
         adapter_at = self._adapter_at if self.peft_model is not None and replay else None
+        key = self._lora_key() if self.peft_model is not None else None
         self.revert_patches()
         backend = current_backend(self.model)  # ATTN001's switch, if any: the backend training asks for
-        self.set_adapter(None)
+        if self.peft_model is not None:  # parked on its model, not unloaded: the way back needs no rebuild
+            self._parked[id(self.model)] = (self.peft_model, key)
+            self.peft_model = None
         self.model = target
         if current_backend(target) != backend:
             target.set_attn_implementation(backend)
+        if adapter_at is None and id(target) in self._parked:  # no adapter wanted here: the parked one goes
+            self._parked.pop(id(target))[0].unload()
         for k, (patch_id, option) in enumerate(moved):
             if adapter_at == k:
                 self._rebuild_adapter()
@@ -260,12 +266,31 @@ class ModelSession:
         if self.whole_absent:
             raise EnvironmentProblem(f"{self.spec.display} cannot be trained here: {self.whole_absent}")
         self.use("whole", replay=False)
+        self.revert_patches()
+        self.set_adapter(None)
+        if self.slice_model is not None:
+            self._parked.pop(id(self.slice_model), None)
         self.slice_model = None
 
     def _rebuild_adapter(self) -> None:
+        """The adapter on the current model: the one parked on it when built with the same LoRA config (LoRA's
+        injection costs seconds on an 8B model), else a new one."""
         from peft import get_peft_model
 
+        parked, key = self._parked.pop(id(self.model), (None, None))
+        if parked is not None and key == self._lora_key():
+            self.set_adapter(parked)
+            return
+        if parked is not None:
+            parked.unload()
         self.set_adapter(get_peft_model(self.model, self.lora_config()))
+
+    def _lora_key(self) -> str:
+        import json
+
+        config = self.lora_config().to_dict()
+        return json.dumps(config, sort_keys=True, default=lambda v: sorted(map(str, v)) if isinstance(v, (set, frozenset))
+                          else str(v))
 
     def set_examples(self, examples: list[Example]) -> None:
         """Replace the data the checks run on; what was computed on the old data is dropped."""
