@@ -281,6 +281,26 @@ MUTATIONS = [
       "    kwargs[\"attention_mask\"] = None\n    return args, kwargs", "    return None",
       ("tests/test_verdicts.py::test_causal_xlnet_trains_right_padded_batches_as_each_sample_alone",),
       "causal XLNet's padded batches crash in transformers' uni mask again"),
+    # issue 27: the layer-complete slice
+    M("slice-kind-ignores-config", "onboard/harness/slice.py",
+      "    sigs = [(_module_signature(layer), _config_entries(text, i, total, keys)) for i, layer in enumerate(stack)]",
+      "    sigs = [(_module_signature(layer), ()) for i, layer in enumerate(stack)]",
+      ("tests/test_slice.py::test_slice_keeps_two_of_each_kind_with_the_models_weights",),
+      "NoPE layers (a config entry, not a module) are no kind of their own: SmolLM3's slice has no NoPE layer"),
+    M("slice-hidden-states-unchecked", "onboard/harness/slice.py",
+      "                if diff != 0.0:", "                if False:",
+      ("tests/test_slice.py::test_a_hook_planted_on_a_layer_keeps_the_check_on_the_whole_model",
+       "tests/test_slice.py::test_slice_keeps_two_of_each_kind_with_the_models_weights"),
+      "a slice whose hidden states are not the model's is used"),
+    M("slice-patches-not-replayed", "onboard/harness/session.py",
+      "            self.apply_patch(get_patch(patch_id), option=option)\n        if adapter_at",
+      "            pass\n        if adapter_at",
+      ("tests/test_slice.py::test_moving_between_slice_and_whole_carries_the_patches_and_the_adapter",),
+      "the fixes PACK001 verified on the slice are not on the whole model TRAIN001 trains"),
+    M("slice-whole-only-runs", "onboard/harness/runner.py",
+      "        elif check.whole_only and not session.whole_fits:", "        elif False:",
+      ("tests/test_slice.py::test_slice_only_reads_the_kept_layers_from_the_checkpoint",),
+      "TRAIN001 trains the slice and calls it the model's step when the whole model is not loaded"),
 ]
 
 

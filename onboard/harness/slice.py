@@ -204,9 +204,9 @@ def _sliced_config(model: nn.Module, kept: list[int]):
             changes[key] = type(value)(value[i] for i in kept)
         elif isinstance(value, str) and len(value) == total and "pattern" in key:
             changes[key] = "".join(value[i] for i in kept)
-        elif isinstance(value, dict) and value and all(_int(k) is not None and 0 <= _int(k) < total for k in value):
-            changes[key] = {(remap[_int(k)] if isinstance(k, int) else str(remap[_int(k)])): v
-                            for k, v in value.items() if _int(k) in remap}
+        elif isinstance(value, dict) and value and all(int_key(k) is not None and 0 <= int_key(k) < total for k in value):
+            changes[key] = {(remap[int_key(k)] if isinstance(k, int) else str(remap[int_key(k)])): v
+                            for k, v in value.items() if int_key(k) in remap}
         elif _index_list(key, value, total):
             changes[key] = type(value)(remap[v] for v in value if v in remap)
     for key, value in changes.items():
@@ -217,7 +217,8 @@ def _sliced_config(model: nn.Module, kept: list[int]):
     return config
 
 
-def _int(key) -> int | None:
+def int_key(key) -> int | None:
+    """A layer index written as a key (5, "5", "05"), else None."""
     try:
         return int(key)
     except (TypeError, ValueError):
