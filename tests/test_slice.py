@@ -204,3 +204,12 @@ def test_slice_only_reads_the_kept_layers_from_the_checkpoint(tmp_path):
     assert checks["PACK001"].ran_on == "slice" and checks["LOAD001"].ran_on == "slice"
     assert checks["LOAD001"].measurements["parameters"].value == sum(p.numel() for p in whole.model.parameters())
     assert not any(c.blocking for c in report.checks), report.reason
+
+
+def test_a_slice_whose_hidden_states_are_not_the_models_is_refused():
+    """MLlama's text model names its cross-attention layers by index (cross_attention_layers); the prefix slice
+    keeps their modules, but with the config cut the hidden states after the kept layers differ from the model's
+    (by whole units): the clean null refuses the slice, and every check runs on the whole model."""
+    session = make_session("tiny:mllama:6")
+    assert session.slice_model is None
+    assert "hidden states after layer" in session.slice_reason and "differ from the model's" in session.slice_reason
