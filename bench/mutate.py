@@ -300,6 +300,11 @@ MUTATIONS = [
       "        elif check.whole_only and not session.whole_fits:", "        elif False:",
       ("tests/test_slice.py::test_slice_only_reads_the_kept_layers_from_the_checkpoint",),
       "TRAIN001 trains the slice and calls it the model's step when the whole model is not loaded"),
+    # issue 30: the branches a blind mutation run found unguarded
+    M("moe-unlearning-not-counted", "onboard/checks/moe.py",
+      "in runs.items() if same and not unlearning]", "in runs.items() if same]",
+      ("tests/test_moe.py::test_an_implementation_with_eagers_math_whose_expert_never_learns_is_not_chosen",),
+      "an experts kernel with eager's math whose routed expert's adapter never learns is verified and chosen"),
 ]
 
 

@@ -76,6 +76,22 @@ def test_an_expert_whose_adapter_never_learns_is_named():
     assert dead and all(name.endswith(f"[{experts - 1}]") for name in dead), dead
 
 
+def test_an_implementation_with_eagers_math_whose_expert_never_learns_is_not_chosen():
+    """fault:moe-lora-quiet (issue 30): the grouped kernel's loss and gradients are eager's within tolerance (the
+    expert it drops weighs a millionth), yet that expert's adapter gets an exact zero gradient. Same math is not
+    enough: MOE001 reports FM-MOE-LORA and neither verifies nor chooses the kernel."""
+    session = make_session("fault:moe-lora-quiet")
+    report = run_checks(session, [LoraCheck, PackingCheck, MoeCheck])
+    check = by_code(report)["MOE001"]
+    ms = check.measurements
+    assert ms["grouped_mm.loss_rel_diff"].within and ms["grouped_mm.grad_rel_diff"].within, check.message
+    assert check.diagnosis == "FM-MOE-LORA" and check.fix.verified, check.message
+    assert check.evidence["experts_without_adapter_gradient"]["grouped_mm"]
+    assert check.evidence["left_off"]["grouped_mm"] == "adapters of routed experts get no gradient"
+    assert session.patch_options[ids.MOE_EXPERTS_IMPLEMENTATION] != "grouped_mm"
+    assert current(session.train_model) != "grouped_mm"
+
+
 def test_training_runs_the_kernel_the_check_chose(tmp_path):
     """The choice travels in the report (patch_options): training in the checks' process and training --from
     the report JSON both switch the model to it."""
