@@ -92,7 +92,8 @@ class Setup:
                       "layers of each kind with their real weights, where one is shown to be the model's own layers; "
                       "the whole model runs the weights, the pretrained loss, memory and the training step), off "
                       "(every check on the whole model) or only (the whole model is not loaded: the slice's layers are "
-                      "read from the checkpoint, and the checks that need the whole model are SKIP)", group="run", types=(str,), check_only=True)
+                      "read from the checkpoint, and the checks that need the whole model are SKIP; tiny: and fault: "
+                      "models are built whole, as with auto)", group="run", types=(str,), check_only=True)
     # ---- the run
     no_fix: bool = _opt(False, "report only: do not apply and verify fixes", group="run", types=(bool,),
                         check_only=True)
