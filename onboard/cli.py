@@ -147,7 +147,7 @@ def check(
                   f"{len(session.examples)} samples from {session.data_path.name}")
         if session.slice_map is not None:
             err.print(f"Slice for the code-path checks: {session.slice_map.describe()}", style="dim", markup=False)
-        elif session.slice_reason and "keeps every layer" not in session.slice_reason and "--slice off" not in session.slice_reason:
+        elif session.slice_refused:
             err.print(f"No slice, every check on the whole model: {session.slice_reason}", style="dim", markup=False)
 
         cut = err.is_terminal or bool(os.environ.get("COLUMNS"))  # piped without COLUMNS: messages stay whole

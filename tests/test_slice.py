@@ -62,6 +62,7 @@ def test_slice_keeps_two_of_each_kind_with_the_models_weights(sessions, name, ki
 def test_a_slice_that_would_keep_every_layer_is_not_built():
     session = make_session("tiny:llama")  # two layers of one kind: the slice would be the model
     assert session.slice_model is None and "keeps every layer" in session.slice_reason
+    assert not session.slice_refused  # nothing refused: the CLI says nothing about it
 
 
 def test_a_layer_index_the_slice_cannot_renumber_refuses_it():
@@ -211,5 +212,5 @@ def test_a_slice_whose_hidden_states_are_not_the_models_is_refused():
     keeps their modules, but with the config cut the hidden states after the kept layers differ from the model's
     (by whole units): the clean null refuses the slice, and every check runs on the whole model."""
     session = make_session("tiny:mllama:6")
-    assert session.slice_model is None
+    assert session.slice_model is None and session.slice_refused  # the CLI says so, with the reason
     assert "hidden states after layer" in session.slice_reason and "differ from the model's" in session.slice_reason

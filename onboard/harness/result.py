@@ -225,10 +225,7 @@ class RunReport:
             return ""
         if "kept" not in info:
             return f"Every check ran on the whole model: {info.get('reason')}."
-        groups: dict[str, list[int]] = {}
-        for index, kind in zip(info["kept"], info["kinds"]):
-            groups.setdefault(kind, []).append(index)
-        layers = "; ".join(f"{kind} {', '.join(map(str, idx))}" for kind, idx in groups.items())
+        layers = layer_groups(info["kept"], info["kinds"])
         on_slice = [c.code for c in self.checks if c.ran_on == "slice"]
         share = info["parameters"] / max(info["model_parameters"], 1)
         exact = (f", hidden states after its first {info['compared_layers']} layer(s) equal to the model's"
@@ -277,6 +274,14 @@ class RunReport:
             thresholds=data.get("thresholds", {}),
             config=data.get("config"),
         )
+
+
+def layer_groups(kept: list[int], kinds: list[str]) -> str:
+    """A slice's kept layers grouped by kind: `LlamaDecoderLayer: 0, 1` or `... (sliding_attention): 0, 1; ... (full_attention): 5`."""
+    groups: dict[str, list[int]] = {}
+    for index, kind in zip(kept, kinds):
+        groups.setdefault(kind, []).append(index)
+    return "; ".join(f"{kind}: {', '.join(map(str, idx))}" for kind, idx in groups.items())
 
 
 def _measurements_to_dict(ms: dict[str, Measurement]) -> dict[str, Any]:

@@ -131,6 +131,7 @@ class ModelSession:
         # that need depth on the whole model; `use` moves the patches and the adapter between them
         self.whole_model = self.model
         self.slice_model, self.slice_map, self.slice_reason = None, None, None
+        self.slice_refused = False  # a slice smaller than the model was tried and refused (slice_reason says why)
         self.placement = "whole"
         self._adapter_at = 0  # how many patches were applied when the adapter was built: replayed in that order
         self._parked: dict[int, tuple[object, str]] = {}  # id(model) -> (its adapter, its LoRA config) while away
@@ -195,14 +196,15 @@ class ModelSession:
     def _build_slice(self) -> None:
         from onboard.harness.slice import NoSlice, build_slice
 
-        labelled = [ex for ex in self.examples if ex.n_trained] or self.examples
-        probe = self.probe_batch(1)["input_ids"] if labelled else None
         try:
             weights = "model" if not self.whole_absent else self._slice_weights or "random"
-            self.slice_model, self.slice_map = build_slice(self.whole_model, probe, self.device, weights=weights)
+            self.slice_model, self.slice_map = build_slice(self.whole_model, self.probe_batch(1)["input_ids"],
+                                                           self.device, weights=weights)
         except NoSlice as exc:
             self.slice_reason = f"no slice smaller than the model: {exc}"
+            self.slice_refused = not exc.whole_is_slice
         except Exception as exc:  # noqa: BLE001 - onboard's own limit: every check runs on the whole model
+            self.slice_refused = True
             self.slice_reason = f"the slice could not be built: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         else:
             from onboard.harness.loading import required_setup

@@ -59,28 +59,22 @@ class SliceMap:
                 "hidden_diff": self.hidden_diff, "compared_layers": self.compared_layers}
 
     def describe(self) -> str:
-        groups: dict[str, list[int]] = {}
-        for index, kind in zip(self.kept, self.kinds):
-            groups.setdefault(kind, []).append(index)
-        layers = "; ".join(f"{kind}: {', '.join(map(str, idx))}" for kind, idx in groups.items())
-        return f"layers {layers} of {self.total} ({self.parameters / max(self.model_parameters, 1):.1%} of the weights)"
+        from onboard.harness.result import layer_groups
+
+        return (f"layers {layer_groups(self.kept, self.kinds)} of {self.total} "
+                f"({self.parameters / max(self.model_parameters, 1):.1%} of the weights)")
 
 
 class NoSlice(Exception):
-    """No slice smaller than the model is shown to be the same model; the message says why."""
+    """No slice smaller than the model is shown to be the same model; the message says why. `whole_is_slice`: the
+    slice would keep every layer (two layers of one kind), nothing was refused."""
+
+    def __init__(self, message: str, whole_is_slice: bool = False):
+        super().__init__(message)
+        self.whole_is_slice = whole_is_slice
 
 
 # ---- reading the model ---------------------------------------------------------------------------------------
-
-def _configs(config, path: str = ""):
-    """The config and its sub-configs (text_config, decoder...), with their attribute paths."""
-    from transformers import PretrainedConfig
-
-    yield path, config
-    for key, value in vars(config).items():
-        if isinstance(value, PretrainedConfig):
-            yield from _configs(value, f"{path}.{key}" if path else key)
-
 
 def layer_stack(model: nn.Module) -> tuple[str, nn.ModuleList, object]:
     """(path, the decoder's layer list, the config that counts it): the ModuleList whose length a layer count of
@@ -123,9 +117,9 @@ def _hooks(hooks: dict) -> tuple:
     return tuple(sorted(names))
 
 
-def _module_signature(module: nn.Module, recurse: bool = True) -> tuple:
+def _module_signature(module: nn.Module) -> tuple:
     parts = []
-    for name, mod in (module.named_modules() if recurse else [("", module)]):
+    for name, mod in module.named_modules():
         params = tuple((n, tuple(p.shape), str(p.dtype)) for n, p in mod.named_parameters(recurse=False))
         buffers = tuple((n, tuple(b.shape)) for n, b in mod.named_buffers(recurse=False))
         hooks = (_hooks(mod._forward_hooks), _hooks(mod._forward_pre_hooks), _hooks(mod._backward_hooks),
@@ -407,4 +401,4 @@ def build_slice(model: nn.Module, input_ids: torch.Tensor, device, weights="mode
                         model_parameters=sum(p.numel() for p in model.parameters()),
                         hidden_diff=diff, compared_layers=compared)
         return part, info
-    raise NoSlice("; ".join(reasons))
+    raise NoSlice("; ".join(reasons), whole_is_slice=len(subset) >= total)
