@@ -99,3 +99,17 @@ def test_report_of_a_file_that_is_not_a_run_is_one_line(tmp_path):
         out = runner.invoke(app, ["report", str(tmp_path / name)])
         assert out.exit_code == 2 and words in " ".join(out.output.split()), out.output
         assert "Traceback" not in out.output
+
+
+def test_the_sweep_checks_deeper_tiny_models_on_their_slice_or_whole(tmp_path):
+    """bench/sweep_cpu.py --layers N --slice auto|off: the worker builds tiny:ARCH:N and passes the slice choice on,
+    through the pool's task options, to the child process."""
+    records = {}
+    for mode in ("auto", "off"):
+        out = tmp_path / f"{mode}.jsonl"
+        records[mode] = run_sweep({"llama": "causal-lm"}, out, workers=1, timeout=120,
+                                  task_options={"layers": 4, "slice": mode})[0]
+    sliced, whole = records["auto"].report, records["off"].report
+    assert sliced["model"]["id"] == whole["model"]["id"] == "tiny:llama:4"
+    assert sliced["model"]["slice"]["kept"] == [0, 1] and "--slice off" in whole["model"]["slice"]["reason"]
+    assert records["auto"].outcome == records["off"].outcome
