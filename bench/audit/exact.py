@@ -50,9 +50,10 @@ def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:240]
 
 
-def build(arch: str, attn: str | None):
+def build(arch: str, attn: str | None, layers: int | None = None):
     """tiny:ARCH as onboard builds it (a ForCausalLM class, else the ForConditionalGeneration one), fp32, with the
-    report's attention implementation; every dropout and jitter set to 0 (the truth must be deterministic)."""
+    report's attention implementation and layer count (tiny:ARCH:N); every dropout and jitter set to 0 (the truth
+    must be deterministic)."""
     from onboard.harness.loading import tiny_auto
 
     from onboard.fixtures.models import tiny_tokenizer
@@ -69,10 +70,10 @@ def build(arch: str, attn: str | None):
     # make() reads `attn` when called: the retry below clears it
 
     try:
-        model = build_tiny(arch, len(tok), make)
+        model = build_tiny(arch, len(tok), make, layers=layers)
     except Exception:  # noqa: BLE001 - a composite model whose towers refuse the report's backend: transformers' choice
         attn = None
-        model = build_tiny(arch, len(tok), make)
+        model = build_tiny(arch, len(tok), make, layers=layers)
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
@@ -207,7 +208,8 @@ def audit(row: dict) -> dict:
 
     arch = row["arch"]
     report = RunReport.from_dict(row["report"])
-    tok, model = build(arch, report.model.get("attention"))
+    depth = str(report.model.get("id", "")).removeprefix(f"tiny:{arch}").removeprefix(":")
+    tok, model = build(arch, report.model.get("attention"), int(depth) if depth.isdigit() else None)
     if callable(getattr(model, "set_default_language", None)):  # the setup call the report names (X-MOD)
         model.set_default_language(list(model.config.languages)[0])
     seq2seq = report.model.get("task") == "seq2seq"
