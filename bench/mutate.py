@@ -305,6 +305,20 @@ MUTATIONS = [
       "in runs.items() if same and not unlearning]", "in runs.items() if same]",
       ("tests/test_moe.py::test_an_implementation_with_eagers_math_whose_expert_never_learns_is_not_chosen",),
       "an experts kernel with eager's math whose routed expert's adapter never learns is verified and chosen"),
+    M("warn-enables-dropped", "onboard/harness/result.py",
+      "c.enables and c.status in (Status.PASS, Status.WARN)", "c.enables and c.status is Status.PASS",
+      ("tests/test_api.py::test_a_lever_verified_beside_one_left_off_is_trained_with",),
+      "a lever KERN001 verified beside one it left off (WARN) is dropped from the verified patches, training and "
+      "apply_patches"),
+    # issue 28: the step as training runs it
+    M("kern-no-checkpointing", "onboard/checks/kernels.py",
+      "loss, grads, seconds = step(ckpt)", "loss, grads, seconds = step(False)",
+      ("tests/test_kernels.py::test_a_lever_that_breaks_only_under_checkpointing_is_left_off",),
+      "KERN001 verifies levers without the setup's checkpointing (a lever that fails under it is trained with)"),
+    M("plan-ignores-split-cost", "onboard/train/plan.py",
+      "fitting = [c for c in cands if c.fits]", "fitting = [c for c in cands if c.fits and c.split == 1]",
+      ("tests/test_plan.py::test_the_plan_is_the_least_recomputation_that_fits",),
+      "the plan never splits a micro-batch, and calls a run that needs it unfittable"),
 ]
 
 

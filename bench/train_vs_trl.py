@@ -74,7 +74,7 @@ def summary(records: list[dict], n_params: int, seconds: float, device: torch.de
             "losses": [round(r["loss"], 4) for r in records]}
 
 
-def run_onboard(args, data: Path, out: Path, checkpointing: bool = True, fast: bool = False) -> dict:
+def run_onboard(args, data: Path, out: Path, checkpointing: bool | None = True, fast: bool = False) -> dict:
     from onboard.harness.session import ModelSession
     from onboard.train import TrainOptions, train
 
@@ -86,12 +86,46 @@ def run_onboard(args, data: Path, out: Path, checkpointing: bool = True, fast: b
     # the levers KERN001 verifies on this shape (tests/test_gpu.py)
     patches += ["speed.packed_attention", "speed.compiled_layers"] if fast else []
     result = train(session, patches, opts)
+    plan = result.report.get("plan") or {}
+    chosen = next((c for c in plan.get("candidates", []) if c.get("chosen")), None)
     return summary(result.records, matmul_params(session.peft_model), time.perf_counter() - start,
                    session.device) | {
-        "patches": result.report["patches_applied"], "gradient_checkpointing": checkpointing, "fast": fast}
+        "patches": result.report["patches_applied"], "fast": fast,
+        "gradient_checkpointing": result.report["options"]["gradient_checkpointing"],
+        "plan": {k: plan.get(k) for k in ("planned", "why", "checkpointing", "checkpoint_every", "split")},
+        "plan_need_gib": round(chosen["need_bytes"] / 2**30, 2) if chosen else None,
+        "free_gib_at_plan": round(plan["free_bytes"] / 2**30, 2) if plan.get("free_bytes") else None}
 
 
-def run_trl(args, data: Path, out: Path, padding_free: bool, liger: bool = False) -> dict:
+def run_onboard_checked(args, data: Path, out: Path) -> dict:
+    """The product's path: the checks (COMPILE001 aside: --no-torch-compile) on the session training uses, then
+    onboard train with the patches they verified and the plan they allow (checkpointing chosen by measuring)."""
+    from onboard.checks import CHECKS
+    from onboard.harness.runner import run_checks
+    from onboard.harness.session import ModelSession
+    from onboard.train import TrainOptions, train
+
+    start = time.perf_counter()
+    session = ModelSession(model=args.model, device=args.device, data=data, max_length=args.max_length,
+                           max_examples=32, torch_compile=False, row_tokens=args.batch * args.max_length)
+    report = run_checks(session, CHECKS)
+    checked = time.perf_counter() - start
+    opts = TrainOptions(out=out, max_steps=args.steps, batch_size=args.batch, lr=1e-4, save_steps=10**6)
+    result = train(session, report.verified_patches, opts, check_report=report, patch_options=report.patch_options)
+    plan = result.report.get("plan") or {}
+    chosen = next((c for c in plan.get("candidates", []) if c.get("chosen")), None)
+    return summary(result.records, matmul_params(session.peft_model), time.perf_counter() - start - checked,
+                   session.device) | {
+        "verdict": report.verdict.value, "check_seconds": round(checked, 1),
+        "findings": {c.code: c.diagnosis for c in report.checks if c.diagnosis},
+        "patches": result.report["patches_applied"],
+        "gradient_checkpointing": result.report["options"]["gradient_checkpointing"],
+        "plan": {k: plan.get(k) for k in ("planned", "why", "checkpointing", "checkpoint_every", "split")},
+        "plan_need_gib": round(chosen["need_bytes"] / 2**30, 2) if chosen else None,
+        "free_gib_at_plan": round(plan["free_bytes"] / 2**30, 2) if plan.get("free_bytes") else None}
+
+
+def run_trl(args, data: Path, out: Path, padding_free: bool, liger: bool = False, checkpointing: bool = True) -> dict:
     from datasets import load_dataset
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
@@ -105,7 +139,7 @@ def run_trl(args, data: Path, out: Path, padding_free: bool, liger: bool = False
                        learning_rate=1e-4, logging_steps=1, save_strategy="no", report_to="none",
                        max_length=None if padding_free else args.max_length, padding_free=padding_free, seed=0, disable_tqdm=True,
                        bf16=session.device.type == "cuda", use_cpu=session.device.type != "cuda",
-                       use_liger_kernel=liger)
+                       use_liger_kernel=liger, gradient_checkpointing=checkpointing)
     peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear")
     trainer = SFTTrainer(model=session.model, args=config, train_dataset=dataset,
                          processing_class=session.tokenizer, peft_config=peft_config)
@@ -119,7 +153,8 @@ def run_trl(args, data: Path, out: Path, padding_free: bool, liger: bool = False
         "gradient_checkpointing": config.gradient_checkpointing, "padding_free": padding_free, "liger": liger}
 
 
-MODES = ("onboard", "onboard_nogc", "onboard_fast", "onboard_fast_nogc", "trl", "trl_pf", "trl_pf_liger")
+MODES = ("onboard", "onboard_nogc", "onboard_fast", "onboard_fast_nogc", "onboard_plan", "onboard_checked", "trl", "trl_pf",
+         "trl_pf_liger", "trl_pf_liger_nogc", "trl_pf_nogc")
 
 
 def main() -> None:
@@ -142,7 +177,12 @@ def main() -> None:
                 "onboard_fast_nogc": lambda: run_onboard(args, Path(args.data), out, checkpointing=False, fast=True),
                 "trl": lambda: run_trl(args, Path(args.data), out, False),
                 "trl_pf": lambda: run_trl(args, Path(args.data), out, True),
-                "trl_pf_liger": lambda: run_trl(args, Path(args.data), out, True, liger=True)}
+                "trl_pf_liger": lambda: run_trl(args, Path(args.data), out, True, liger=True),
+                # the plan chooses checkpointing from the free memory and the measured activations
+                "onboard_plan": lambda: run_onboard(args, Path(args.data), out, checkpointing=None, fast=True),
+                "onboard_checked": lambda: run_onboard_checked(args, Path(args.data), out),
+                "trl_pf_liger_nogc": lambda: run_trl(args, Path(args.data), out, True, liger=True, checkpointing=False),
+                "trl_pf_nogc": lambda: run_trl(args, Path(args.data), out, True, checkpointing=False)}
         try:
             result = runs[args.mode]()
         except Exception as exc:  # noqa: BLE001 - one failing run is reported, the others still run

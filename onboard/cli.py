@@ -320,7 +320,7 @@ def train(
             source["forced"] = True
         result = run_training(session, report.verified_patches, dataclasses.replace(wanted, seed=setup.seed),
                               check_source=source, console=err, patch_options=report.patch_options,
-                              examples=examples)
+                              examples=examples, check_report=report)
         r = result.report
         if result.status == "interrupted":
             err.print(f"stopped after step {result.steps}; checkpoint {r['last_checkpoint']} saved. "

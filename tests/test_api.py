@@ -191,3 +191,25 @@ def test_a_patched_forward_keeps_its_signature_for_the_trainers_column_filter():
     before = list(inspect.signature(session.model.forward).parameters)
     with get_patch(ids.CCE_FUSED_LOSS).apply(session.model, session):
         assert list(inspect.signature(session.model.forward).parameters) == before
+
+
+def test_a_lever_verified_beside_one_left_off_is_trained_with(tmp_path):
+    """KERN001 warns when one lever changes the math and verifies another: stock Llama 4 in bf16, whose layers pass
+    the attention no position_ids (speed.packed_attention left off), whose adapters compute in bf16 within the
+    rounding rule (speed.bf16_adapters verified). The verified lever is in the report's verified patches, in what
+    onboard train applies, and in what apply_patches applies to a Trainer."""
+    from conftest import by_code
+
+    report = onboard.check("fault:kern-math", device="cpu", dtype="bfloat16")
+    kern = by_code(report)["KERN001"]
+    assert kern.status.value == "WARN" and kern.diagnosis == "FM-KERN-MATH", kern.message
+    assert kern.enables == ["speed.bf16_adapters"]
+    assert "speed.bf16_adapters" in report.verified_patches
+    assert "speed.packed_attention" not in report.verified_patches
+    from onboard.train import TrainOptions, train
+
+    trained = train(make_session("fault:kern-math", dtype="bfloat16"), report.verified_patches,
+                    TrainOptions(out=tmp_path / "onboard", max_steps=1), check_report=report)
+    assert "speed.bf16_adapters" in trained.report["patches_applied"]
+    _, applied = _hf_first_loss(make_session("fault:kern-math", dtype="bfloat16"), report, tmp_path)
+    assert "speed.bf16_adapters" in applied and "speed.packed_attention" not in applied

@@ -163,6 +163,7 @@ PATCH_MODELS = {
     "lora.expert_parameters": ("fault:lora-experts", {}),
     "speed.packed_attention": ("tiny:llama", {}),
     "speed.compiled_layers": ("tiny:llama", {}),  # compiled on the CPU here (the lever itself is CUDA-only)
+    "speed.bf16_adapters": ("tiny:llama", {"dtype": "bfloat16"}),  # on the LoRA-wrapped model, as KERN001 applies it
     "moe.experts_implementation": ("tiny:qwen3_moe", {}),  # grouped_mm (as loaded) -> batched_mm -> grouped_mm
 }
 
@@ -176,6 +177,14 @@ def test_apply_then_revert_leaves_the_model_unchanged(patch_id):
     spec, options = PATCH_MODELS[patch_id]
     session = make_session(spec, **options)
     model, patch = session.model, get_patch(patch_id)
+    if patch_id == "speed.bf16_adapters":  # a lever on the adapters: LoRA first, its B matrices nonzero
+        from peft import get_peft_model
+
+        model = get_peft_model(model, session.lora_config())
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(std=1e-2)
     batch = session.probe_batch(2)
 
     def snapshot():

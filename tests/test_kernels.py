@@ -162,3 +162,36 @@ def test_the_lever_reverts_a_sub_model_that_never_took_sdpa():
     assert kern.status is not Status.ERROR, kern.message
     after = [m.config._attn_implementation for m in unwrap(model).modules() if hasattr(m, "set_attn_implementation")]
     assert after == before and "onboard_packed" not in after
+
+
+def test_a_lever_that_breaks_only_under_checkpointing_is_left_off():
+    """fault:kern-ckpt's layers give the attention no position_ids when checkpointed (a layer loop whose checkpointed
+    branch passes no **kwargs). The setup checkpoints: KERN001 runs each lever under it. Checkpointing alone gives
+    the plain step exactly (fp32: the recompute is the forward); the packed attention gives it without
+    checkpointing and attends across the row with it, so it is left off (FM-KERN-CKPT) and training is not blocked."""
+    report = run_all(make_session("fault:kern-ckpt"))
+    kern = by_code(report)["KERN001"]
+    ms = kern.measurements
+    assert kern.status is Status.WARN and kern.diagnosis == "FM-KERN-CKPT", kern.message
+    assert ms["gradient_checkpointing"].value is True
+    assert ms["checkpointing.loss_rel_diff"].value == 0.0 and ms["checkpointing.grad_rel_diff"].value == 0.0
+    assert ms[f"{ids.SPEED_PACKED_ATTENTION}.grad_rel_diff"].value > 1e-2  # the samples see each other
+    assert ms[f"{ids.SPEED_PACKED_ATTENTION}.without_checkpointing.grad_rel_diff"].value < 1e-5
+    assert ids.SPEED_PACKED_ATTENTION not in report.verified_patches
+    assert report.verdict.value != "NOT_READY"
+    # the same model trained without checkpointing: the lever is its own math, and verified
+    plain = by_code(run_all(make_session("fault:kern-ckpt", gradient_checkpointing=False)))["KERN001"]
+    assert plain.status is Status.PASS and plain.enables == [ids.SPEED_PACKED_ATTENTION], plain.message
+
+
+def test_kernels_check_under_checkpointing_leaves_no_checkpointing_behind():
+    """Under the setup's checkpointing KERN001 turns it on for its runs and off after: the session's model goes on
+    with no checkpointed layer, every module in the mode it was in, and no input-grad hook on its embeddings."""
+    session = _adapted("tiny:llama", gradient_checkpointing=True)
+    modes = [m.training for m in unwrap(session.train_model).modules()]
+    kern = KernelsCheck().run(session)
+    assert kern.status is Status.PASS and kern.enables == [ids.SPEED_PACKED_ATTENTION], kern.message
+    base = unwrap(session.train_model)
+    assert not any(getattr(m, "gradient_checkpointing", False) for m in base.modules())
+    assert [m.training for m in base.modules()] == modes
+    assert not base.get_input_embeddings()._forward_hooks

@@ -79,6 +79,9 @@ def probe_require_grads_hook():
     model = _tiny_llama()
     model.enable_input_require_grads()
     assert model._require_grads_hook is not None  # training.restore_parameters removes it by this handle
+    assert model._require_grads_hooks == [model._require_grads_hook]  # enable_checkpointing: registered once
+    model.disable_input_require_grads()
+    assert not model.get_input_embeddings()._forward_hooks
 
 
 def probe_conv_nd():
@@ -184,6 +187,8 @@ PRIVATE = {
     "_experts_implementation_internal": ("patches/moe.py: revert", probe_experts_implementation),
     "_get_num_items_in_batch": ("checks/grad_accum.py, checks/train_step.py", probe_get_num_items_in_batch),
     "_require_grads_hook": ("harness/training.py: restore_parameters", probe_require_grads_hook),
+    "_require_grads_hooks": ("harness/training.py: enable_checkpointing registers the hook once",
+                             probe_require_grads_hook),
     "_ConvNd": ("checks/lora.py: convolution parameters", probe_conv_nd),
     "torch._dynamo": ("checks/compile.py: counters, reset", probe_dynamo),
     "torch._dynamo.utils": ("checks/compile.py: counters", probe_dynamo),

@@ -11,7 +11,8 @@ import torch
 
 from onboard.checks.base import SEQ2SEQ_NOT_PROBED, Check, FixAvailability
 from onboard.harness.result import Status
-from onboard.harness.samemath import SameMath, first_line, loss_and_grads, randomise_lora_b, shortest_row
+from onboard.harness.samemath import (SameMath, first_line, loss_and_grads, modes_of, randomise_lora_b,
+                                      restore_modes, shortest_row)
 from onboard.harness.training import restore_parameters
 from onboard.patches import ids
 from onboard.patches.moe import current, experts_modules, offered, set_implementation
@@ -106,7 +107,7 @@ class MoeCheck(Check):
             res.measure("expert_lora", "none", "", "PEFT would not put an adapter on these expert weights: the "
                         "experts' adapter gradients are not judged")
         saved = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-        was_training = model.training
+        modes = modes_of(model)
         runs: dict[str, tuple] = {}
         skipped: dict[str, str] = {}
         try:
@@ -144,7 +145,7 @@ class MoeCheck(Check):
             restore_parameters(model, saved)
             if added:
                 added()
-            model.train(was_training)
+            restore_modes(modes)
         res.measure("eager.seconds", round(runs["eager"][2], 4), "s", "one forward and backward, informative")
         _routing(res, modules, routed)
         if skipped:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -82,16 +82,58 @@ def fp32_weights(model):
 
 
 def fp32_reference(model, batch):
-    """The plain run with every floating weight in fp32 (then cast back exactly), or None when the model is fp32
-    already or the fp32 copy does not fit."""
+    """The plain run with every floating weight in fp32 (then cast back exactly), outside any autocast, or None when
+    the model is fp32 already or the fp32 copy does not fit."""
     try:
-        with fp32_weights(model) as cast:
+        device = next(model.parameters()).device.type
+        with fp32_weights(model) as cast, torch.autocast(device, enabled=False):
             if not cast:
                 return None
             loss, grads, _ = loss_and_grads(model, batch)
             return loss, grads
     except torch.OutOfMemoryError:
         return None
+
+
+def modes_of(model) -> list[tuple[torch.nn.Module, bool]]:
+    """Every module with its training flag: put back with `restore_modes` (model.train(flag) would set all of
+    them to the wrapper's flag, and a PEFT wrapper is in training mode while the model inside it is not)."""
+    return [(m, m.training) for m in model.modules()]
+
+
+def restore_modes(modes: list[tuple[torch.nn.Module, bool]]) -> None:
+    for module, training in modes:
+        module.training = training
+
+
+@contextmanager
+def as_trained(session: ModelSession, model, checkpointed: bool, input_grads: bool = True):
+    """A probe's step as training runs it: under the Trainer's mixed precision (autocast in bf16/fp16 on CUDA) and,
+    when `checkpointed`, under the setup's gradient checkpointing (non-reentrant, every n-th layer as asked).
+    transformers checkpoints a layer only in training mode and the probes run in eval mode (no dropout: one
+    function every run), so only the modules that checkpoint are put in training mode, their children staying in
+    eval; the global seed is set on entry, so dropout a layer applies itself draws the same mask every run.
+    `input_grads`: see enable_checkpointing."""
+    from onboard.harness.training import checkpoint_kwargs, enable_checkpointing, mixed_precision, undo_checkpointing
+    from onboard.patches.base import unwrap
+
+    flags: dict = {}
+    torch.manual_seed(session.seed)
+    try:
+        if checkpointed:
+            enable_checkpointing(model, checkpoint_kwargs(session), input_grads)
+            for module in unwrap(model).modules():
+                if getattr(module, "gradient_checkpointing", False) is True:
+                    flags[module] = module.training
+                    module.training = True
+        dtype = mixed_precision(session)
+        with torch.autocast(session.device.type, dtype=dtype) if dtype is not None else nullcontext():
+            yield
+    finally:
+        for module, training in flags.items():
+            module.training = training
+        if checkpointed:
+            undo_checkpointing(model)
 
 
 @torch.no_grad()

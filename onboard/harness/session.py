@@ -61,6 +61,8 @@ class ModelSession:
             setup = setup.replace(lora_targets=setup.lora_targets or fault.lora_targets, attn=setup.attn or fault.attn,
                                   torch_compile=setup.torch_compile if setup.torch_compile is not None
                                   else fault.torch_compile,
+                                  gradient_checkpointing=setup.gradient_checkpointing
+                                  if setup.gradient_checkpointing is not None else fault.gradient_checkpointing,
                                   trainer=fault.trainer if fault.trainer and setup.trainer == DEFAULT.trainer
                                   else setup.trainer)
             if getattr(fault, "max_length", None) and setup.max_length == DEFAULT.max_length:

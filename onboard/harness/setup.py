@@ -82,6 +82,9 @@ class Setup:
     # ---- training flags
     gradient_checkpointing: bool | None = _opt(None, "checkpoint gradients in the training step (default: on with "
                                                "CUDA)", trained=True, group="training", types=(bool,))
+    checkpoint_every: int = _opt(1, "when checkpointing, checkpoint every n-th decoder layer (transformers' "
+                                 "every_n_layers: the others keep their activations; 1: every layer)", trained=True,
+                                 group="training", types=(int,))
     trainer: str = _opt("hf", "the training loop whose conventions the checks judge: hf (the HF Trainer, TRL, axolotl, "
                         "onboard train: config.use_cache=False in training, a packing collator with no mask) or custom "
                         "(a loop of your own: the model's default use_cache, possibly an all-ones mask)", trained=True,
@@ -122,7 +125,7 @@ class Setup:
             raise BadInput(f"slice must be one of {', '.join(SLICES)}, not {self.slice!r}")
         if self.trainer not in TRAINERS:
             raise BadInput(f"trainer must be one of {', '.join(TRAINERS)}, not {self.trainer!r}")
-        for name in ("max_length", "pack_length", "lora_rank", "lora_alpha"):
+        for name in ("max_length", "pack_length", "lora_rank", "lora_alpha", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise BadInput(f"{name} must be at least 1, not {getattr(self, name)}")
 

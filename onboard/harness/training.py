@@ -31,11 +31,54 @@ def training_arguments(session: ModelSession, out, **overrides):
         per_device_train_batch_size=1, report_to="none", save_strategy="no", use_cpu=not cuda,
         disable_tqdm=True, log_level="error", dataloader_num_workers=0, remove_unused_columns=False,
         bf16=cuda and session.dtype is torch.bfloat16, fp16=cuda and session.dtype is torch.float16,
-        **checkpointing_arguments(ckpt, {"use_reentrant": False} if ckpt else None),
+        **checkpointing_arguments(ckpt, checkpoint_kwargs(session) if ckpt else None),
         seed=session.seed, data_seed=session.seed,
     )
     fields.update(overrides)
     return TrainingArguments(str(out), **fields)
+
+
+def checkpoint_kwargs(session: ModelSession) -> dict:
+    """The checkpointing keywords training passes (non-reentrant; every n-th layer where the setup asks for it and
+    this transformers can: its every_n_layers came with the 5.24 rename)."""
+    kwargs: dict = {"use_reentrant": False}
+    every = getattr(session.setup, "checkpoint_every", 1)
+    if every > 1 and renamed_to_activation():
+        kwargs["every_n_layers"] = every
+    return kwargs
+
+
+def enable_checkpointing(model, kwargs: dict, input_grads: bool = True) -> None:
+    """Checkpointing on `model` (a PEFT model or a transformers model) as the Trainer turns it on for training:
+    non-reentrant with `kwargs`, the frozen embeddings' output made to require a gradient (transformers' hook; once:
+    a second registration would leave the first behind). `input_grads=False` removes that hook: non-reentrant
+    checkpointing does not need it, and under torch.compile it is a graph break of its own on every model."""
+    from onboard.patches.base import unwrap
+
+    base = unwrap(model)
+    kwargs = dict(kwargs)
+    every, offload = kwargs.pop("every_n_layers", 1), kwargs.pop("offload", False)
+    if hasattr(base, "activation_checkpointing_enable"):
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, every_n_layers=every,
+                                             offload=offload)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    hooked = bool(getattr(base, "_require_grads_hooks", None) or getattr(base, "_require_grads_hook", None))
+    if input_grads and not hooked and hasattr(model, "enable_input_require_grads"):
+        model.enable_input_require_grads()
+    elif not input_grads and hooked:
+        base.disable_input_require_grads()
+        base._require_grads_hooks, base._require_grads_hook = [], None
+
+
+def mixed_precision(session: ModelSession):
+    """The autocast dtype the Trainer runs the step under (accelerate's mixed precision: bf16/fp16 on CUDA for a
+    model of that dtype, as training_arguments asks), or None."""
+    import torch
+
+    if session.device.type == "cuda" and session.dtype in (torch.bfloat16, torch.float16):
+        return session.dtype
+    return None
 
 
 # transformers 5.24 renamed gradient checkpointing to activation checkpointing: TrainingArguments'
@@ -97,5 +140,6 @@ def restore_parameters(model, saved: dict) -> None:
     model.zero_grad(set_to_none=True)
 
 
-__all__ = ["checkpointing", "checkpointing_arguments", "checkpointing_on", "prepare_for_checkpointing",
-           "renamed_to_activation", "restore_parameters", "training_arguments", "undo_checkpointing"]
+__all__ = ["checkpoint_kwargs", "checkpointing", "checkpointing_arguments", "checkpointing_on", "enable_checkpointing",
+           "mixed_precision", "prepare_for_checkpointing", "renamed_to_activation", "restore_parameters",
+           "training_arguments", "undo_checkpointing"]

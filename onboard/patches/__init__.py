@@ -12,7 +12,7 @@ from onboard.patches.moe import ExpertsImplementationPatch
 from onboard.patches.packing import (BlockMaskPatch, PackingPatch, SampleBoundariesPatch, SegmentConvPatch,
                                      UnpackedPatch,
                                      training_collator)
-from onboard.patches.speed import CompiledLayersPatch, PackedAttentionPatch
+from onboard.patches.speed import Bf16AdaptersPatch, CompiledLayersPatch, PackedAttentionPatch
 from onboard.patches.peft_targets import (ExcludeUnwrappablePatch, ExpertParametersPatch, WrappedLinearTargetsPatch,
                                          lora_config)
 
@@ -22,7 +22,7 @@ PATCHES: dict[str, Patch | LoraTransform] = {p.id: p for p in (
     PackingPatch(), BlockMaskPatch(), SampleBoundariesPatch(), SegmentConvPatch(), UnpackedPatch(), LossKwargsPatch(),
     AcceptsNumItemsPatch(), CcePatch(),
     ModelLossPatch(), ShiftLabelsPatch(), PackedAttentionPatch(),
-    CompiledLayersPatch(), ExpertsImplementationPatch(),
+    CompiledLayersPatch(), Bf16AdaptersPatch(), ExpertsImplementationPatch(),
 )}
 if tuple(PATCHES) != ids.ALL:  # a patch without its constant, or a constant without its patch
     raise ImportError(f"onboard.patches: registry {sorted(PATCHES)} differs from onboard.patches.ids {sorted(ids.ALL)}")

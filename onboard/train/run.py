@@ -89,9 +89,12 @@ def prepare_model(session: ModelSession, patch_ids: list[str], options: TrainOpt
 
 def train(session: ModelSession, patch_ids: list[str], options: TrainOptions, *, check_source: dict | None = None,
           console=None, callbacks=(), patch_options: dict[str, str] | None = None,
-          examples: list | None = None) -> TrainResult:
+          examples: list | None = None, check_report=None, free_memory=None) -> TrainResult:
     """Train a LoRA on the session's model; write the adapter, a JSON step log, the loss curve and a report.
-    `examples`: the data file already tokenized by the caller (onboard train measures its rows before the checks)."""
+    `examples`: the data file already tokenized by the caller (onboard train measures its rows before the checks).
+    `check_report`: the check run's RunReport, which the training plan reads (KERN001's checkpointing null, GA001).
+    `free_memory`: what reads the device's free bytes for the plan (default: torch.cuda.mem_get_info on CUDA, none on
+    the CPU; tests give a reading of their own)."""
     from transformers import PrinterCallback, Trainer
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -148,15 +151,24 @@ def train(session: ModelSession, patch_ids: list[str], options: TrainOptions, *,
     collator = training_collator(applied if packing else [*applied, ids.PACKING_UNPACKED], session.pad_id, IGNORE,
                                  position_start=session.position_start if packing else 0)
     cuda = session.device.type == "cuda"
-    # the builder TRAIN001 and GA001 used: precision and checkpointing are what the checks ran with
+    plan = _plan(session, model, rows, options, packing, out, checkpoint, check_report, free_memory)
+    if console is not None:
+        console.print(plan.line(), highlight=False)
+    asked = session.setup  # the session's own setup again once the arguments are built: a next run plans afresh
+    if plan.planned:
+        session.setup = session.setup.replace(gradient_checkpointing=plan.checkpointing,
+                                              checkpoint_every=plan.checkpoint_every)
+    # the builder TRAIN001 and GA001 used: precision and checkpointing are what the checks ran with, or the plan's
     collator_name = type(collator).__name__
     args = training_arguments(
-        session, out, per_device_train_batch_size=options.batch_size if options.batch_tokens is None else 1,
-        gradient_accumulation_steps=options.grad_accum,
+        session, out,
+        per_device_train_batch_size=options.batch_size // plan.split if options.batch_tokens is None else 1,
+        gradient_accumulation_steps=options.grad_accum * plan.split,
         learning_rate=options.lr, num_train_epochs=options.epochs, max_steps=options.max_steps,
         lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, seed=options.seed, data_seed=options.seed,
         logging_steps=1, save_strategy="steps", save_steps=options.save_steps, save_total_limit=2,
     )
+    session.setup = asked
     prepare_for_checkpointing(model, args)
     dataset = rows
     if options.batch_tokens is not None:  # one dataset item per micro-batch: the samples a token budget holds
@@ -217,6 +229,7 @@ def train(session: ModelSession, patch_ids: list[str], options: TrainOptions, *,
         "options": {**{k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
                     "gradient_checkpointing": checkpointing_on(args), "bf16": args.bf16,
                     "packed": packing, "collator": collator_name},
+        "plan": plan.record(),
         "resumed_from": checkpoint,
         "steps": trainer.state.global_step,
         "first_loss": records[0]["loss"] if records else None,
@@ -239,6 +252,36 @@ def train(session: ModelSession, patch_ids: list[str], options: TrainOptions, *,
             report["loss_curve_missing"] = f"matplotlib is not installed: {PLOT_INSTALL} draws {CURVE}"
     (out / REPORT).write_text(json.dumps(report, indent=2, default=str))
     return TrainResult(status=status, out=out, steps=trainer.state.global_step, records=records, report=report)
+
+
+PLAN = "plan.json"
+
+
+def _plan(session: ModelSession, model, rows: list[dict], options: TrainOptions, packing: bool, out: Path,
+          checkpoint: str | None, check_report, free_memory=None):
+    """The training plan (onboard.train.plan): measured for a new run, the saved one for a resumed run (its
+    micro-batches must be the ones its checkpoint counted)."""
+    from onboard.train.plan import Plan, plan_training
+
+    if checkpoint and (out / PLAN).exists():
+        saved = json.loads((out / PLAN).read_text())
+        plan = Plan(**{k: v for k, v in saved.items() if k in Plan.__dataclass_fields__})
+        plan.why = f"the plan of the run resumed ({plan.why})"
+    else:
+        lengths = [len(r["input_ids"]) for r in rows]
+        if options.batch_tokens is not None:  # a token budget: the fullest micro-batch, not split (the budget's)
+            group = max(token_budget_groups(lengths, options.batch_tokens, padded=not packing),
+                        key=lambda g: sum(lengths[i] for i in g))
+            worst, samples, may_split = [lengths[i] for i in group], len(group), False
+        else:
+            worst, samples, may_split = lengths, options.batch_size, True
+        if not packing:  # right-padded: every sample as long as the longest of its micro-batch
+            top = sorted(worst, reverse=True)[:samples]
+            worst = [max(top)] * len(top) if top else worst
+        plan = plan_training(session, model, worst, samples, report=check_report, may_split=may_split,
+                             free_memory=free_memory)
+    (out / PLAN).write_text(json.dumps(plan.record(), indent=2))
+    return plan
 
 
 def _setup_record(setup) -> dict:
