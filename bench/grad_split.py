@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_vs_trl import make_chats  # noqa: E402
 
 ADAM_EPS = 1e-8  # TrainingArguments' adam_epsilon
-PA, CL, CCE = "speed.packed_attention", "speed.compiled_layers", "cce.fused_loss"
+PA, CL, CCE, BA = "speed.packed_attention", "speed.compiled_layers", "cce.fused_loss", "speed.bf16_adapters"
 # name: (checkpointing, reentrant, patches beyond packing.no_cache_no_mask)
 SETTINGS = {
     "fp32": {
@@ -53,6 +53,7 @@ SETTINGS = {
         "pa_cl_ckpt": (True, False, (PA, CL)), "pa_cl_ckpt_b": (True, False, (PA, CL)),
         "pa_cl_cce": (False, False, (PA, CL, CCE)), "pa_cl_ckpt_cce": (True, False, (PA, CL, CCE)),
         "ckpt_cce": (True, False, (CCE,)),
+        "ba": (False, False, (BA,)), "pa_ba_ckpt": (True, False, (PA, BA)),
     },
     "deep": {
         "pa_cl_cce": (False, False, (PA, CL, CCE)), "pa_cl_cce_b": (False, False, (PA, CL, CCE)),
@@ -107,7 +108,8 @@ def worker(args) -> None:
                 self.grads = {n: p.grad.detach().float().cpu().clone() for n, p in model.named_parameters()
                               if p.requires_grad and p.grad is not None}
 
-    names = args.settings.split(",") if args.settings else list(SETTINGS[args.group])
+    names = [n for n in args.settings.split(",") if n in SETTINGS[args.group]] if args.settings \
+        else list(SETTINGS[args.group])
     for name in names:
         ckpt, reentrant, extra = SETTINGS[args.group][name]
         session.setup = dataclasses.replace(session.setup, gradient_checkpointing=ckpt)

@@ -164,7 +164,8 @@ PATCH_MODELS = {
     "speed.packed_attention": ("tiny:llama", {}),
     "speed.compiled_layers": ("tiny:llama", {}),  # compiled on the CPU here (the lever itself is CUDA-only)
     "speed.bf16_adapters": ("tiny:llama", {"dtype": "bfloat16"}),  # on the LoRA-wrapped model, as KERN001 applies it
-    "moe.experts_implementation": ("tiny:qwen3_moe", {}),  # grouped_mm (as loaded) -> batched_mm -> grouped_mm
+    "moe.experts_implementation": ("tiny:qwen3_moe", {}),
+    "fsdp.wrap_class": ("fault:fsdp-wrap", {}),  # what FSDP reads is put back: the model never computed otherwise  # grouped_mm (as loaded) -> batched_mm -> grouped_mm
 }
 
 

@@ -52,7 +52,7 @@ def test_the_plan_is_the_least_recomputation_that_fits(adapted):
     session, model = adapted
     worst = _worst(session)
     fit = {every: _probe(session, model, worst, every) for every in (0, 1)}
-    cands = candidates(2, len(worst), sum(worst), lambda every, t: fit[every](t), fixed=10**6, every_allowed=False)
+    cands = candidates(2, len(worst), sum(worst), lambda every, t: fit[every](t), fixed=10**6, everies=(0, 1))
     need = {(c.every, c.split): c.need_bytes for c in cands}
     assert need[(0, 1)] > need[(1, 1)] and need[(0, 1)] > need[(0, 2)]
     # room for everything: no checkpointing, one micro-batch

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Issue 28 on the device, one stage per call (STAGE=split: bench/grad_split.py at 8 layers, fp32 and bf16;
+# Issue 28 on the device, one stage per call (STAGE=both: a short split and the 8B bench in one call; STAGE=split: bench/grad_split.py at 8 layers, fp32 and bf16;
 # STAGE=deep: its bf16 settings at 32 layers; STAGE=llama / STAGE=moe: bench/train_vs_trl.py on config:llama3-8b /
 # config:qwen3-30b-a3b-12l, onboard's checked plan against TRL's padding-free runs). Carried: .big3/transformers.tar.xz,
 # .gpuwhl (cut-cross-entropy, pytest), .big4/trl_site.tar.xz (trl, datasets, liger-kernel and their dependencies,
@@ -16,6 +16,10 @@ python3 -c "import sys, torch, transformers, peft; print(sys.version.split()[0],
 F="grep -v ^W1\|warnings.warn\|UserWarning"
 case "$STAGE" in
   split) timeout 570 python3 bench/grad_split.py --out $OUT/split8 --layers 8 --groups fp32,bf16 2>&1 | $F ;;
+  both) timeout 250 python3 bench/grad_split.py --out $OUT/split8 --layers 8 --groups fp32,bf16 \
+          --settings ref,ckpt,pa_cl,pa_cl_ckpt,plain,plain_b,ckpt_b,pa_cl_b,pa_cl_ckpt_b,pa_cl_cce,pa_cl_ckpt_cce 2>&1 | $F
+        timeout 320 python3 bench/train_vs_trl.py --model config:llama3-8b --steps 10 \
+          --modes ${MODES:-onboard_checked,trl_pf_liger,trl_pf_liger_nogc} 2>&1 | $F ;;
   deep) timeout 570 python3 bench/grad_split.py --out $OUT/split32 --groups none --deep 32 2>&1 | $F ;;
   llama) timeout 580 python3 bench/train_vs_trl.py --model config:llama3-8b --steps 12 \
            --modes ${MODES:-onboard_checked,onboard_fast,trl_pf_liger,trl_pf_liger_nogc,onboard_fast_nogc} 2>&1 | $F ;;

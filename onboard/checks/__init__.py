@@ -6,6 +6,7 @@ from onboard.checks.attention import AttentionCheck
 from onboard.checks.base import Check, FixAvailability
 from onboard.checks.cce import CceCheck
 from onboard.checks.compile import CompileCheck
+from onboard.checks.fsdp import FsdpCheck
 from onboard.checks.grad_accum import GradAccumCheck
 from onboard.checks.initial_loss import InitialLossCheck
 from onboard.checks.kernels import KernelsCheck
@@ -17,7 +18,7 @@ from onboard.checks.train_step import TrainStepCheck
 
 CHECKS: tuple[type[Check], ...] = (
     LoadCheck, AttentionCheck, LoraCheck, InitialLossCheck, PackingCheck, CceCheck, GradAccumCheck, TrainStepCheck,
-    KernelsCheck, MoeCheck, CompileCheck,
+    KernelsCheck, MoeCheck, CompileCheck, FsdpCheck,
 )
 
 

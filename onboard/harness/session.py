@@ -63,6 +63,7 @@ class ModelSession:
                                   else fault.torch_compile,
                                   gradient_checkpointing=setup.gradient_checkpointing
                                   if setup.gradient_checkpointing is not None else fault.gradient_checkpointing,
+                                  nproc=fault.nproc if fault.nproc and setup.nproc == DEFAULT.nproc else setup.nproc,
                                   trainer=fault.trainer if fault.trainer and setup.trainer == DEFAULT.trainer
                                   else setup.trainer)
             if getattr(fault, "max_length", None) and setup.max_length == DEFAULT.max_length:

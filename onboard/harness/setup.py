@@ -97,6 +97,9 @@ class Setup:
                       "(every check on the whole model) or only (the whole model is not loaded: the slice's layers are "
                       "read from the checkpoint, and the checks that need the whole model are SKIP; tiny: and fault: "
                       "models are built whole, as with auto)", group="run", types=(str,), check_only=True)
+    nproc: int = _opt(1, "FSDP001: shard the model with FSDP2 over N processes (gloo on the CPU, one GPU each with "
+                      "NCCL) and compare one training step with one process (1: not run)", group="run", types=(int,),
+                      check_only=True)
     # ---- the run
     no_fix: bool = _opt(False, "report only: do not apply and verify fixes", group="run", types=(bool,),
                         check_only=True)
@@ -125,7 +128,7 @@ class Setup:
             raise BadInput(f"slice must be one of {', '.join(SLICES)}, not {self.slice!r}")
         if self.trainer not in TRAINERS:
             raise BadInput(f"trainer must be one of {', '.join(TRAINERS)}, not {self.trainer!r}")
-        for name in ("max_length", "pack_length", "lora_rank", "lora_alpha", "checkpoint_every"):
+        for name in ("max_length", "pack_length", "lora_rank", "lora_alpha", "checkpoint_every", "nproc"):
             if getattr(self, name) < 1:
                 raise BadInput(f"{name} must be at least 1, not {getattr(self, name)}")
 

@@ -6,6 +6,7 @@ from onboard.patches.base import (Applicability, LoraTransform, Patch, PatchCont
                                   unwrap)
 from onboard.patches.cce import CcePatch, ModelLossPatch
 from onboard.patches.extra_inputs import ExtraInputsPatch
+from onboard.patches.fsdp import WrapClassPatch
 from onboard.patches.labels import ShiftLabelsPatch
 from onboard.patches.loss_kwargs import AcceptsNumItemsPatch, LossKwargsPatch
 from onboard.patches.moe import ExpertsImplementationPatch
@@ -22,7 +23,7 @@ PATCHES: dict[str, Patch | LoraTransform] = {p.id: p for p in (
     PackingPatch(), BlockMaskPatch(), SampleBoundariesPatch(), SegmentConvPatch(), UnpackedPatch(), LossKwargsPatch(),
     AcceptsNumItemsPatch(), CcePatch(),
     ModelLossPatch(), ShiftLabelsPatch(), PackedAttentionPatch(),
-    CompiledLayersPatch(), Bf16AdaptersPatch(), ExpertsImplementationPatch(),
+    CompiledLayersPatch(), Bf16AdaptersPatch(), ExpertsImplementationPatch(), WrapClassPatch(),
 )}
 if tuple(PATCHES) != ids.ALL:  # a patch without its constant, or a constant without its patch
     raise ImportError(f"onboard.patches: registry {sorted(PATCHES)} differs from onboard.patches.ids {sorted(ids.ALL)}")

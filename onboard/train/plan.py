@@ -20,8 +20,9 @@ transient need is taken as twice one layer's saved activations. The device's fre
 torch.cuda.mem_get_info; the plan keeps MARGIN of it free.
 
 Where it does not plan: on the CPU (no device memory to fit; checkpointing stays off, as the checks ran), when
-the user chose checkpointing (--gradient-checkpointing / --no-gradient-checkpointing, a config file), and when
-the check report shows checkpointing changing the step (KERN001's checkpointing null not met).
+the user chose checkpointing (--gradient-checkpointing / --no-gradient-checkpointing, a config file). When the check
+report shows checkpointing changing the step (KERN001's checkpointing null not met), only plans without it are
+considered.
 """
 
 from __future__ import annotations
@@ -138,10 +139,11 @@ def fit_curve(points: list[tuple[int, int]]) -> Callable[[int], float]:
 
 
 def candidates(layers: int, samples: int, tokens: int, activations: Callable[[int, int], float],
-               fixed: int, every_allowed: bool, may_split: bool = True) -> list[Candidate]:
+               fixed: int, everies=(0, 4, 2, 1), may_split: bool = True) -> list[Candidate]:
     """Every (checkpointing, split) a run could use, with the bytes it needs and its relative cost.
-    activations(every, tokens): the saved bytes of one micro-batch of `tokens` (every 0: off, 1: full)."""
-    everies = [0] + ([4, 2] if every_allowed and layers >= 4 else []) + [1]
+    activations(every, tokens): the saved bytes of one micro-batch of `tokens` (every 0: off, 1: full, n: every
+    n-th layer); `everies`: the checkpointing choices (every n-th layer only where there are at least 2n layers)."""
+    everies = [e for e in everies if e <= 1 or layers >= 2 * e]
     out = []
     split = 1
     while split <= (max(samples, 1) if may_split else 1):
@@ -150,7 +152,7 @@ def candidates(layers: int, samples: int, tokens: int, activations: Callable[[in
         micro = math.ceil(tokens / split)
         for every in everies:
             saved = activations(every, micro)
-            per_layer = activations(0, micro) / max(layers, 1)
+            per_layer = activations(everies[0], micro) / max(layers, 1)  # a layer's own, at the least checkpointing
             need = int(fixed + saved + 2 * per_layer)
             recomputed = 0 if every == 0 else 1 / every
             cost = (1 + RECOMPUTE_COST * recomputed) * (1 + (SHORT_ROW_COST if micro < SHORT_ROW else 0))
@@ -185,18 +187,16 @@ def plan_training(session: ModelSession, model, lengths: list[int], samples_per_
         return Plan(False, f"no device memory to plan for on {session.device.type}: checkpointing off",
                     checkpointing=False)
     null = _checkpointing_null(report)
-    if null is False:
-        return Plan(False, "KERN001 found that checkpointing changes the step: it stays as checked",
-                    checkpointing=True, free_bytes=reading)
     worst = sorted(lengths, reverse=True)[:samples_per_micro]
     tokens = sum(worst)
     layers = len(repeated_blocks(model))
-    fit = {every: _probe(session, model, worst, every) for every in (0, 1, 2, 4)
-           if every in (0, 1) or renamed_to_activation()}
+    # checkpointing that changes the step (KERN001's null not met) is not a plan: off, split if need be
+    everies = (0,) if null is False else tuple(e for e in (0, 1, 2, 4) if e in (0, 1) or renamed_to_activation())
+    fit = {every: _probe(session, model, worst, every) for every in everies}
     fixed = _optimizer_bytes(model)
     may_split = may_split and _accumulation_verified(report)
-    cands = candidates(layers, samples_per_micro, tokens, lambda every, t: fit[every](t), fixed,
-                       every_allowed=renamed_to_activation() and 2 in fit, may_split=may_split)
+    cands = candidates(layers, samples_per_micro, tokens, lambda every, t: fit[every](t), fixed, everies=tuple(fit),
+                       may_split=may_split)
     best = choose(cands, reading)
     measured = {"micro_batch_tokens": tokens, "layers": layers, "optimizer_bytes": fixed,
                 **{f"saved_bytes_{'off' if e == 0 else 'every_' + str(e)}": int(f(tokens)) for e, f in fit.items()}}
@@ -205,7 +205,9 @@ def plan_training(session: ModelSession, model, lengths: list[int], samples_per_
         why = "nothing fits the free memory: the smallest plan, expect an out-of-memory error"
     else:
         why = "the least recomputation that fits" if best.split == 1 else \
-            "even full checkpointing does not fit one micro-batch: split, gradient accumulation keeps the samples"
+            "one micro-batch does not fit: split, gradient accumulation keeps the samples per step"
+        if null is False:
+            why += "; KERN001 found checkpointing changing the step: planned without it"
     return Plan(True, why, checkpointing=best.every != 0, checkpoint_every=max(best.every, 1), split=best.split,
                 free_bytes=reading, measured=measured,
                 candidates=[asdict(c) | {"chosen": c is best} for c in cands])
@@ -219,13 +221,18 @@ def _cuda_free(device) -> int | None:
 
 
 def _checkpointing_null(report) -> bool | None:
-    """Whether the check report's KERN001 measured checkpointing giving the step's math (None: not measured)."""
+    """Whether the check report's KERN001 measured checkpointing giving the step's own math: every measurement of
+    the checkpointed plain run within its limit (None: not measured, the setup did not checkpoint)."""
     if report is None:
         return None
     kern = next((c for c in report.checks if c.code == "KERN001"), None)
-    if kern is None or "checkpointing.loss_rel_diff" not in kern.measurements:
+    if kern is None:
         return None
-    return kern.diagnosis != "FM-KERN-CKPT" or bool(kern.enables)
+    judged = [m.within for name, m in kern.measurements.items() if name.startswith("checkpointing.")]
+    judged = [w for w in judged if w is not None]
+    if not judged:
+        return None
+    return all(judged)
 
 
 def _accumulation_verified(report) -> bool:

@@ -1,0 +1,53 @@
+"""FSDP001 and its probe: real models sharded with PyTorch FSDP2 over 2 processes (torchrun, gloo on the CPU)
+against one process."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import by_code, make_session
+from onboard.checks import FsdpCheck, LoraCheck, PackingCheck
+from onboard.harness.result import Status
+from onboard.harness.runner import run_checks
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_healthy_model_shards_exactly():
+    """Tiny Llama over 2 gloo processes, one unit per decoder layer: the step's loss, every adapter gradient, the AdamW
+    update and the logits of the adapter saved from the shards and loaded in one process are exactly one process's."""
+    fsdp = by_code(run_checks(make_session("tiny:llama", nproc=2), [LoraCheck, PackingCheck, FsdpCheck]))["FSDP001"]
+    ms = fsdp.measurements
+    assert fsdp.status is Status.PASS, fsdp.message
+    assert ms["world_size"].value == 2 and ms["backend"].value == "gloo"
+    assert ms["wrap_classes"].value == ["LlamaDecoderLayer"] and ms["units"].value == 3
+    for key in ("loss_rel_diff", "grad_rel_diff", "update_rel_diff", "logits_rel_diff_single", "saved_logits_rel_diff"):
+        assert ms[key].value == 0.0, key
+    assert ms["grads_on_every_rank"].value is True
+
+
+def test_tied_embeddings_stay_tied_when_sharded():
+    """SmolLM2 (real weights) ties its head to its embeddings: one parameter after sharding too."""
+    fsdp = by_code(run_checks(make_session("smollm2", nproc=2, max_length=128), [LoraCheck, FsdpCheck]))["FSDP001"]
+    assert fsdp.status is Status.PASS, fsdp.message
+    assert fsdp.measurements["tied_after_sharding"].value is True
+    assert fsdp.measurements["grad_rel_diff"].value == 0.0
+
+
+def test_one_process_is_not_sharded():
+    fsdp = FsdpCheck().run(make_session("tiny:llama"))
+    assert fsdp.status is Status.SKIP and "--nproc" in fsdp.message
+
+
+def test_check_nproc_on_the_command_line(tmp_path):
+    from onboard.cli import app
+
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(app, ["check", "fault:fsdp-wrap", "--nproc", "2", "--json", str(out), "-q"])
+    report = json.loads(out.read_text())
+    fsdp = next(c for c in report["checks"] if c["code"] == "FSDP001")
+    assert fsdp["diagnosis"] == "FM-FSDP-WRAP" and fsdp["fix"]["verified"], fsdp
+    assert report["options"]["nproc"] == 2 and result.exit_code == 0, result.output
