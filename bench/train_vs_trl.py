@@ -79,13 +79,18 @@ def run_onboard(args, data: Path, out: Path, checkpointing: bool | None = True, 
     from onboard.train import TrainOptions, train
 
     session = ModelSession(model=args.model, device=args.device, data=data, max_length=args.max_length,
-                           max_examples=4, gradient_checkpointing=checkpointing)
+                           max_examples=4, gradient_checkpointing=checkpointing,
+                           row_tokens=args.batch * args.max_length)
     opts = TrainOptions(out=out, max_steps=args.steps, batch_size=args.batch, lr=1e-4, save_steps=10**6)
     start = time.perf_counter()
     patches = ["packing.no_cache_no_mask"] + (["cce.fused_loss"] if session.device.type == "cuda" else [])
     # the levers KERN001 verifies on this shape (tests/test_gpu.py)
     patches += ["speed.packed_attention", "speed.compiled_layers"] if fast else []
-    result = train(session, patches, opts)
+    try:
+        result = train(session, patches, opts)
+    except Exception as exc:  # the plan it made is the evidence of an out-of-memory error
+        plan = json.loads((out / "plan.json").read_text()) if (out / "plan.json").exists() else {}
+        raise RuntimeError(f"{type(exc).__name__}: {exc}; plan {json.dumps(plan)[:3000]}") from exc
     plan = result.report.get("plan") or {}
     chosen = next((c for c in plan.get("candidates", []) if c.get("chosen")), None)
     return summary(result.records, matmul_params(session.peft_model), time.perf_counter() - start,
@@ -186,7 +191,7 @@ def main() -> None:
         try:
             result = runs[args.mode]()
         except Exception as exc:  # noqa: BLE001 - one failing run is reported, the others still run
-            result = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            result = {"error": f"{type(exc).__name__}: {str(exc)[:3500]}"}
         print("RESULT " + json.dumps({"mode": args.mode, "model": args.model, **result}), flush=True)
         return
     data = Path(tempfile.mkdtemp()) / "chats.jsonl"

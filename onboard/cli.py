@@ -248,6 +248,10 @@ def train(
         # the training options first (a bad value is one line before any import of torch), the seed the Setup's
         wanted = TrainOptions(**{name: options[name] for name, f in TRAIN_FIELDS.items() if f.metadata["cli"]},
                               data=given.get("data"), seed=given.get("seed", 0))
+        if wanted.nproc > 1 and "WORLD_SIZE" not in os.environ:  # the launch users make, made for them
+            return _relaunch_under_torchrun(wanted.nproc)
+        if int(os.environ.get("RANK", "0")) != 0:
+            err.quiet = True  # one progress bar and one summary: rank 0's
         report = None
         if from_report:
             from onboard.train.policy import typed_against_report
@@ -566,6 +570,28 @@ def _setup(ctx: typer.Context, given: dict, path: Optional[Path], no_config: boo
     for note in cfg.notes:
         err.print(f"  note: {note}", highlight=False)
     return cfg, merged(file_options, given, typed, str(path))
+
+
+def _relaunch_under_torchrun(nproc: int) -> int:
+    """This `onboard train` command again in `nproc` processes started by torchrun (each reads its rank and the world
+    from the environment, as under `accelerate launch` or a torchrun of one's own); its exit code."""
+    import subprocess
+
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if arg == "--nproc":
+            skip = True
+            continue
+        if not arg.startswith("--nproc="):
+            argv.append(arg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "onboard.cli", *argv]
+    err.print(f"launching {nproc} processes: torchrun --standalone --nproc_per_node={nproc} -m onboard.cli "
+              + " ".join(argv), highlight=False, soft_wrap=True)
+    return subprocess.run(cmd).returncode
 
 
 def _guarded(body, debug: bool) -> int:

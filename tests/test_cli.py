@@ -33,10 +33,11 @@ def test_tiny_run_writes_every_report(tmp_path):
     assert pack["measurements"]["leak_no_mask_no_cache"]["unit"] == "nats"
     assert {"torch", "transformers", "peft", "device"} <= set(data["environment"])
     suite = ET.parse(tmp_path / "r.xml").getroot()
-    # skipped: LOSS001 (random weights), MOE001 (no experts), COMPILE001 (the CPU compiles only when asked)
+    # skipped: LOSS001 (random weights), MOE001 (no experts), COMPILE001 (the CPU compiles only when asked),
+    # FSDP001 (one process unless --nproc)
     skipped = {c["code"] for c in data["checks"] if c["status"] == "SKIP"}
-    assert skipped == {"LOSS001", "MOE001", "COMPILE001"}, skipped
-    assert suite.get("tests") == str(len(CHECKS)) and suite.get("failures") == "0" and suite.get("skipped") == "3"
+    assert skipped == {"LOSS001", "MOE001", "COMPILE001", "FSDP001"}, skipped
+    assert suite.get("tests") == str(len(CHECKS)) and suite.get("failures") == "0" and suite.get("skipped") == "4"
     assert "READY_WITH_FIXES" in (tmp_path / "r.md").read_text()
 
 

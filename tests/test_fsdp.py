@@ -51,3 +51,25 @@ def test_check_nproc_on_the_command_line(tmp_path):
     fsdp = next(c for c in report["checks"] if c["code"] == "FSDP001")
     assert fsdp["diagnosis"] == "FM-FSDP-WRAP" and fsdp["fix"]["verified"], fsdp
     assert report["options"]["nproc"] == 2 and result.exit_code == 0, result.output
+
+
+def test_train_on_two_processes_is_the_one_process_run(tmp_path):
+    """`onboard train --nproc 2` relaunches itself under torchrun (gloo processes on the CPU, where accelerate runs
+    DDP): one run folder, one report and one adapter, and every step's loss is both processes' together. With 8
+    samples per process per step it trains what one process does with 16: the same losses, step by step."""
+    import subprocess
+    import sys
+
+    def run(out, *extra):
+        cmd = [sys.executable, "-m", "onboard.cli", "train", "tiny:llama", "--max-steps", "3", "--out", str(out), *extra]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads((out / "train_report.json").read_text()), proc.stderr
+
+    two, said = run(tmp_path / "two", "--nproc", "2", "--batch-size", "8")
+    one, _ = run(tmp_path / "one", "--batch-size", "16")
+    assert "launching 2 processes" in said and said.count("trained 3 steps") == 1
+    assert two["processes"]["world_size"] == 2 and one["processes"]["world_size"] == 1
+    losses = lambda out: [json.loads(line)["loss"] for line in (out / "train_log.jsonl").read_text().splitlines()]  # noqa: E731
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-5)
+    assert (tmp_path / "two" / "adapter" / "adapter_model.safetensors").exists()

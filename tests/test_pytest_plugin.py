@@ -19,8 +19,8 @@ def test_each_check_is_a_test_and_strict_fails_the_fixed_one(pytester):
     result.stdout.fnmatch_lines(["onboard?tiny:llama?::LOSS001 initial_loss SKIPPED*random weights*",
                                  "onboard?tiny:llama?::PACK001 packing PASSED*"])
     # every check and the repository's own test; skipped: LOSS001 (random weights), MOE001 (no experts),
-    # COMPILE001 (the CPU compiles only when asked)
-    result.assert_outcomes(passed=len(CHECKS) - 3 + 1, skipped=3)
+    # COMPILE001 (the CPU compiles only when asked), FSDP001 (one process unless --nproc)
+    result.assert_outcomes(passed=len(CHECKS) - 4 + 1, skipped=4)
     result.stdout.fnmatch_lines([f"*collected {len(CHECKS) + 1} items*"])
 
     strict = pytester.runpytest_subprocess(*_plugin_args(), "--onboard", "fault:pack-cache", "--onboard-strict",

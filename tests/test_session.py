@@ -14,7 +14,7 @@ MODELS = {ids.PACKING_NO_CACHE: "tiny:llama", ids.PACKING_BLOCK_MASK: "fault:pac
           ids.PACKING_SAMPLE_BOUNDARIES: "fault:pack-recurrent", ids.PACKING_SEGMENT_CONV: "fault:pack-conv",
           ids.PACKING_UNPACKED: "fault:pack-positions", ids.CCE_MODEL_LOSS: "fault:cce-math",
           ids.LOSS_NUM_ITEMS: "fault:loss-ga", ids.LOSS_ACCEPTS_NUM_ITEMS: "fault:ga-weights",
-          ids.LABELS_SHIFT: "fault:labels-unshifted"}
+          ids.LABELS_SHIFT: "fault:labels-unshifted", ids.FSDP_WRAP_CLASS: "fault:fsdp-wrap"}
 
 
 def test_the_patches_that_keep_cached_values_are_known():

@@ -10,11 +10,14 @@ exec > >(tee -a $OUT/train_bench_${STAGE}.log) 2>&1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 [ -d $SITE/transformers ] || tar xJf .big3/transformers.tar.xz -C $SITE
 [ -d $SITE/cut_cross_entropy ] || python3 -m pip install -q --no-index --no-deps --no-compile --target $SITE .gpuwhl/*.whl 2>&1 | tail -2
-[ -d $SITE/trl ] || { [ -f .big4/trl_site.tar.xz ] && tar xJf .big4/trl_site.tar.xz -C $SITE; }
+# trl's site travels in three pieces over consecutive calls (.big5-7/trlpart.0N: the tree and 64 MiB)
+[ -d $SITE/trl ] || { ls .big5/trlpart.00 .big6/trlpart.01 .big7/trlpart.02 >/dev/null 2>&1 && \
+  cat .big5/trlpart.00 .big6/trlpart.01 .big7/trlpart.02 | tar xJ -C $SITE; }
 export PYTHONPATH=$SITE:$PWD
 python3 -c "import sys, torch, transformers, peft; print(sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
 F="grep -v ^W1\|warnings.warn\|UserWarning"
 case "$STAGE" in
+  carry) ls -la .big5 .big6 .big7 2>/dev/null; ls $SITE | head -3 ;;
   split) timeout 570 python3 bench/grad_split.py --out $OUT/split8 --layers 8 --groups fp32,bf16 2>&1 | $F ;;
   both) timeout 250 python3 bench/grad_split.py --out $OUT/split8 --layers 8 --groups fp32,bf16 \
           --settings ref,ckpt,pa_cl,pa_cl_ckpt,plain,plain_b,ckpt_b,pa_cl_b,pa_cl_ckpt_b,pa_cl_cce,pa_cl_ckpt_cce 2>&1 | $F

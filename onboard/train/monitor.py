@@ -65,12 +65,14 @@ class StepMeter(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+        loss = float(self._loss) if self._loss is not None else float("nan")
+        loss, self._tokens, self._trained = _across_processes(loss, self._tokens, self._trained, self.device)
         now = time.perf_counter()
         seconds, self._last = now - self._last, now
         self._seen += self._tokens
         record = {
             "step": state.global_step,
-            "loss": float(self._loss) if self._loss is not None else float("nan"),
+            "loss": loss,
             "learning_rate": kwargs["lr_scheduler"].get_last_lr()[0] if kwargs.get("lr_scheduler") else None,
             "tokens": self._tokens,
             "trained_tokens": self._trained,
@@ -86,6 +88,21 @@ class StepMeter(TrainerCallback):
             f.write(json.dumps(record) + "\n")
         for listener in self.listeners:
             listener(record)
+
+
+def _across_processes(loss: float, tokens: int, trained: int, device) -> tuple[float, int, int]:
+    """The step's loss and token counts over every process of a distributed run. The Trainer scales each process's
+    loss by the world size over the token count of all processes (average_tokens_across_devices), so each rank's
+    number is its share times the world size: their mean is the step's loss. Tokens add up."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return loss, tokens, trained
+    on = device if dist.get_backend() == "nccl" else "cpu"
+    values = torch.tensor([loss, float(tokens), float(trained)], dtype=torch.float64, device=on)
+    dist.all_reduce(values)
+    world = dist.get_world_size()
+    return float(values[0]) / world, int(values[1]), int(values[2])
 
 
 def _truncate_log(path: Path, keep_until: int) -> None:

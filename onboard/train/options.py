@@ -35,6 +35,9 @@ class TrainOptions:
     cce: str = _opt("auto", "fused CCE loss: auto (on CUDA when verified), on, off", choices=("auto", "on", "off"))
     save_steps: int = _opt(50, "checkpoint every N steps", "--save-steps")
     resume: bool = _opt(False, "continue from the last checkpoint in --out", "--resume")
+    nproc: int = _opt(1, "processes: more than 1 relaunches the command under torchrun, one process per GPU (FSDP2 "
+                      "through accelerate, sharded by the decoder-layer class) or, on the CPU, gloo processes (DDP: "
+                      "accelerate does not shard on the CPU)", "--nproc")
     seed: int = _opt(0, "the Setup's seed", cli=False)
 
     def __post_init__(self):
@@ -42,7 +45,7 @@ class TrainOptions:
         if self.cce not in ("auto", "on", "off"):
             raise BadInput(f"--cce must be auto, on or off, not {self.cce!r}")
         check_batching(self.batch_tokens, self.packing)
-        for name in ("batch_size", "grad_accum", "save_steps"):
+        for name in ("batch_size", "grad_accum", "save_steps", "nproc"):
             if getattr(self, name) < 1:
                 raise BadInput(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
         if not (self.lr > 0):

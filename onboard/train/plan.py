@@ -52,6 +52,7 @@ class Candidate:
     need_bytes: int
     cost: float  # relative step time, 1.0 = no checkpointing, one micro-batch
     fits: bool = False
+    peak_bytes: int | None = None  # on CUDA: the peak of a real step under it, where it was tried
 
 
 @dataclass
@@ -198,10 +199,12 @@ def plan_training(session: ModelSession, model, lengths: list[int], samples_per_
     cands = candidates(layers, samples_per_micro, tokens, lambda every, t: fit[every](t), fixed, everies=tuple(fit),
                        may_split=may_split)
     best = choose(cands, reading)
+    if best is not None and session.device.type == "cuda":
+        best = _confirmed(session, model, worst, cands, reading, fixed)
     measured = {"micro_batch_tokens": tokens, "layers": layers, "optimizer_bytes": fixed,
                 **{f"saved_bytes_{'off' if e == 0 else 'every_' + str(e)}": int(f(tokens)) for e, f in fit.items()}}
     if best is None:
-        best = min(cands, key=lambda c: c.need_bytes)
+        best = min(cands, key=lambda c: (c.peak_bytes is None, c.need_bytes))
         why = "nothing fits the free memory: the smallest plan, expect an out-of-memory error"
     else:
         why = "the least recomputation that fits" if best.split == 1 else \
@@ -211,6 +214,57 @@ def plan_training(session: ModelSession, model, lengths: list[int], samples_per_
     return Plan(True, why, checkpointing=best.every != 0, checkpoint_every=max(best.every, 1), split=best.split,
                 free_bytes=reading, measured=measured,
                 candidates=[asdict(c) | {"chosen": c is best} for c in cands])
+
+
+def _confirmed(session: ModelSession, model, worst: list[int], cands: list[Candidate], free: int,
+               fixed: int) -> Candidate | None:
+    """On CUDA the estimate orders the candidates and a real step decides: the fitting candidates, cheapest first, each
+    run once (forward and backward of a micro-batch of the worst samples, its checkpointing on) until one's peak, with
+    the optimizer's state, fits the budget. The count of saved tensors misses what backward allocates on top (and a
+    compiled layer's own buffers): measured on an H100, a plan the count alone chose ran out of memory at step 0."""
+    budget = free * (1 - MARGIN) - FIXED_RESERVE - fixed
+    for cand in sorted([c for c in cands if c.fits], key=lambda c: (c.cost, c.split)):
+        size = max(1, len(worst) // cand.split)
+        peak = _peak_of_step(session, model, sorted(worst, reverse=True)[:size], cand.every)
+        cand.peak_bytes = peak
+        if peak is not None and peak <= budget:
+            return cand
+        cand.fits = False
+    return None
+
+
+def _peak_of_step(session: ModelSession, model, lengths: list[int], every: int) -> int | None:
+    """The CUDA memory one forward and backward of these samples packed in a row takes beyond what is allocated
+    now (None: out of memory)."""
+    from onboard.harness.samemath import as_trained, modes_of, restore_modes
+    from onboard.patches.base import unwrap
+
+    vocab = unwrap(model).get_input_embeddings().num_embeddings
+    ids = [t for row in _rows_of(lengths, sum(lengths), vocab, session.seed) for t in row]
+    positions = [session.position_start + i for n in lengths for i in range(n)]
+    input_ids = torch.tensor([ids], device=session.device)
+    position_ids = torch.tensor([positions], device=session.device)
+    modes, saved_setup = modes_of(model), session.setup
+    torch.cuda.synchronize(session.device)
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated(session.device)
+    torch.cuda.reset_peak_memory_stats(session.device)
+    try:
+        model.eval()
+        if every:
+            session.setup = session.setup.replace(checkpoint_every=every)
+        with as_trained(session, model, every != 0):
+            out = model(input_ids=input_ids, position_ids=position_ids, labels=input_ids, use_cache=False)
+            out.loss.backward()
+        return torch.cuda.max_memory_allocated(session.device) - base
+    except torch.OutOfMemoryError:
+        return None
+    finally:
+        session.setup = saved_setup
+        restore_modes(modes)
+        model.zero_grad(set_to_none=True)
+        out = None
+        torch.cuda.empty_cache()
 
 
 def _cuda_free(device) -> int | None:

@@ -98,6 +98,10 @@ def train(session: ModelSession, patch_ids: list[str], options: TrainOptions, *,
     from transformers import PrinterCallback, Trainer
     from transformers.trainer_utils import get_last_checkpoint
 
+    import os
+
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    lead = rank == 0  # one run folder, one report, one adapter: rank 0's
     out = Path(options.out)
     data_path = Path(options.data) if options.data else session.data_path
     if examples is not None:
@@ -119,7 +123,8 @@ def train(session: ModelSession, patch_ids: list[str], options: TrainOptions, *,
     }
     checkpoint = _resume_point(out, fingerprint, options.resume, get_last_checkpoint)
     out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG).write_text(json.dumps(fingerprint, indent=2, default=str))
+    if lead:
+        (out / CONFIG).write_text(json.dumps(fingerprint, indent=2, default=str))
 
     from transformers import set_seed
 
@@ -151,7 +156,7 @@ def train(session: ModelSession, patch_ids: list[str], options: TrainOptions, *,
     collator = training_collator(applied if packing else [*applied, ids.PACKING_UNPACKED], session.pad_id, IGNORE,
                                  position_start=session.position_start if packing else 0)
     cuda = session.device.type == "cuda"
-    plan = _plan(session, model, rows, options, packing, out, checkpoint, check_report, free_memory)
+    plan = _plan(session, model, rows, options, packing, out, checkpoint, check_report, free_memory, world, lead)
     if console is not None:
         console.print(plan.line(), highlight=False)
     asked = session.setup  # the session's own setup again once the arguments are built: a next run plans afresh
@@ -167,6 +172,7 @@ def train(session: ModelSession, patch_ids: list[str], options: TrainOptions, *,
         learning_rate=options.lr, num_train_epochs=options.epochs, max_steps=options.max_steps,
         lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, seed=options.seed, data_seed=options.seed,
         logging_steps=1, save_strategy="steps", save_steps=options.save_steps, save_total_limit=2,
+        **_sharding(model, world, cuda),
     )
     session.setup = asked
     prepare_for_checkpointing(model, args)
@@ -187,7 +193,8 @@ def train(session: ModelSession, patch_ids: list[str], options: TrainOptions, *,
 
         progress = RichProgress(console, _total_steps(len(dataset), options), start_step)
         listeners.append(progress)
-    meter = StepMeter(trainer, out / LOG, session.device, keep_until=start_step, listeners=tuple(listeners))
+    meter = StepMeter(trainer, out / (LOG if lead else f"rank{rank}_{LOG}"), session.device, keep_until=start_step,
+                      listeners=tuple(listeners))
     stop = GracefulStop()
     for cb in (meter, stop, *callbacks):
         trainer.add_callback(cb)
@@ -208,9 +215,13 @@ def train(session: ModelSession, patch_ids: list[str], options: TrainOptions, *,
     seconds = time.perf_counter() - started
     status = "interrupted" if stop.stopped_at is not None else "completed"
     if status == "completed":
-        model.save_pretrained(out / ADAPTER)
-        session.tokenizer.save_pretrained(out / ADAPTER)
-        _name_the_base(session, out / ADAPTER)
+        if world > 1:
+            trainer.save_model(str(out / ADAPTER))  # the full adapter gathered from the shards, written by rank 0
+        elif lead:
+            model.save_pretrained(out / ADAPTER)
+        if lead:
+            session.tokenizer.save_pretrained(out / ADAPTER)
+            _name_the_base(session, out / ADAPTER)
     records = meter.records
     report = {
         "status": status,
@@ -230,6 +241,10 @@ def train(session: ModelSession, patch_ids: list[str], options: TrainOptions, *,
                     "gradient_checkpointing": checkpointing_on(args), "bf16": args.bf16,
                     "packed": packing, "collator": collator_name},
         "plan": plan.record(),
+        "processes": {"world_size": world,
+                      "engine": "one process" if world < 2 else ("FSDP2 through accelerate" if cuda else
+                                                                  "DDP through accelerate (no FSDP on the CPU)"),
+                      "tokens_counted": "all processes' (summed each step)"},
         "resumed_from": checkpoint,
         "steps": trainer.state.global_step,
         "first_loss": records[0]["loss"] if records else None,
@@ -241,7 +256,7 @@ def train(session: ModelSession, patch_ids: list[str], options: TrainOptions, *,
         "last_checkpoint": get_last_checkpoint(str(out)),
         "environment": _environment(session.device),
     }
-    if records:
+    if records and lead:
         from onboard.train.plot import PLOT_INSTALL, loss_curve
 
         try:
@@ -250,20 +265,38 @@ def train(session: ModelSession, patch_ids: list[str], options: TrainOptions, *,
         except ImportError:  # matplotlib is the [plot] extra: the log has every step, the picture is optional
             report["loss_curve"] = None
             report["loss_curve_missing"] = f"matplotlib is not installed: {PLOT_INSTALL} draws {CURVE}"
-    (out / REPORT).write_text(json.dumps(report, indent=2, default=str))
+    if lead:
+        (out / REPORT).write_text(json.dumps(report, indent=2, default=str))
     return TrainResult(status=status, out=out, steps=trainer.state.global_step, records=records, report=report)
 
 
 PLAN = "plan.json"
 
 
+def _sharding(model, world: int, cuda: bool) -> dict:
+    """TrainingArguments for several processes: FSDP2 through accelerate on CUDA, wrapped by the decoder-layer class
+    found in the module tree (FSDP001's check of the same); nothing on the CPU, where accelerate runs DDP."""
+    if world < 2 or not cuda:
+        return {}
+    from onboard.patches.speed import repeated_blocks
+
+    blocks = repeated_blocks(model)
+    config = {"version": 2}
+    if blocks:
+        config["transformer_layer_cls_to_wrap"] = [type(blocks[0]).__name__]
+    return {"fsdp": True, "fsdp_config": config}
+
+
 def _plan(session: ModelSession, model, rows: list[dict], options: TrainOptions, packing: bool, out: Path,
-          checkpoint: str | None, check_report, free_memory=None):
+          checkpoint: str | None, check_report, free_memory=None, world: int = 1, lead: bool = True):
     """The training plan (onboard.train.plan): measured for a new run, the saved one for a resumed run (its
     micro-batches must be the ones its checkpoint counted)."""
     from onboard.train.plan import Plan, plan_training
 
-    if checkpoint and (out / PLAN).exists():
+    if world > 1:  # each process holds a shard (FSDP2) or a replica (DDP): the probe measures one process alone
+        plan = Plan(False, f"{world} processes, and the plan measures one process alone",
+                    checkpointing=session.setup.gradient_checkpointing)
+    elif checkpoint and (out / PLAN).exists():
         saved = json.loads((out / PLAN).read_text())
         plan = Plan(**{k: v for k, v in saved.items() if k in Plan.__dataclass_fields__})
         plan.why = f"the plan of the run resumed ({plan.why})"
@@ -280,7 +313,8 @@ def _plan(session: ModelSession, model, rows: list[dict], options: TrainOptions,
             worst = [max(top)] * len(top) if top else worst
         plan = plan_training(session, model, worst, samples, report=check_report, may_split=may_split,
                              free_memory=free_memory)
-    (out / PLAN).write_text(json.dumps(plan.record(), indent=2))
+    if lead:
+        (out / PLAN).write_text(json.dumps(plan.record(), indent=2))
     return plan
 
 
