@@ -17,6 +17,10 @@ export PYTHONPATH=$SITE:$PWD
 python3 -c "import sys, torch, transformers, peft; print(sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
 F="grep -v ^W1\|warnings.warn\|UserWarning"
 case "$STAGE" in
+  moecheck) printf '#!/usr/bin/env python3\nfrom onboard.cli import main\nmain()\n' > $SITE/onboard; \
+    timeout 230 python3 -m onboard.cli check config:qwen3-30b-a3b-12l --no-torch-compile --json $OUT/moe_check.json 2>&1 | \
+    grep -E "^ *[0-9]+/[0-9]+ |KERN001|MOE001|verdict|FM-|Error" | head -40
+    python3 -c "import json; r=json.load(open('$OUT/moe_check.json')); k=[c for c in r['checks'] if c['code']=='KERN001'][0]; print(k['status'], k['diagnosis'], k['message']); print(json.dumps(k['evidence'])[:1500])" ;;
   carry) ls -la .big5 .big6 .big7 2>/dev/null; ls $SITE | head -3 ;;
   split) timeout 570 python3 bench/grad_split.py --out $OUT/split8 --layers 8 --groups fp32,bf16 2>&1 | $F ;;
   both) timeout 250 python3 bench/grad_split.py --out $OUT/split8 --layers 8 --groups fp32,bf16 \

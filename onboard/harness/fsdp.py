@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -36,25 +37,43 @@ RESULT = "fsdp_result.json"
 
 
 def launch(setup, patches: list[str], patch_options: dict, nproc: int, timeout: float = 600) -> dict:
-    """The probe in `nproc` processes started by torchrun; rank 0's measurements, or {"error": ...}."""
-    with tempfile.TemporaryDirectory(prefix="onboard-fsdp-") as folder:
-        payload = {"setup": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(setup).items()},
-                   "patches": list(patches), "patch_options": dict(patch_options)}
-        (Path(folder) / "payload.json").write_text(json.dumps(payload, default=str))
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "onboard.harness.fsdp", folder]
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-               "TOKENIZERS_PARALLELISM": "false"}
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-        except subprocess.TimeoutExpired:
-            return {"error": f"the {nproc} processes did not finish in {timeout:.0f} s"}
-        result = Path(folder) / RESULT
-        if result.exists():
-            return json.loads(result.read_text())
-        lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip() and "warn" not in ln.lower()]
-        error = next((ln for ln in reversed(lines) if "Error" in ln), lines[-1] if lines else f"exit {proc.returncode}")
-        return {"error": error.strip()[:400]}
+    """The probe in `nproc` processes started by torchrun; rank 0's measurements, or {"error": ...}. A launch that
+    leaves no result (the rendezvous lost, a process killed) is tried once more before its error is reported."""
+    payload = {"setup": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(setup).items()},
+               "patches": list(patches), "patch_options": dict(patch_options)}
+    error = ""
+    for _attempt in range(2):
+        with tempfile.TemporaryDirectory(prefix="onboard-fsdp-") as folder:
+            (Path(folder) / "payload.json").write_text(json.dumps(payload, default=str))
+            cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--nnodes=1",
+                   "--rdzv-backend=c10d", f"--rdzv-endpoint=localhost:{_free_port()}",
+                   "-m", "onboard.harness.fsdp", folder]
+            env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+                   "TOKENIZERS_PARALLELISM": "false"}
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+            except subprocess.TimeoutExpired:
+                return {"error": f"the {nproc} processes did not finish in {timeout:.0f} s"}
+            result = Path(folder) / RESULT
+            if result.exists():
+                return json.loads(result.read_text())
+            error = _first_error(proc.stderr or proc.stdout) or f"exit {proc.returncode}"
+    return {"error": error}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+def _first_error(text: str) -> str:
+    """The first line of a traceback's error in torchrun's output (not its own ChildFailedError summary)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if re.match(r"^[\w.]*(Error|Exception)\b", ln) and "ChildFailedError" not in ln]
+    return (errors[0] if errors else (lines[-1] if lines else ""))[:400]
 
 
 def wrap_classes(model) -> tuple[list[str], list[str]]:
