@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from onboard.patches.base import Applicability, PatchContext, PatchHandle, model_configs, set_attr, unwrap
+from onboard.patches.base import (Applicability, PatchContext, PatchHandle, model_configs, refuse_unless_applicable,
+                                  set_attr, unwrap)
 from onboard.patches import ids
 
 FLASH_MAX_HEAD_DIM = 256
@@ -108,9 +109,7 @@ class CausalAttentionPatch:
                 f"causal, use_bidirectional_attention, attn_type in its config, nor an is_causal module flag)")
 
     def apply(self, model, context: PatchContext | None = None) -> PatchHandle:
-        reason = self.applies_to(model)
-        if reason:
-            raise ValueError(f"{self.id} does not apply: {reason}")
+        refuse_unless_applicable(self, model)
         base = unwrap(model)
         handle = PatchHandle(self.id)
         for config in model_configs(base):

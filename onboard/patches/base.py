@@ -115,3 +115,11 @@ def set_attr(handle: PatchHandle, obj, name: str, value) -> None:
 
     setattr(obj, name, value)
     handle.on_revert(undo)
+
+
+def refuse_unless_applicable(patch, model) -> None:
+    """Raise ValueError naming the patch and why, where it does not apply to `model` (every patch's apply starts so)."""
+    reason = patch.applies_to(model)
+    if reason:
+        raise ValueError(f"{patch.id} does not apply: {reason}")
+

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from onboard.patches.base import Applicability, PatchContext, PatchHandle, set_attr, unwrap
+from onboard.patches.base import Applicability, PatchContext, PatchHandle, refuse_unless_applicable, set_attr, unwrap
 from onboard.patches import ids
 
 
@@ -125,9 +125,7 @@ class CcePatch:
             raise ImportError(f"{self.id} needs cut-cross-entropy: {missing}")
         from cut_cross_entropy import linear_cross_entropy
 
-        reason = self.applies_to(model)
-        if reason:
-            raise ValueError(f"{self.id} does not apply: {reason}")
+        refuse_unless_applicable(self, model)
         base = unwrap(model)
         head = base.get_output_embeddings()
         stats = CceStats(impl=default_impl(head.weight))

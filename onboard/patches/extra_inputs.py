@@ -12,7 +12,7 @@ import inspect
 
 import torch
 
-from onboard.patches.base import Applicability, PatchContext, PatchHandle, unwrap
+from onboard.patches.base import Applicability, PatchContext, PatchHandle, refuse_unless_applicable, unwrap
 from onboard.patches import ids
 
 
@@ -53,9 +53,7 @@ class ExtraInputsPatch:
 
     def apply(self, model, context: PatchContext | None = None) -> PatchHandle:
         """`context.probe_batch` gives a labelled text batch to find the required inputs with."""
-        reason = self.applies_to(model)
-        if reason:
-            raise ValueError(f"{self.id} does not apply: {reason}")
+        refuse_unless_applicable(self, model)
         if context is None or context.probe_batch is None:
             raise ValueError(f"{self.id} needs a probe batch to find the required inputs")
         names = required_inputs(model, context.probe_batch())

@@ -8,7 +8,7 @@ repeated_blocks); FSDP001 verifies it by sharding again."""
 from __future__ import annotations
 
 from onboard.patches import ids
-from onboard.patches.base import Applicability, PatchContext, PatchHandle, unwrap
+from onboard.patches.base import Applicability, PatchContext, PatchHandle, refuse_unless_applicable, unwrap
 
 _MISSING = object()
 
@@ -29,9 +29,7 @@ class WrapClassPatch:
     def apply(self, model, context: PatchContext | None = None) -> PatchHandle:
         from onboard.patches.speed import repeated_blocks
 
-        reason = self.applies_to(model)
-        if reason:
-            raise ValueError(f"{self.id} does not apply: {reason}")
+        refuse_unless_applicable(self, model)
         base = unwrap(model)
         before = base.__dict__.get("_no_split_modules", _MISSING)
         base._no_split_modules = [type(repeated_blocks(model)[0]).__name__]

@@ -25,7 +25,7 @@ import inspect
 import torch
 
 from onboard.patches import ids
-from onboard.patches.base import Applicability, PatchContext, PatchHandle, set_attr, unwrap
+from onboard.patches.base import Applicability, PatchContext, PatchHandle, refuse_unless_applicable, set_attr, unwrap
 
 IGNORE = -100
 
@@ -55,9 +55,7 @@ class ShiftLabelsPatch:
         return None
 
     def apply(self, model, context: PatchContext | None = None) -> PatchHandle:
-        reason = self.applies_to(model)
-        if reason:
-            raise ValueError(f"{self.id} does not apply: {reason}")
+        refuse_unless_applicable(self, model)
         base = unwrap(model)
         original = base.forward  # PEFT calls the model's forward attribute directly: hooks would be bypassed
 

@@ -12,7 +12,7 @@ Which implementation is a choice MOE001 makes on the model and records in the re
 from __future__ import annotations
 
 from onboard.patches import ids
-from onboard.patches.base import Applicability, PatchContext, PatchHandle, unwrap
+from onboard.patches.base import Applicability, PatchContext, PatchHandle, refuse_unless_applicable, unwrap
 
 
 def experts_modules(model) -> list:
@@ -65,9 +65,7 @@ class ExpertsImplementationPatch:
         return None
 
     def apply(self, model, context: PatchContext | None = None) -> PatchHandle:
-        reason = self.applies_to(model)
-        if reason:
-            raise ValueError(f"{self.id} does not apply: {reason}")
+        refuse_unless_applicable(self, model)
         choice = context.option(self.id) if context is not None else None
         if not choice:
             raise ValueError(f"{self.id}: no implementation chosen (MOE001 chooses one and the report records it)")

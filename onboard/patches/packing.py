@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from onboard.patches.base import Applicability, PatchContext, PatchHandle, model_configs, set_attr, unwrap
+from onboard.patches.base import (Applicability, PatchContext, PatchHandle, model_configs, refuse_unless_applicable,
+                                  set_attr, unwrap)
 from onboard.patches import ids
 
 
@@ -136,9 +137,7 @@ class BlockMaskPatch:
         return None
 
     def apply(self, model, context: PatchContext | None = None) -> PatchHandle:
-        reason = self.applies_to(model)
-        if reason:
-            raise ValueError(f"{self.id} does not apply: {reason}")
+        refuse_unless_applicable(self, model)
         dtype = next(p.dtype for p in unwrap(model).parameters() if p.is_floating_point())
         config = unwrap(model).config
 
@@ -320,9 +319,7 @@ class SegmentConvPatch:
         return None if causal_short_convs(model) else "no depthwise causal nn.Conv1d in the model"
 
     def apply(self, model, context: PatchContext | None = None) -> PatchHandle:
-        reason = self.applies_to(model)
-        if reason:
-            raise ValueError(f"{self.id} does not apply: {reason}")
+        refuse_unless_applicable(self, model)
         base = unwrap(model)
         handle = PatchHandle(self.id)
         state: dict[str, torch.Tensor | None] = {"doc": None}

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from onboard.patches import ids
-from onboard.patches.base import Applicability, PatchContext, PatchHandle, unwrap
+from onboard.patches.base import Applicability, PatchContext, PatchHandle, refuse_unless_applicable, unwrap
 
 PACKED_ATTENTION = "onboard_packed"
 
@@ -196,9 +196,7 @@ class PackedAttentionPatch:
         return None
 
     def apply(self, model, context: PatchContext | None = None) -> PatchHandle:
-        reason = self.applies_to(model)
-        if reason:
-            raise ValueError(f"{self.id} does not apply: {reason}")
+        refuse_unless_applicable(self, model)
         register()
         base = unwrap(model)
         # every sub-model's own backend, put back as it was on revert (set_attn_implementation would re-check
@@ -249,9 +247,7 @@ class CompiledLayersPatch:
         return None
 
     def apply(self, model, context: PatchContext | None = None) -> PatchHandle:
-        reason = self.applies_to(model)
-        if reason:
-            raise ValueError(f"{self.id} does not apply: {reason}")
+        refuse_unless_applicable(self, model)
         handle = PatchHandle(self.id)
         for block in repeated_blocks(model):
             block.compile(backend=self.backend)
@@ -294,9 +290,7 @@ class Bf16AdaptersPatch:
         return None
 
     def apply(self, model, context: PatchContext | None = None) -> PatchHandle:
-        reason = self.applies_to(model)
-        if reason:
-            raise ValueError(f"{self.id} does not apply: {reason}")
+        refuse_unless_applicable(self, model)
         handle = PatchHandle(self.id)
         for layer, linears in _adapter_linears(model):
             before = layer.cast_input_dtype_enabled
