@@ -33,6 +33,10 @@ class FsdpCheck(Check):
     from shards that does not load. None of these shows in one process.
 
     Failure modes:
+    FM-FSDP-TIED: the model ties its output layer to its input embeddings and the classes `_no_split_modules` names
+    put the two in different units (stock RoBERTa as a causal LM names RobertaEmbeddings): torch's FSDP2 refuses
+    to shard a parameter shared across units. FAIL (sharded training cannot start); fix fsdp.wrap_class, which
+    keeps both in the model's own unit.
     FM-FSDP-WRAP: `_no_split_modules` names no class the model has: the model is one FSDP unit. WARN (training is
     right, its memory is not sharded); fix fsdp.wrap_class.
     A sharded step whose loss, adapter gradients, update or reloaded adapter differ from one process beyond
@@ -42,7 +46,8 @@ class FsdpCheck(Check):
     while sharding is ERROR too, with its trace.
 
     Fix:
-    fsdp.wrap_class: FSDP wraps the decoder layers found in the module tree; verified by sharding again.
+    fsdp.wrap_class: FSDP wraps the decoder layers found in the module tree (and nothing else); verified by
+    sharding again.
     """
 
     code = "FSDP001"
@@ -73,6 +78,14 @@ class FsdpCheck(Check):
         if out.get("tied_before") is not None:
             res.measure("tied_after_sharding", out["tied_after"], "",
                         "the output layer and the input embeddings one parameter after sharding (frozen under LoRA)")
+        if out.get("tied_apart"):  # before any error: sharding them apart is what FSDP2 refuses
+            res.status, res.diagnosis = Status.FAIL, "FM-FSDP-TIED"
+            res.proposed_patch = ids.FSDP_WRAP_CLASS
+            res.message = (f"the output layer is tied to the input embeddings, and _no_split_modules "
+                           f"({', '.join(out['wrap_classes'])}) puts them in different FSDP units")
+            if "error" in out:
+                res.message += f": {out['error']}"
+            return res
         if "error" in out:
             res.status = Status.ERROR
             res.message = f"sharding over {nproc} processes failed: {out['error']}"

@@ -122,6 +122,23 @@ def _tied(model) -> bool | None:
     return out.weight is inp.weight
 
 
+def _tied_apart(model, units: list) -> bool:
+    """Whether a tied output layer and input embeddings land in different FSDP units: each module belongs to the
+    nearest unit around it (itself included), else to the model's own."""
+    from onboard.patches.base import unwrap
+
+    if not _tied(model):
+        return False
+    base = unwrap(model)
+    inp, head = base.get_input_embeddings(), base.get_output_embeddings()
+
+    def unit_of(target) -> int:
+        holders = [i for i, unit in enumerate(units) if any(m is target for m in unit.modules())]
+        return holders[-1] if holders else -1  # modules() lists a unit before the units inside it
+
+    return unit_of(inp) != unit_of(head)
+
+
 def worker(folder: Path) -> None:
     import copy
 
@@ -175,6 +192,7 @@ def worker(folder: Path) -> None:
                 ref_logits = single(input_ids=batch.input_ids, position_ids=batch.position_ids,
                                     use_cache=False).logits.float().cpu()
         units = [m for m in model.modules() if type(m).__name__ in found]
+        out["tied_apart"] = _tied_apart(model, units)
         for unit in units:
             fully_shard(unit)
         fully_shard(model)
