@@ -315,6 +315,13 @@ MUTATIONS = [
       "loss, grads, seconds = step(ckpt)", "loss, grads, seconds = step(False)",
       ("tests/test_kernels.py::test_a_lever_that_breaks_only_under_checkpointing_is_left_off",),
       "KERN001 verifies levers without the setup's checkpointing (a lever that fails under it is trained with)"),
+    # issue 29: FSDP001
+    M("fsdp-tied-ignored", "onboard/checks/fsdp.py", '        if out.get("tied_apart"):', "        if False:",
+      ("tests/test_faults.py::test_fault_is_found_and_fixed[fsdp-tied]",),
+      "a tied head sharded apart from its embeddings is not reported (torch's refusal reads as onboard's error)"),
+    M("fsdp-wrap-ignored", "onboard/checks/fsdp.py", '        if not out["wrap_classes"]:', "        if False:",
+      ("tests/test_faults.py::test_fault_is_found_and_fixed[fsdp-wrap]",),
+      "a model FSDP wraps as one unit passes"),
     M("plan-ignores-split-cost", "onboard/train/plan.py",
       "fitting = [c for c in cands if c.fits]", "fitting = [c for c in cands if c.fits and c.split == 1]",
       ("tests/test_plan.py::test_the_plan_is_the_least_recomputation_that_fits",),
