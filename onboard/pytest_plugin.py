@@ -2,7 +2,7 @@
 
 `pytest --onboard MODEL` adds one test per check (`onboard[MODEL]::PACK001 packing`). The model loads once,
 the checklist runs once, and each check's result becomes a pytest outcome: PASS and WARN pass (a WARN also
-as a warning), a FAIL fixed by a verified patch passes (fails with --onboard-strict), a FAIL fails with
+as a warning), a FAIL or WARN fixed by a verified patch passes (fails with --onboard-strict), a FAIL fails with
 the diagnosis and measurements, a check that crashed (ERROR) or a model that cannot load is an error,
 SKIP is skipped. `--onboard-config PATH` reads onboard.toml / pyproject / axolotl.yml as `onboard check
 --config` does. For tests of your own, the `onboard_check` fixture returns the RunReport of a model.
@@ -107,6 +107,8 @@ class OnboardCheck(pytest.Item):
             pytest.skip(r.message)
         if r.status is Status.FAIL and (not r.fixed or self.config.getoption("onboard_strict")):
             raise CheckFailed(_explain(r))
+        if r.status is Status.WARN and r.fixed and self.config.getoption("onboard_strict"):
+            raise CheckFailed(_explain(r))  # strict: a finding that needed a fix fails, as --strict's exit 1
         if r.status is Status.WARN:
             warnings.warn(OnboardWarning(f"{r.code} {r.diagnosis or ''} {r.message}".replace("  ", " ")))
 

@@ -43,3 +43,14 @@ def test_gate(onboard_check):
     result = pytester.runpytest_subprocess(*_plugin_args(), "--onboard", "tiny:not_an_arch", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, errors=len(CHECKS))
     result.stdout.fnmatch_lines(["*onboard could not check tiny:not_an_arch: unknown architecture*"])
+
+
+def test_a_repository_gates_on_sharding_through_a_config_file(pytester):
+    """FSDP001 in a model repository's CI: `nproc = 2` in the --onboard-config file shards the model over two gloo
+    processes; a model whose _no_split_modules names no class of its own is a finding with its fix verified
+    (READY_WITH_FIXES), which --onboard-strict fails."""
+    pytester.makefile(".toml", onboard='nproc = 2\ndevice = "cpu"\n')
+    result = pytester.runpytest_subprocess(*_plugin_args(), "--onboard", "fault:fsdp-wrap", "--onboard-config",
+                                           "onboard.toml", "--onboard-strict", "-k", "FSDP001", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1, deselected=len(CHECKS) - 1)
+    result.stdout.fnmatch_lines(["*FM-FSDP-WRAP*"])
