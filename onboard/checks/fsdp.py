@@ -17,8 +17,9 @@ class FsdpCheck(Check):
     With `--nproc N` (N >= 2), starts N processes with torchrun, as multi-GPU LoRA training is launched (gloo on
     the CPU, NCCL with one GPU per process), and shards the model with PyTorch FSDP2 (`fully_shard`) as training
     would: one unit per module of a class the model's `_no_split_modules` names, the model itself last. Every
-    process builds the model from the same setup and seed, with LoRA and the patches the checks before verified
-    (speed levers and the fused loss aside: they are judged in one process). On one packed row it measures, against
+    process builds the model from the same setup and seed, with LoRA and the patches the checks before verified,
+    as training applies them (the fused loss on CUDA, where the sharded step then runs it; the speed levers aside:
+    they are judged in one process). On one packed row it measures, against
     the same model unsharded in one process (rank 0's copy): the loss of a training step, every adapter gradient
     gathered (its shape, and whether every rank holds a gradient for its shard), the adapter weights after one
     AdamW update, the logits after it, and the logits of a fresh single-process model into which PEFT loaded the

@@ -4,7 +4,8 @@ multi-GPU LoRA training shards it, against the same model in one process.
 `launch` starts N processes with torchrun (`python -m torch.distributed.run --standalone`), each reading its rank and
 the world from the environment as any torchrun or `accelerate launch` job does; the backend is gloo on the CPU and
 NCCL on CUDA (one GPU per process). Every process builds the model from the same Setup and seed, applies LoRA
-(the setup's LoraConfig) and the patches the single-process checks verified, then:
+(the setup's LoraConfig) and the patches the single-process checks verified as training applies them (the fused
+loss on CUDA only; the speed levers left to KERN001), then:
 1. the wrap class: the classes the model's `_no_split_modules` names that exist in its module tree (what
    accelerate's FSDP auto-wrap policy and TRL's FSDP configs shard by); each such module becomes a unit of its
    own, the model itself the last. None found: the whole model is one unit, every parameter gathered at once;
@@ -151,6 +152,7 @@ def worker(folder: Path) -> None:
     from onboard.harness.session import ModelSession
     from onboard.harness.setup import Setup
     from onboard.patches import get_patch, is_lora_transform
+    from onboard.train.policy import left_out_by_training
 
     payload = json.loads((folder / "payload.json").read_text())
     cuda = torch.cuda.is_available() and payload["setup"].get("device", "auto") != "cpu"
@@ -170,9 +172,12 @@ def worker(folder: Path) -> None:
         torch.manual_seed(session.seed)
         model = get_peft_model(session.model, session.lora_config())
         session.set_adapter(model)
+        # the verified patches as training applies them here (the fused loss on CUDA only: left_out_by_training);
+        # the speed levers are judged in one process, the sharding without them
+        left_out = left_out_by_training(payload["patches"], device)
         for patch in [p for p in patches if not is_lora_transform(p)]:
-            if patch.id.startswith("speed.") or patch.id.startswith("cce."):
-                continue  # the levers and the fused loss are judged in one process; the sharding without them
+            if patch.id.startswith("speed.") or patch.id in left_out:
+                continue
             session.apply_patch(patch, option=payload["patch_options"].get(patch.id))
         with torch.no_grad():  # B != 0: every adapter matrix gets a gradient, the same on every rank
             gen = torch.Generator().manual_seed(session.seed)
