@@ -151,8 +151,7 @@ def worker(folder: Path) -> None:
     from onboard.harness.samemath import shortest_row
     from onboard.harness.session import ModelSession
     from onboard.harness.setup import Setup
-    from onboard.patches import get_patch, is_lora_transform
-    from onboard.train.policy import left_out_by_training
+    from onboard.patches import get_patch, is_lora_transform, left_out_by_training
 
     payload = json.loads((folder / "payload.json").read_text())
     cuda = torch.cuda.is_available() and payload["setup"].get("device", "auto") != "cpu"

@@ -29,6 +29,18 @@ if tuple(PATCHES) != ids.ALL:  # a patch without its constant, or a constant wit
     raise ImportError(f"onboard.patches: registry {sorted(PATCHES)} differs from onboard.patches.ids {sorted(ids.ALL)}")
 
 
+def left_out_by_training(patch_ids, device_type, cce: str = "auto") -> dict[str, str]:
+    """The verified patches a training run on `device_type` ("cpu", "cuda", "cuda:0" or a torch.device) leaves
+    out, each with why. The fused CCE loss saves GPU memory: with cce "auto" it is used on CUDA only (the CPU
+    trains with the plain loss), "on" uses it anywhere, "off" nowhere. One rule for prepare_model and for the
+    terminal, which names from a report what training will not apply."""
+    device_type = str(getattr(device_type, "type", device_type)).split(":")[0]
+    left_out: dict[str, str] = {}
+    if ids.CCE_FUSED_LOSS in patch_ids and not (cce == "on" or (cce == "auto" and device_type == "cuda")):
+        left_out[ids.CCE_FUSED_LOSS] = "--cce off" if cce == "off" else "GPU only (--cce on forces it)"
+    return left_out
+
+
 def get_patch(patch_id: str) -> Patch:
     try:
         return PATCHES[patch_id]
@@ -37,4 +49,4 @@ def get_patch(patch_id: str) -> Patch:
 
 
 __all__ = ["PATCHES", "Applicability", "LoraTransform", "Patch", "PatchContext", "PatchHandle", "get_patch", "ids",
-           "is_lora_transform", "lora_config", "training_collator", "unwrap"]
+           "is_lora_transform", "left_out_by_training", "lora_config", "training_collator", "unwrap"]

@@ -5,21 +5,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from onboard.patches import ids
+from onboard.patches import left_out_by_training  # noqa: F401 - one rule, kept in the patch layer
 
 CHECK_SAMPLE = 32  # chats of the training file the check run before training uses (`onboard train` without --from)
-
-
-def left_out_by_training(patch_ids, device_type, cce: str = "auto") -> dict[str, str]:
-    """The verified patches a training run on `device_type` ("cpu", "cuda", "cuda:0" or a torch.device) leaves
-    out, each with why. The fused CCE loss saves GPU memory: with cce "auto" it is used on CUDA only (the CPU
-    trains with the plain loss), "on" uses it anywhere, "off" nowhere. One rule for prepare_model and for the
-    terminal, which names from a report what training will not apply."""
-    device_type = str(getattr(device_type, "type", device_type)).split(":")[0]
-    left_out: dict[str, str] = {}
-    if ids.CCE_FUSED_LOSS in patch_ids and not (cce == "on" or (cce == "auto" and device_type == "cuda")):
-        left_out[ids.CCE_FUSED_LOSS] = "--cce off" if cce == "off" else "GPU only (--cce on forces it)"
-    return left_out
 
 
 def changed_checks(report) -> list[str]:
