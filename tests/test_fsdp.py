@@ -73,3 +73,13 @@ def test_train_on_two_processes_is_the_one_process_run(tmp_path):
     losses = lambda out: [json.loads(line)["loss"] for line in (out / "train_log.jsonl").read_text().splitlines()]  # noqa: E731
     assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-5)
     assert (tmp_path / "two" / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_an_adapter_without_gradient_in_one_process_is_not_owed_one_sharded():
+    """Jamba's dt_proj adapters get no gradient on the CPU's slow Mamba path, in one process as sharded (its weight
+    is read without calling the module: LORA001's matter). FSDP001 owes a gradient on every rank only to what gets
+    one in one process, and an empty shard of a small weight needs none: Jamba shards exactly."""
+    fsdp = by_code(run_checks(make_session("tiny:jamba", nproc=2), [LoraCheck, FsdpCheck]))["FSDP001"]
+    assert fsdp.status is Status.PASS, fsdp.message
+    assert fsdp.measurements["grads_on_every_rank"].value is True
+    assert fsdp.measurements["grad_rel_diff"].value == 0.0

@@ -36,7 +36,7 @@ def test_the_probe_counts_what_a_forward_keeps_and_checkpointing_keeps_less(adap
     direct = {}
     for every in (0, 1):
         with as_trained(session, model, every != 0):
-            direct[every] = saved_bytes(model, rows, session.device, session.pad_id)
+            direct[every] = saved_bytes(model, rows, session.device)
         assert _probe(session, model, worst, every)(sum(worst)) == pytest.approx(direct[every], rel=1e-6)
     assert 0 < direct[1] < direct[0] / 2
     # twice the tokens keep at least twice the bytes (the sdpa mask of a packed row grows as T x T)
@@ -102,3 +102,24 @@ def test_a_planned_run_trains_the_same_math(tmp_path):
     assert plan["planned"] and (plan["checkpointing"] or plan["split"] > 1), plan
     assert written["options"]["gradient_checkpointing"] is plan["checkpointing"]
     assert [r["loss"] for r in tight.records] == pytest.approx([r["loss"] for r in plain.records], rel=1e-5)
+
+
+def test_checkpointing_every_nth_layer_checkpoints_that_share_and_keeps_less(adapted):
+    """--checkpoint-every 2 (transformers' every_n_layers) checkpoints half the decoder layers of a 4-layer model:
+    what the step saves lies between no checkpointing and every layer."""
+    from onboard.patches.speed import repeated_blocks
+
+    session = make_session("tiny:llama:4", max_length=512, gradient_checkpointing=True, checkpoint_every=2)
+    model = get_peft_model(session.model, session.lora_config())
+    worst = _worst(session)
+    rows = _rows_of(worst, sum(worst), 1000, 0)
+    saved = {}
+    for every in (0, 2, 1):
+        with as_trained(session, model, every != 0, every=every or None):
+            if every == 2:
+                flags = [bool(getattr(b, "gradient_checkpointing", False)) for b in repeated_blocks(model)]
+            saved[every] = saved_bytes(model, rows, session.device)
+    assert sum(flags) == 2 and len(flags) == 4
+    assert saved[1] < saved[2] < saved[0]
+    with as_trained(session, model, True):  # the setup's own choice: every 2nd layer
+        assert sum(bool(getattr(b, "gradient_checkpointing", False)) for b in repeated_blocks(model)) == 2

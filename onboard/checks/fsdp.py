@@ -43,7 +43,7 @@ class FsdpCheck(Check):
     A sharded step whose loss, adapter gradients, update or reloaded adapter differ from one process beyond
     fsdp.rtol (gradients, update and logits 10 times it), a gradient missing or of another shape, or a rank
     without one, is reported with the numbers as ERROR: no model in onboard's catalog shows such a failure yet
-    (22 tiny architectures and SmolLM2 shard exactly), so onboard does not yet claim it is the model's. A crash
+    (24 tiny architectures and SmolLM2 shard exactly), so onboard does not yet claim it is the model's. A crash
     while sharding is ERROR too, with its trace.
 
     Fix:

@@ -107,13 +107,13 @@ def restore_modes(modes: list[tuple[torch.nn.Module, bool]]) -> None:
 
 
 @contextmanager
-def as_trained(session: ModelSession, model, checkpointed: bool, input_grads: bool = True):
+def as_trained(session: ModelSession, model, checkpointed: bool, input_grads: bool = True, every: int | None = None):
     """A probe's step as training runs it: under the Trainer's mixed precision (autocast in bf16/fp16 on CUDA) and,
     when `checkpointed`, under the setup's gradient checkpointing (non-reentrant, every n-th layer as asked).
     transformers checkpoints a layer only in training mode and the probes run in eval mode (no dropout: one
     function every run), so only the modules that checkpoint are put in training mode, their children staying in
     eval; the global seed is set on entry, so dropout a layer applies itself draws the same mask every run.
-    `input_grads`: see enable_checkpointing."""
+    `input_grads`: see enable_checkpointing; `every`: checkpoint every n-th layer instead of the setup's choice."""
     from onboard.harness.training import checkpoint_kwargs, enable_checkpointing, mixed_precision, undo_checkpointing
     from onboard.patches.base import unwrap
 
@@ -121,7 +121,7 @@ def as_trained(session: ModelSession, model, checkpointed: bool, input_grads: bo
     torch.manual_seed(session.seed)
     try:
         if checkpointed:
-            enable_checkpointing(model, checkpoint_kwargs(session), input_grads)
+            enable_checkpointing(model, checkpoint_kwargs(session, every), input_grads)
             for module in unwrap(model).modules():
                 if getattr(module, "gradient_checkpointing", False) is True:
                     flags[module] = module.training

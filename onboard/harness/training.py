@@ -38,11 +38,11 @@ def training_arguments(session: ModelSession, out, **overrides):
     return TrainingArguments(str(out), **fields)
 
 
-def checkpoint_kwargs(session: ModelSession) -> dict:
-    """The checkpointing keywords training passes (non-reentrant; every n-th layer where the setup asks for it and
-    this transformers can: its every_n_layers came with the 5.24 rename)."""
+def checkpoint_kwargs(session: ModelSession, every: int | None = None) -> dict:
+    """The checkpointing keywords training passes (non-reentrant; every n-th layer where the setup, or `every`, asks
+    for it and this transformers can: its every_n_layers came with the 5.24 rename)."""
     kwargs: dict = {"use_reentrant": False}
-    every = getattr(session.setup, "checkpoint_every", 1)
+    every = every or getattr(session.setup, "checkpoint_every", 1)
     if every > 1 and renamed_to_activation():
         kwargs["every_n_layers"] = every
     return kwargs

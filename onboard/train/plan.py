@@ -28,6 +28,7 @@ considered.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Callable
 
@@ -80,16 +81,13 @@ class Plan:
         return text + f" ({self.why})"
 
 
-def saved_bytes(model, rows: list[list[int]], device, pad_id: int, position_start: int = 0) -> int:
+def saved_bytes(model, rows: list[list[int]], device, position_start: int = 0) -> int:
     """The bytes autograd keeps for backward in one training forward of `rows` packed in one row (position_ids
     restarting per sample, labels = input_ids), each storage counted once; with checkpointing, the inputs each
     checkpointed layer keeps for its recompute as well (the checkpoint keeps them, not autograd's hooks)."""
     from onboard.patches.base import unwrap
 
-    ids = [t for row in rows for t in row]
-    positions = [position_start + i for row in rows for i in range(len(row))]
-    input_ids = torch.tensor([ids], device=device)
-    position_ids = torch.tensor([positions], device=device)
+    input_ids, position_ids = _packed(rows, device, position_start)
     seen: dict[int, int] = {}
     keep: list = []  # the storages stay alive while counted: a freed address could be another tensor's
 
@@ -125,6 +123,13 @@ def saved_bytes(model, rows: list[list[int]], device, pad_id: int, position_star
             handle.remove()
 
 
+def _packed(rows: list[list[int]], device, position_start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of token ids as one packed row: input_ids and position_ids restarting per sample."""
+    ids = [t for row in rows for t in row]
+    positions = [position_start + i for row in rows for i in range(len(row))]
+    return torch.tensor([ids], device=device), torch.tensor([positions], device=device)
+
+
 def fit_curve(points: list[tuple[int, int]]) -> Callable[[int], float]:
     """bytes(T) = a + b*T + c*T^2 through the probe's points (c >= 0; linear through two points)."""
     if len(points) < 3:
@@ -151,9 +156,9 @@ def candidates(layers: int, samples: int, tokens: int, activations: Callable[[in
         if samples % split:
             break
         micro = math.ceil(tokens / split)
+        per_layer = activations(everies[0], micro) / max(layers, 1)  # a layer's own, at the least checkpointing
         for every in everies:
             saved = activations(every, micro)
-            per_layer = activations(everies[0], micro) / max(layers, 1)  # a layer's own, at the least checkpointing
             need = int(fixed + saved + 2 * per_layer)
             recomputed = 0 if every == 0 else 1 / every
             cost = (1 + RECOMPUTE_COST * recomputed) * (1 + (SHORT_ROW_COST if micro < SHORT_ROW else 0))
@@ -236,34 +241,26 @@ def _confirmed(session: ModelSession, model, worst: list[int], cands: list[Candi
 def _peak_of_step(session: ModelSession, model, lengths: list[int], every: int) -> int | None:
     """The CUDA memory one forward and backward of these samples packed in a row takes beyond what is allocated
     now (None: out of memory)."""
-    from onboard.harness.samemath import as_trained, modes_of, restore_modes
+    import gc
+
     from onboard.patches.base import unwrap
 
     vocab = unwrap(model).get_input_embeddings().num_embeddings
-    ids = [t for row in _rows_of(lengths, sum(lengths), vocab, session.seed) for t in row]
-    positions = [session.position_start + i for n in lengths for i in range(n)]
-    input_ids = torch.tensor([ids], device=session.device)
-    position_ids = torch.tensor([positions], device=session.device)
-    modes, saved_setup = modes_of(model), session.setup
+    input_ids, position_ids = _packed(_rows_of(lengths, sum(lengths), vocab, session.seed), session.device,
+                                      session.position_start)
     torch.cuda.synchronize(session.device)
     torch.cuda.empty_cache()
     base = torch.cuda.memory_allocated(session.device)
     torch.cuda.reset_peak_memory_stats(session.device)
     try:
-        model.eval()
-        if every:
-            session.setup = session.setup.replace(checkpoint_every=every)
-        with as_trained(session, model, every != 0):
-            out = model(input_ids=input_ids, position_ids=position_ids, labels=input_ids, use_cache=False)
-            out.loss.backward()
+        with _as_planned(session, model, every):
+            model(input_ids=input_ids, position_ids=position_ids, labels=input_ids, use_cache=False).loss.backward()
         return torch.cuda.max_memory_allocated(session.device) - base
     except torch.OutOfMemoryError:
         return None
-    finally:
-        session.setup = saved_setup
-        restore_modes(modes)
+    finally:  # an out-of-memory error's traceback holds the step's tensors: let them go before the next try
         model.zero_grad(set_to_none=True)
-        out = None
+        gc.collect()
         torch.cuda.empty_cache()
 
 
@@ -305,30 +302,31 @@ def _optimizer_bytes(model) -> int:
 def _probe(session: ModelSession, model, worst: list[int], every: int) -> Callable[[int], float]:
     """The saved bytes of a micro-batch as a function of its tokens, under checkpointing `every` (0: off),
     fitted on probe rows of up to PROBE_TOKENS tokens shaped as the worst micro-batch."""
-    from onboard.harness.samemath import as_trained, modes_of, restore_modes
-    from onboard.harness.training import undo_checkpointing
     from onboard.patches.base import unwrap
 
-    total = sum(worst)
-    top = min(total, PROBE_TOKENS)
-    points = []
-    modes = modes_of(model)
-    saved_setup = session.setup
+    top = min(sum(worst), PROBE_TOKENS)
     vocab = unwrap(model).get_input_embeddings().num_embeddings
-    try:
-        model.eval()
-        if every:
-            session.setup = session.setup.replace(checkpoint_every=every)
+    points = []
+    with _as_planned(session, model, every):
         for length in sorted({max(8, top // 4), max(8, top // 2), top}):
             rows = _rows_of(worst, length, vocab, session.seed)
-            with as_trained(session, model, every != 0):
-                points.append((length, saved_bytes(model, rows, session.device, session.pad_id,
-                                                   session.position_start)))
-    finally:
-        session.setup = saved_setup
-        restore_modes(modes)
-        undo_checkpointing(model)
+            points.append((length, saved_bytes(model, rows, session.device, session.position_start)))
     return fit_curve(points)
+
+
+@contextmanager
+def _as_planned(session: ModelSession, model, every: int):
+    """The model in eval mode under checkpointing every `every`-th layer (0: off), as a probe runs it; every
+    module's mode put back after."""
+    from onboard.harness.samemath import as_trained, modes_of, restore_modes
+
+    modes = modes_of(model)
+    try:
+        model.eval()
+        with as_trained(session, model, every != 0, every=every or None):
+            yield
+    finally:
+        restore_modes(modes)
 
 
 def _rows_of(worst: list[int], length: int, vocab: int, seed: int) -> list[list[int]]:
